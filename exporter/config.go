@@ -1,0 +1,170 @@
+package exporter
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the exporter's configuration file.
+type Config struct {
+	Scrape     ScrapeConfig     `yaml:"scrape"`
+	Kubernetes KubernetesConfig `yaml:"kubernetes"`
+	Postgres   []PostgresTarget `yaml:"postgres"`
+	Redis      []RedisTarget    `yaml:"redis"`
+	Certs      *CertsConfig     `yaml:"certs"`
+	Auth       *AuthConfig      `yaml:"auth"`
+}
+
+// ScrapeConfig bounds how long one scrape may take.
+type ScrapeConfig struct {
+	// DefaultTimeout applies when Prometheus sends no
+	// X-Prometheus-Scrape-Timeout-Seconds header.
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	// TimeoutOffset is subtracted from Prometheus's timeout so the answer
+	// arrives before Prometheus gives up.
+	TimeoutOffset time.Duration `yaml:"timeout_offset"`
+	// MaxTimeout caps the deadline whatever the header says.
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+}
+
+// KubernetesConfig says how collectors that read from the Kubernetes API
+// (certificate Secrets, auth-service pod logs) reach it.
+type KubernetesConfig struct {
+	// Kubeconfig is a kubeconfig file; empty means in-cluster configuration.
+	Kubeconfig string `yaml:"kubeconfig"`
+}
+
+// Secret is a value read from a file or an environment variable, never
+// written in the configuration itself.
+type Secret struct {
+	File string `yaml:"file"`
+	Env  string `yaml:"env"`
+}
+
+// IsSet reports whether the secret names a source.
+func (s Secret) IsSet() bool { return s.File != "" || s.Env != "" }
+
+// Value reads the secret. A trailing newline in a file is dropped.
+func (s Secret) Value() (string, error) {
+	switch {
+	case s.File != "":
+		b, err := os.ReadFile(s.File)
+		if err != nil {
+			return "", fmt.Errorf("read secret file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	case s.Env != "":
+		v, ok := os.LookupEnv(s.Env)
+		if !ok {
+			return "", fmt.Errorf("secret environment variable %s is not set", s.Env)
+		}
+		return v, nil
+	}
+	return "", nil
+}
+
+func (s Secret) validate(path string) error {
+	if s.File != "" && s.Env != "" {
+		return fmt.Errorf("%s: set file or env, not both", path)
+	}
+	if _, err := s.Value(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// DefaultScrapeConfig is used for fields the file leaves out.
+var DefaultScrapeConfig = ScrapeConfig{
+	DefaultTimeout: 10 * time.Second,
+	TimeoutOffset:  500 * time.Millisecond,
+	MaxTimeout:     60 * time.Second,
+}
+
+// LoadConfig reads and validates a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes a configuration strictly (unknown fields are errors),
+// applies defaults and validates it.
+func ParseConfig(b []byte) (*Config, error) {
+	cfg := &Config{Scrape: DefaultScrapeConfig}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	return cfg, nil
+}
+
+func (c *Config) validate() error {
+	s := c.Scrape
+	if s.DefaultTimeout <= 0 {
+		return errors.New("scrape.default_timeout: must be positive")
+	}
+	if s.TimeoutOffset < 0 {
+		return errors.New("scrape.timeout_offset: must not be negative")
+	}
+	if s.MaxTimeout < s.DefaultTimeout {
+		return errors.New("scrape.max_timeout: must be at least scrape.default_timeout")
+	}
+	names := map[string]string{}
+	unique := func(kind, name, path string) error {
+		if name == "" {
+			return fmt.Errorf("%s.name: required", path)
+		}
+		key := kind + "/" + name
+		if prev, ok := names[key]; ok {
+			return fmt.Errorf("%s.name: %q is already used by %s", path, name, prev)
+		}
+		names[key] = path
+		return nil
+	}
+	for i := range c.Postgres {
+		path := fmt.Sprintf("postgres[%d]", i)
+		if err := unique("postgres", c.Postgres[i].Name, path); err != nil {
+			return err
+		}
+		if err := c.Postgres[i].validate(path); err != nil {
+			return err
+		}
+	}
+	for i := range c.Redis {
+		path := fmt.Sprintf("redis[%d]", i)
+		if err := unique("redis", c.Redis[i].Name, path); err != nil {
+			return err
+		}
+		if err := c.Redis[i].validate(path); err != nil {
+			return err
+		}
+	}
+	if c.Certs != nil {
+		if err := c.Certs.validate("certs"); err != nil {
+			return err
+		}
+	}
+	if c.Auth != nil {
+		if err := c.Auth.validate("auth"); err != nil {
+			return err
+		}
+	}
+	return nil
+}

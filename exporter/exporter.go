@@ -1,0 +1,272 @@
+// Package exporter collects PostgreSQL, Redis, certificate and auth-service
+// security metrics at scrape time and serves them to Prometheus.
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "warden"
+
+var (
+	collectorSuccessDesc = prometheus.NewDesc(
+		"warden_exporter_collector_success",
+		"Whether the collector finished without error within the scrape deadline (1) or not (0).",
+		[]string{"collector"}, nil)
+	collectorDurationDesc = prometheus.NewDesc(
+		"warden_exporter_collector_duration_seconds",
+		"How long the collector took in this scrape, up to the deadline.",
+		[]string{"collector"}, nil)
+	scrapeTimeoutDesc = prometheus.NewDesc(
+		"warden_exporter_scrape_timeout_seconds",
+		"The deadline applied to this scrape.",
+		nil, nil)
+)
+
+// Set is a group of collectors built from one configuration. Closing it
+// releases their connections and background work.
+type Set struct {
+	Collectors []Collector
+	cancel     context.CancelFunc
+}
+
+// Close stops the set's background work and closes every collector that
+// holds resources.
+func (s *Set) Close() error {
+	if s == nil {
+		return nil
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	var errs []error
+	for _, c := range s.Collectors {
+		if cl, ok := c.(io.Closer); ok {
+			if err := cl.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close %s: %w", c.Name(), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Build creates the collectors that cfg describes. Background work (log
+// followers) lives until the returned Set is closed.
+func Build(ctx context.Context, cfg *Config, logger *slog.Logger) (*Set, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	set := &Set{cancel: cancel}
+	add := func(c Collector, err error) error {
+		if err != nil {
+			return err
+		}
+		if c != nil {
+			set.Collectors = append(set.Collectors, c)
+		}
+		return nil
+	}
+	var err error
+	for _, t := range cfg.Postgres {
+		if err = add(newPostgresCollector(t, logger.With("collector", "postgres/"+t.Name))); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		for _, t := range cfg.Redis {
+			if err = add(newRedisCollector(t, logger.With("collector", "redis/"+t.Name))); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil && cfg.Certs != nil {
+		var cs []Collector
+		cs, err = newCertsCollectors(cfg.Certs, cfg.Kubernetes, logger.With("collector", "certs"))
+		set.Collectors = append(set.Collectors, cs...)
+	}
+	if err == nil && cfg.Auth != nil {
+		err = add(newAuthCollector(ctx, cfg.Auth, cfg.Kubernetes, logger.With("collector", "auth")))
+	}
+	if err != nil {
+		_ = set.Close()
+		return nil, err
+	}
+	return set, nil
+}
+
+// Exporter serves the metrics of the current collector set. Its set and
+// scrape settings can be swapped at run time (config reload).
+type Exporter struct {
+	logger *slog.Logger
+	// self holds the exporter's own process, Go and reload metrics; it is
+	// gathered together with each scrape's fresh registry.
+	self prometheus.Gatherer
+
+	mu     sync.RWMutex
+	set    *Set
+	scrape ScrapeConfig
+}
+
+// New returns an exporter serving set, gathering self alongside.
+func New(logger *slog.Logger, set *Set, scrape ScrapeConfig, self prometheus.Gatherer) *Exporter {
+	return &Exporter{logger: logger, set: set, scrape: scrape, self: self}
+}
+
+// Swap installs a new collector set and scrape settings and returns the old
+// set, which the caller closes once in-flight scrapes no longer need it.
+func (e *Exporter) Swap(set *Set, scrape ScrapeConfig) *Set {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := e.set
+	e.set, e.scrape = set, scrape
+	return old
+}
+
+// Timeout derives a scrape's deadline from Prometheus's header, minus the
+// configured offset, bounded by the configured maximum.
+func Timeout(h http.Header, cfg ScrapeConfig) time.Duration {
+	timeout := cfg.DefaultTimeout
+	if v := h.Get("X-Prometheus-Scrape-Timeout-Seconds"); v != "" {
+		if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
+			timeout = time.Duration(s * float64(time.Second))
+		}
+	}
+	if timeout-cfg.TimeoutOffset > 0 {
+		timeout -= cfg.TimeoutOffset
+	}
+	if cfg.MaxTimeout > 0 && timeout > cfg.MaxTimeout {
+		timeout = cfg.MaxTimeout
+	}
+	return timeout
+}
+
+// ServeHTTP runs one scrape.
+func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.mu.RLock()
+	set, scrapeCfg := e.set, e.scrape
+	e.mu.RUnlock()
+
+	timeout := Timeout(r.Header, scrapeCfg)
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+
+	var collectors []Collector
+	if set != nil {
+		collectors = set.Collectors
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(scrapeResult{metrics: Scrape(ctx, e.logger, collectors), timeout: timeout})
+	promhttp.HandlerFor(prometheus.Gatherers{reg, e.self}, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(e.logger.Handler(), slog.LevelError),
+		ErrorHandling: promhttp.ContinueOnError,
+	}).ServeHTTP(w, r)
+}
+
+// Scrape runs every collector in parallel until each finishes or ctx ends,
+// and returns their metrics followed by a success and duration metric for
+// each. A collector still running at the deadline is reported as failed and
+// its metrics are dropped; it is not waited for.
+func Scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []prometheus.Metric {
+	type result struct {
+		i       int
+		metrics []prometheus.Metric
+		err     error
+		dur     time.Duration
+	}
+	start := time.Now()
+	// Buffered so that abandoned collectors can finish without a reader.
+	done := make(chan result, len(collectors))
+	for i, c := range collectors {
+		go func() {
+			ch := make(chan prometheus.Metric, 64)
+			var ms []prometheus.Metric
+			drained := make(chan struct{})
+			go func() {
+				for m := range ch {
+					ms = append(ms, m)
+				}
+				close(drained)
+			}()
+			err := collectSafely(ctx, c, ch)
+			close(ch)
+			<-drained
+			done <- result{i: i, metrics: ms, err: err, dur: time.Since(start)}
+		}()
+	}
+
+	results := make([]*result, len(collectors))
+	for received := 0; received < len(collectors); received++ {
+		select {
+		case r := <-done:
+			results[r.i] = &r
+		case <-ctx.Done():
+			received = len(collectors) // stop waiting
+		}
+	}
+
+	var out []prometheus.Metric
+	for i, c := range collectors {
+		r := results[i]
+		success, dur := 0.0, time.Since(start)
+		switch {
+		case r == nil:
+			logger.Warn("collector did not finish before the scrape deadline", "collector", c.Name(), "deadline_seconds", deadlineSeconds(ctx, start))
+		case r.err != nil && !errors.Is(r.err, ErrNoData):
+			logger.Warn("collector failed", "collector", c.Name(), "err", r.err, "duration_seconds", r.dur.Seconds())
+			out = append(out, r.metrics...)
+			dur = r.dur
+		default:
+			out = append(out, r.metrics...)
+			success, dur = 1, r.dur
+		}
+		out = append(out,
+			prometheus.MustNewConstMetric(collectorSuccessDesc, prometheus.GaugeValue, success, c.Name()),
+			prometheus.MustNewConstMetric(collectorDurationDesc, prometheus.GaugeValue, dur.Seconds(), c.Name()),
+		)
+	}
+	return out
+}
+
+func deadlineSeconds(ctx context.Context, start time.Time) float64 {
+	if d, ok := ctx.Deadline(); ok {
+		return d.Sub(start).Seconds()
+	}
+	return 0
+}
+
+// collectSafely turns a collector's panic into an error so that one bad
+// collector cannot take the exporter down.
+func collectSafely(ctx context.Context, c Collector, ch chan<- prometheus.Metric) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("collector %s panicked: %v\n%s", c.Name(), p, debug.Stack())
+		}
+	}()
+	return c.Collect(ctx, ch)
+}
+
+// scrapeResult exposes one scrape's pre-collected metrics. It is an
+// unchecked collector: the set of metrics depends on the targets' answers.
+type scrapeResult struct {
+	metrics []prometheus.Metric
+	timeout time.Duration
+}
+
+func (s scrapeResult) Describe(chan<- *prometheus.Desc) {}
+
+func (s scrapeResult) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range s.metrics {
+		ch <- m
+	}
+	ch <- prometheus.MustNewConstMetric(scrapeTimeoutDesc, prometheus.GaugeValue, s.timeout.Seconds())
+}

@@ -1,0 +1,235 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const pgInstall = "apt-get install -y postgresql (or scripts/install-deps.sh)"
+
+// Postgres is a throw-away PostgreSQL server on a loopback port, running as
+// an unprivileged user when the tests run as root.
+type Postgres struct {
+	Host    string
+	Port    int
+	DataDir string
+	dir     string
+	bin     string
+	args    []string
+	cred    *syscall.Credential
+	proc    *process
+}
+
+// PostgresOption changes how PostgreSQL is started.
+type PostgresOption func(*pgOptions)
+
+type pgOptions struct {
+	settings        [][2]string
+	certPEM, keyPEM []byte
+}
+
+// WithPostgresSetting passes -c name=value to the server, e.g.
+// shared_preload_libraries=pg_stat_statements.
+func WithPostgresSetting(name, value string) PostgresOption {
+	return func(o *pgOptions) { o.settings = append(o.settings, [2]string{name, value}) }
+}
+
+// WithPostgresTLS turns on ssl with the given PEM certificate (chain) and key.
+func WithPostgresTLS(certPEM, keyPEM []byte) PostgresOption {
+	return func(o *pgOptions) { o.certPEM, o.keyPEM = certPEM, keyPEM }
+}
+
+func pgBinary(name string) (string, error) {
+	return LookBinary(name, "", pgInstall, "/usr/lib/postgresql/*/bin/"+name)
+}
+
+// unprivileged returns the credential to run PostgreSQL with when the tests
+// run as root (WARDEN_PG_USER, default "postgres"), or nil.
+func unprivileged() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	name := os.Getenv("WARDEN_PG_USER")
+	if name == "" {
+		name = "postgres"
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("PostgreSQL refuses to run as root and user %q does not exist (create it, or set WARDEN_PG_USER): %w", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// NewPostgres initialises a fresh cluster in a temp dir and starts it.
+func NewPostgres(opts ...PostgresOption) (*Postgres, error) {
+	var o pgOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	initdb, err := pgBinary("initdb")
+	if err != nil {
+		return nil, err
+	}
+	bin, err := pgBinary("postgres")
+	if err != nil {
+		return nil, err
+	}
+	cred, err := unprivileged()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "warden-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("postgres temp dir: %w", err)
+	}
+	p := &Postgres{Host: "127.0.0.1", dir: dir, DataDir: filepath.Join(dir, "data"), bin: bin, cred: cred}
+	fail := func(err error) (*Postgres, error) {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return fail(fmt.Errorf("chown postgres dir: %w", err))
+		}
+	}
+	cmd := exec.Command(initdb, "-D", p.DataDir, "--auth=trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fail(fmt.Errorf("initdb: %w\n%s", err, out))
+	}
+	if o.certPEM != nil {
+		for name, data := range map[string][]byte{"server.crt": o.certPEM, "server.key": o.keyPEM} {
+			path := filepath.Join(p.DataDir, name)
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				return fail(fmt.Errorf("write %s: %w", name, err))
+			}
+			if cred != nil {
+				if err := os.Chown(path, int(cred.Uid), int(cred.Gid)); err != nil {
+					return fail(fmt.Errorf("chown %s: %w", name, err))
+				}
+			}
+		}
+		o.settings = append(o.settings, [2]string{"ssl", "on"}, [2]string{"ssl_cert_file", "server.crt"}, [2]string{"ssl_key_file", "server.key"})
+	}
+	for _, s := range o.settings {
+		p.args = append(p.args, "-c", s[0]+"="+s[1])
+	}
+	if p.Port, err = FreePort(); err != nil {
+		return fail(err)
+	}
+	if err := p.Start(); err != nil {
+		return fail(err)
+	}
+	return p, nil
+}
+
+// StartPostgres starts PostgreSQL for one test and removes it afterwards.
+func StartPostgres(t testing.TB, opts ...PostgresOption) *Postgres {
+	t.Helper()
+	p, err := NewPostgres(opts...)
+	if err != nil {
+		t.Fatalf("start postgres: %v", err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// Start (re)starts the server on its port, e.g. after Kill.
+func (p *Postgres) Start() error {
+	args := append([]string{
+		"-D", p.DataDir, "-k", p.dir, "-p", strconv.Itoa(p.Port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
+		"-c", "synchronous_commit=off", "-c", "max_connections=50",
+	}, p.args...)
+	cmd := exec.Command(p.bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	logPath := filepath.Join(p.dir, "postgres.log")
+	proc, err := startProcess(cmd, logPath)
+	if err != nil {
+		return err
+	}
+	p.proc = proc
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn, err := pgx.Connect(ctx, p.DSN("postgres"))
+		if err == nil {
+			conn.Close(ctx)
+			cancel()
+			return nil
+		}
+		cancel()
+		if proc.exited() || time.Now().After(deadline) {
+			proc.stop(syscall.SIGKILL, time.Second)
+			return fmt.Errorf("postgres did not become ready: %w\n%s", err, tail(logPath, 20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// DSN is a connection string for database db as the superuser postgres.
+func (p *Postgres) DSN(db string) string {
+	return fmt.Sprintf("postgres://postgres@%s:%d/%s?sslmode=disable", p.Host, p.Port, db)
+}
+
+// Addr is host:port.
+func (p *Postgres) Addr() string { return fmt.Sprintf("%s:%d", p.Host, p.Port) }
+
+// Exec runs SQL statements in database db.
+func (p *Postgres) Exec(ctx context.Context, db string, sql ...string) error {
+	conn, err := pgx.Connect(ctx, p.DSN(db))
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", db, err)
+	}
+	defer conn.Close(ctx)
+	for _, s := range sql {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("exec %q: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// CreateDatabase creates a fresh database for one test and returns its DSN.
+func (p *Postgres) CreateDatabase(t testing.TB, name string) string {
+	t.Helper()
+	if err := p.Exec(context.Background(), "postgres", fmt.Sprintf("CREATE DATABASE %s", pgx.Identifier{name}.Sanitize())); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	return p.DSN(name)
+}
+
+// Pause freezes the postmaster and every backend (SIGSTOP): connections
+// stay open and nothing answers.
+func (p *Postgres) Pause() error { return p.proc.pause() }
+
+// Resume unfreezes the server.
+func (p *Postgres) Resume() error { return p.proc.resume() }
+
+// Kill ends the server abruptly; Start brings it back on the same port.
+func (p *Postgres) Kill() {
+	if p.proc != nil {
+		p.proc.stop(syscall.SIGKILL, time.Second)
+		os.Remove(filepath.Join(p.DataDir, "postmaster.pid"))
+	}
+}
+
+// Stop shuts the server down (fast shutdown) and removes its files.
+func (p *Postgres) Stop() {
+	if p.proc != nil {
+		p.proc.stop(syscall.SIGINT, 10*time.Second)
+	}
+	os.RemoveAll(p.dir)
+}
