@@ -26,12 +26,13 @@ log() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # build is visibly alive.
 with_progress() {
 	local what=$1; shift
-	local start=$SECONDS
+	local start=$SECONDS last=$SECONDS
 	"$@" &
 	local pid=$!
 	while kill -0 "$pid" 2>/dev/null; do
-		sleep 5
-		if (( (SECONDS - start) % 30 < 5 )) && kill -0 "$pid" 2>/dev/null; then
+		sleep 2
+		if (( SECONDS - last >= 30 )) && kill -0 "$pid" 2>/dev/null; then
+			last=$SECONDS
 			log "still building $what ($((SECONDS - start)) s)"
 		fi
 	done
@@ -143,7 +144,7 @@ print_env() {
 }
 
 if [[ $# -eq 0 || $1 == all ]]; then
-	set -- promtool prometheus amtool alertmanager staticcheck etcd kube-apiserver
+	set -- promtool prometheus amtool alertmanager staticcheck kustomize etcd kube-apiserver
 fi
 if [[ $1 == env ]]; then print_env; exit 0; fi
 for t in "$@"; do build "$t"; done

@@ -1,0 +1,188 @@
+// Command warden-exporter serves PostgreSQL, Redis, certificate-expiry and
+// auth-service security metrics to Prometheus, collected at scrape time.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/promslog"
+	"github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/warden-sre/warden/exporter"
+)
+
+const defaultListenAddress = ":10187"
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	app := kingpin.New("warden-exporter", "Prometheus exporter for PostgreSQL, Redis, TLS certificate expiry and auth-service security events.")
+	var (
+		configFile  = app.Flag("config.file", "Path to the exporter's YAML configuration.").Default("warden-exporter.yml").String()
+		configCheck = app.Flag("config.check", "Validate the configuration file and exit (non-zero when invalid).").Bool()
+		metricsPath = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+		webConfig   = kingpinflag.AddFlags(app, defaultListenAddress)
+	)
+	promslogConfig := &promslog.Config{}
+	flag.AddFlags(app, promslogConfig)
+	app.Version(version.Print("warden-exporter"))
+	app.HelpFlag.Short('h')
+	if _, err := app.Parse(args); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	logger := promslog.New(promslogConfig)
+
+	cfg, err := exporter.LoadConfig(*configFile)
+	if err != nil {
+		logger.Error("invalid configuration", "err", err)
+		return 1
+	}
+	if *configCheck {
+		fmt.Printf("%s: configuration is valid (%d postgres, %d redis targets, certs %t, auth %t)\n",
+			*configFile, len(cfg.Postgres), len(cfg.Redis), cfg.Certs != nil, cfg.Auth != nil)
+		return 0
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	self := prometheus.NewRegistry()
+	self.MustRegister(
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+		versioncollector.NewCollector("warden_exporter"),
+	)
+	reloadOK := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "warden_exporter_config_last_reload_successful",
+		Help: "Whether the last configuration load or reload succeeded (1) or not (0).",
+	})
+	reloadTime := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "warden_exporter_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully, as a Unix timestamp.",
+	})
+	self.MustRegister(reloadOK, reloadTime)
+
+	set, err := exporter.Build(ctx, cfg, logger)
+	if err != nil {
+		logger.Error("cannot build collectors", "err", err)
+		return 1
+	}
+	reloadOK.Set(1)
+	reloadTime.SetToCurrentTime()
+	exp := exporter.New(logger, set, cfg.Scrape, self)
+
+	var reloadMu sync.Mutex
+	reload := func() error {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		newCfg, err := exporter.LoadConfig(*configFile)
+		if err == nil {
+			var newSet *exporter.Set
+			if newSet, err = exporter.Build(ctx, newCfg, logger); err == nil {
+				old := exp.Swap(newSet, newCfg.Scrape)
+				// In-flight scrapes may still use the old set; give them
+				// their deadline before closing its connections.
+				time.AfterFunc(newCfg.Scrape.MaxTimeout, func() {
+					if err := old.Close(); err != nil {
+						logger.Warn("closing previous collectors", "err", err)
+					}
+				})
+			}
+		}
+		if err != nil {
+			reloadOK.Set(0)
+			logger.Error("configuration reload failed; keeping the previous configuration", "err", err)
+			return err
+		}
+		reloadOK.Set(1)
+		reloadTime.SetToCurrentTime()
+		logger.Info("configuration reloaded", "file", *configFile)
+		return nil
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				_ = reload()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	mux := http.NewServeMux()
+	mux.Handle(*metricsPath, exp)
+	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy.") })
+	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready.") })
+	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost && r.Method != http.MethodPut {
+			w.Header().Set("Allow", "POST, PUT")
+			http.Error(w, "use POST to reload the configuration", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := reload(); err != nil {
+			http.Error(w, fmt.Sprintf("reload failed, previous configuration kept: %v", err), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "Reloaded.")
+	})
+	if *metricsPath != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "warden-exporter",
+			Description: "PostgreSQL, Redis, TLS certificate and auth-service security metrics, collected at scrape time.",
+			Version:     version.Info(),
+			Links: []web.LandingLinks{
+				{Address: *metricsPath, Text: "Metrics"},
+				{Address: "/-/healthy", Text: "Health"},
+				{Address: "/-/ready", Text: "Readiness"},
+			},
+		})
+		if err != nil {
+			logger.Error("landing page", "err", err)
+			return 1
+		}
+		mux.Handle("/", landing)
+	}
+
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- web.ListenAndServe(srv, webConfig, logger) }()
+	logger.Info("warden-exporter started", "config", *configFile, "collectors", len(set.Collectors))
+
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server failed", "err", err)
+			return 1
+		}
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	if err := exp.Swap(nil, cfg.Scrape).Close(); err != nil {
+		logger.Warn("closing collectors", "err", err)
+	}
+	return 0
+}
+
