@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-const namespace = "warden"
 
 var (
 	collectorSuccessDesc = prometheus.NewDesc(
