@@ -1,0 +1,209 @@
+package actions
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/rest"
+)
+
+// recycle evicts one pod of a Deployment through the Eviction API, so that
+// PodDisruptionBudgets decide whether it may go now.
+//
+// Blast radius: with N live pods of the workload (owned by one of its
+// ReplicaSets, not terminating, not finished), at most
+// floor(MaxFraction × N) pods may be recycled within the caller's window,
+// this one included. Rounding down means a single-pod workload is recycled
+// only with MaxFraction 1, and a fraction of 0.25 allows one pod out of
+// four to seven.
+func (e *executor) recycle(ctx context.Context, log *slog.Logger, req Request) (Result, error) {
+	res := Result{Object: "Pod/" + req.Pod}
+	if msgs := validation.IsDNS1123Subdomain(req.Pod); len(msgs) > 0 {
+		return res, invalidf("pod %q: %s", req.Pod, msgs[0])
+	}
+	if math.IsNaN(req.MaxFraction) || req.MaxFraction <= 0 || req.MaxFraction > 1 {
+		return res, invalidf("max fraction %v must be in (0, 1]", req.MaxFraction)
+	}
+	if req.RecentlyRecycled < 0 {
+		return res, invalidf("recently recycled %d is negative", req.RecentlyRecycled)
+	}
+	d, err := e.getDeployment(ctx, log, req)
+	if err != nil {
+		return res, err
+	}
+	selector, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil || selector.Empty() {
+		return res, invalidf("deployment %s/%s has no usable selector", req.Namespace, req.Deployment)
+	}
+	pods := e.kube.CoreV1().Pods(req.Namespace)
+
+	var pod *corev1.Pod
+	err = e.retry(ctx, log, "get pod", func(ctx context.Context) error {
+		var err error
+		pod, err = pods.Get(ctx, req.Pod, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get pod %s/%s: %w", req.Namespace, req.Pod, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	if optedOut(pod.Annotations) {
+		return res, permanent(fmt.Errorf("pod %s/%s: %w", req.Namespace, req.Pod, ErrOptedOut))
+	}
+	if !ownedBy(pod, d, selector) {
+		return res, permanent(fmt.Errorf("pod %s/%s, deployment %s: %w", req.Namespace, req.Pod, req.Deployment, ErrNotOwned))
+	}
+	if pod.DeletionTimestamp != nil {
+		res.Detail = "pod is already terminating; nothing to do"
+		return res, nil
+	}
+
+	var list *corev1.PodList
+	err = e.retry(ctx, log, "list pods", func(ctx context.Context) error {
+		var err error
+		list, err = pods.List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
+		if err != nil {
+			return fmt.Errorf("list pods of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	live := 0
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && ownedBy(p, d, selector) {
+			live++
+		}
+	}
+	allowed := recycleAllowance(req.MaxFraction, live)
+	if req.RecentlyRecycled+1 > allowed {
+		return res, permanent(fmt.Errorf("recycle pod %s/%s: %w: %d recently recycled, max fraction %v of %d pods allows %d",
+			req.Namespace, req.Pod, ErrBlastRadius, req.RecentlyRecycled, req.MaxFraction, live, allowed))
+	}
+
+	eviction := &policyv1.Eviction{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
+		// Evict exactly the pod that was checked, not a namesake created since.
+		DeleteOptions: &metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &pod.UID},
+			DryRun:        dryRunOpt(req.DryRun),
+		},
+	}
+	pdbBlocksDryRun := false
+	err = e.retry(ctx, log, "evict pod", func(ctx context.Context) error {
+		err := e.evict(ctx, eviction)
+		switch {
+		case err == nil:
+			return nil
+		case req.DryRun && isPDBRefusal(err):
+			pdbBlocksDryRun = true
+			return nil
+		case apierrors.IsConflict(err):
+			// Either a PodDisruptionBudget status update raced (retry), or
+			// the UID precondition failed: the pod was replaced (stop).
+			cur, gerr := pods.Get(ctx, req.Pod, metav1.GetOptions{})
+			if apierrors.IsNotFound(gerr) || (gerr == nil && cur.UID != pod.UID) {
+				return permanent(fmt.Errorf("evict pod %s/%s: pod was deleted or replaced meanwhile: %w", req.Namespace, req.Pod, err))
+			}
+		}
+		return fmt.Errorf("evict pod %s/%s: %w", req.Namespace, req.Pod, err)
+	})
+	if err != nil {
+		if isPDBRefusal(err) {
+			return res, fmt.Errorf("%w: %w", ErrPDBBlocked, err)
+		}
+		return res, err
+	}
+	if req.DryRun {
+		res.Detail = fmt.Sprintf("dry run: would evict pod (uid %s, %d of %d allowed by max fraction)", pod.UID, req.RecentlyRecycled+1, allowed)
+		if pdbBlocksDryRun {
+			res.Detail = "dry run: a PodDisruptionBudget currently blocks evicting this pod"
+		}
+		log.Debug("recycle checked", "pdb_blocks", pdbBlocksDryRun)
+		return res, nil
+	}
+	res.Changed = true
+
+	var after *corev1.Pod
+	verr := e.retry(ctx, log, "verify eviction", func(ctx context.Context) error {
+		var err error
+		after, err = pods.Get(ctx, req.Pod, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			after, err = nil, nil
+		}
+		if err != nil {
+			return fmt.Errorf("read back pod %s/%s: %w", req.Namespace, req.Pod, err)
+		}
+		return nil
+	})
+	switch {
+	case verr != nil:
+		res.Detail = fmt.Sprintf("evicted, but read-back failed: %v", verr)
+	case after == nil || after.UID != pod.UID:
+		res.Verified = true
+		res.Detail = "pod evicted and deleted"
+	case after.DeletionTimestamp != nil:
+		res.Verified = true
+		grace := int64(0)
+		if after.DeletionGracePeriodSeconds != nil {
+			grace = *after.DeletionGracePeriodSeconds
+		}
+		res.Detail = fmt.Sprintf("pod evicted, terminating (grace period %ds)", grace)
+	default:
+		res.Detail = "eviction accepted but the pod is not terminating"
+	}
+	log.Debug("pod recycled", "verified", res.Verified, "live_pods", live)
+	return res, nil
+}
+
+// evict posts to the pod's policy/v1 eviction subresource, as EvictV1 does,
+// but without client-go's own retries on 429: they sleep for the server's
+// Retry-After (10s while a budget is unprocessed) and would hide the refusal
+// from the retry loop that owns the timeout and classifies the error.
+func (e *executor) evict(ctx context.Context, eviction *policyv1.Eviction) error {
+	rc, ok := e.kube.CoreV1().RESTClient().(*rest.RESTClient)
+	if !ok || rc == nil {
+		return e.kube.CoreV1().Pods(eviction.Namespace).EvictV1(ctx, eviction)
+	}
+	return rc.Post().Namespace(eviction.Namespace).Resource("pods").Name(eviction.Name).
+		SubResource("eviction").MaxRetries(0).Body(eviction).Do(ctx).Error()
+}
+
+// recycleAllowance is floor(fraction × pods); the epsilon keeps products such
+// as 0.29 × 100 = 28.999999999999996 from losing a pod to rounding.
+func recycleAllowance(fraction float64, pods int) int {
+	return int(math.Floor(fraction*float64(pods) + 1e-9))
+}
+
+// ownedBy reports whether pod belongs to Deployment d: its controller is a
+// ReplicaSet named "<deployment>-<pod-template-hash>" and its labels match the
+// Deployment's selector. ReplicaSets are not read, so the remediator needs no
+// permission on them.
+func ownedBy(pod *corev1.Pod, d *appsv1.Deployment, selector labels.Selector) bool {
+	if !selector.Matches(labels.Set(pod.Labels)) {
+		return false
+	}
+	ref := metav1.GetControllerOf(pod)
+	if ref == nil || ref.Kind != "ReplicaSet" || !strings.HasPrefix(ref.APIVersion, "apps/") {
+		return false
+	}
+	if hash, ok := pod.Labels[appsv1.DefaultDeploymentUniqueLabelKey]; ok {
+		return ref.Name == d.Name+"-"+hash
+	}
+	suffix, ok := strings.CutPrefix(ref.Name, d.Name+"-")
+	return ok && suffix != "" && !strings.Contains(suffix, "-")
+}
