@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 func TestPostgresPauseResumeAndRestart(t *testing.T) {
@@ -13,14 +15,27 @@ func TestPostgresPauseResumeAndRestart(t *testing.T) {
 	if err := pg.Exec(ctx, "postgres", "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
+	// A connection opened before the pause must hang too: backends leave
+	// the postmaster's process group.
+	open, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close(ctx)
 	if err := pg.Pause(); err != nil {
 		t.Fatal(err)
 	}
 	qctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	err := pg.Exec(qctx, "postgres", "SELECT 1")
+	err = pg.Exec(qctx, "postgres", "SELECT 1")
 	cancel()
 	if err == nil {
-		t.Fatal("query against paused server succeeded")
+		t.Fatal("new connection to paused server succeeded")
+	}
+	qctx, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+	_, err = open.Exec(qctx, "SELECT 1")
+	cancel()
+	if err == nil {
+		t.Fatal("query on an open connection to a paused server succeeded")
 	}
 	if err := pg.Resume(); err != nil {
 		t.Fatal(err)
