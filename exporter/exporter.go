@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-
 var (
 	collectorSuccessDesc = prometheus.NewDesc(
 		"warden_exporter_collector_success",

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/warden-sre/warden/exporter"
 )
@@ -47,6 +49,8 @@ func run(args []string) int {
 		return 2
 	}
 	logger := promslog.New(promslogConfig)
+	// go-redis reports failed dials on its own; redis_up already says so.
+	redis.SetLogger(redisLogger{logger.With("component", "go-redis")})
 
 	cfg, err := exporter.LoadConfig(*configFile)
 	if err != nil {
@@ -186,3 +190,9 @@ func run(args []string) int {
 	return 0
 }
 
+// redisLogger routes go-redis's own log lines into slog at debug level.
+type redisLogger struct{ logger *slog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.logger.Debug(fmt.Sprintf(format, v...))
+}

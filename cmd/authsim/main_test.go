@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunAppliesFlagsServesAndLogs starts the simulator with initial
+// switches from flags on a loopback port, checks them over HTTP, waits for
+// brute-force lines in the log file, and stops it by cancelling.
+func TestRunAppliesFlagsServesAndLogs(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "auth.log")
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan string, 1)
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--log-file", logFile, "--rate", "50", "--instance-id", "copy-2",
+			"--error-rate", "0.25", "--latency", "10ms", "--brute-force-source", "203.0.113.7", "--brute-force-rate", "40", "--unhealthy"}, &stderr, ready)
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case code := <-done:
+		t.Fatalf("run exited with %d: %s", code, stderr.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("not listening")
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/health"); code != http.StatusServiceUnavailable || !strings.Contains(body, "copy-2") {
+		t.Errorf("/health = %d %s", code, body)
+	}
+	_, body := get("/admin/fault")
+	var f struct {
+		ErrorRate  float64 `json:"error_rate"`
+		Latency    string  `json:"latency"`
+		BruteForce struct {
+			Sources []string `json:"sources"`
+			Rate    float64  `json:"rate"`
+		} `json:"brute_force"`
+	}
+	if err := json.Unmarshal([]byte(body), &f); err != nil || f.ErrorRate != 0.25 || f.Latency != "10ms" ||
+		f.BruteForce.Rate != 40 || len(f.BruteForce.Sources) != 1 {
+		t.Errorf("/admin/fault = %s (%v)", body, err)
+	}
+	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, `authsim_instance_info{instance_id="copy-2"} 1`) {
+		t.Errorf("/metrics = %d", code)
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		attack := 0
+		if data, err := os.ReadFile(logFile); err == nil {
+			sc := bufio.NewScanner(bytes.NewReader(data))
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), `"event":"authentication_failed","ip_address":"203.0.113.7"`) {
+					attack++
+				}
+			}
+		}
+		if attack >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d brute-force lines in the log", attack)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit code %d: %s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not stop")
+	}
+}
+
+func TestRunRejectsBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--rate", "-5"},
+		{"--error-rate", "2"},
+		{"--brute-force-rate", "5"},
+		{"--brute-force-source", "not-an-ip", "--brute-force-rate", "5"},
+		{"--no-such-flag"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(t.Context(), args, &stderr, nil); code != 2 {
+			t.Errorf("run(%v) = %d, want 2 (%s)", args, code, stderr.String())
+		}
+	}
+}
