@@ -1,0 +1,546 @@
+package remediator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amtemplate "github.com/prometheus/alertmanager/template"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/warden-sre/warden/remediator/actions"
+)
+
+// Options configure a Remediator.
+type Options struct {
+	// Kube is the client for Leases, Events (and whatever the Executor
+	// uses). Required.
+	Kube kubernetes.Interface
+	// Executor carries out actions. Required.
+	Executor actions.Executor
+	Logger   *slog.Logger
+	// Registerer receives the remediator's metrics. Required.
+	Registerer prometheus.Registerer
+	// Identity names this replica in Leases and Events (pod name).
+	Identity string
+	// QueueSize bounds alerts accepted but not yet handled (default 1000).
+	QueueSize int
+	// Workers handle queued alerts concurrently (default 4).
+	Workers int
+	// DryRun forces dry-run for every rule.
+	DryRun bool
+	// Auth is checked on every webhook request.
+	Auth Auth
+	// MaxBodyBytes caps a webhook body (default 1 MiB).
+	MaxBodyBytes int64
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// job is one alert of one accepted webhook payload.
+type job struct {
+	alert    amtemplate.Alert
+	received time.Time
+}
+
+// snapshot is a policy with the clients it needs, replaced as a whole on
+// reload. In-flight jobs keep the snapshot they started with.
+type snapshot struct {
+	policy *Policy
+	redis  map[string]*redisStore
+	users  sync.WaitGroup
+}
+
+func (s *snapshot) close() {
+	s.users.Wait()
+	for _, r := range s.redis {
+		_ = r.client.Close()
+	}
+}
+
+// Remediator receives alerts, queues them and acts on them under the policy.
+type Remediator struct {
+	kube     kubernetes.Interface
+	exec     actions.Executor
+	logger   *slog.Logger
+	metrics  *metrics
+	identity string
+	dryRun   bool
+	now      func() time.Time
+	maxBody  int64
+	workers  int
+
+	auth    atomic.Pointer[Auth]
+	current atomic.Pointer[snapshot]
+	swapMu  sync.RWMutex
+	leases  *leaseStore
+	limiter *rateLimiter
+	// dryRunSeen keeps dry-run deliveries from being recorded over and over
+	// (dry-run writes no coordination state).
+	dryRunSeen *seenSet
+
+	queueMu sync.Mutex
+	queue   chan job
+	closed  bool
+	started atomic.Bool
+	stopped chan struct{}
+}
+
+// New creates a Remediator with the given policy. Call Run to start the
+// workers.
+func New(opts Options, p *Policy) (*Remediator, error) {
+	if opts.Kube == nil || opts.Executor == nil || opts.Registerer == nil {
+		return nil, errors.New("remediator: Kube, Executor and Registerer are required")
+	}
+	if p == nil {
+		return nil, errors.New("remediator: policy is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 1000
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 1 << 20
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Identity == "" {
+		host, _ := os.Hostname()
+		opts.Identity = host
+	}
+	r := &Remediator{
+		kube:       opts.Kube,
+		exec:       opts.Executor,
+		logger:     opts.Logger,
+		identity:   opts.Identity,
+		dryRun:     opts.DryRun,
+		now:        opts.Now,
+		maxBody:    opts.MaxBodyBytes,
+		workers:    opts.Workers,
+		leases:     &leaseStore{kube: opts.Kube, identity: opts.Identity},
+		limiter:    newRateLimiter(p.RateLimit.ActionsPerHour),
+		dryRunSeen: newSeenSet(4096),
+		queue:      make(chan job, opts.QueueSize),
+		stopped:    make(chan struct{}),
+	}
+	auth := opts.Auth
+	r.auth.Store(&auth)
+	m, err := newMetrics(opts.Registerer, func() float64 { return float64(len(r.queue)) })
+	if err != nil {
+		return nil, err
+	}
+	r.metrics = m
+	r.current.Store(r.newSnapshot(p))
+	return r, nil
+}
+
+func (r *Remediator) newSnapshot(p *Policy) *snapshot {
+	s := &snapshot{policy: p, redis: map[string]*redisStore{}}
+	for _, rt := range p.Redis {
+		if !rt.Enabled {
+			continue
+		}
+		s.redis[rt.Name] = &redisStore{
+			client: redis.NewClient(redisOptions(rt)),
+			ttl:    max(7*24*time.Hour, p.Breaker.Window+p.Breaker.OpenFor),
+		}
+	}
+	return s
+}
+
+func redisOptions(rt RedisTarget) *redis.Options {
+	o := &redis.Options{
+		Addr:         rt.Address,
+		Username:     rt.Username,
+		Password:     rt.password,
+		DB:           rt.CoordinationDB,
+		DialTimeout:  5 * time.Second,
+		ReadTimeout:  5 * time.Second,
+		WriteTimeout: 5 * time.Second,
+		PoolSize:     4,
+	}
+	if rt.TLS {
+		o.TLSConfig = tlsConfigFor(rt.Address)
+	}
+	return o
+}
+
+// SetPolicy replaces the policy. Jobs already running finish under the old
+// one; its Redis clients are closed once they are done.
+func (r *Remediator) SetPolicy(p *Policy) {
+	r.limiter.setLimit(p.RateLimit.ActionsPerHour)
+	next := r.newSnapshot(p)
+	r.swapMu.Lock()
+	old := r.current.Swap(next)
+	r.swapMu.Unlock()
+	go old.close()
+}
+
+// SetAuth replaces the webhook credentials (after a reload re-read them).
+func (r *Remediator) SetAuth(a Auth) { r.auth.Store(&a) }
+
+// Policy returns the policy in force.
+func (r *Remediator) Policy() *Policy { return r.current.Load().policy }
+
+// enqueue accepts all alerts of a payload or none: a partial accept would
+// make Alertmanager retry alerts that were already queued (harmless, since
+// dedupe is on the occurrence, but wasteful).
+func (r *Remediator) enqueue(alerts []amtemplate.Alert, received time.Time) error {
+	r.queueMu.Lock()
+	defer r.queueMu.Unlock()
+	if r.closed {
+		return errShuttingDown
+	}
+	if cap(r.queue)-len(r.queue) < len(alerts) {
+		return errQueueFull
+	}
+	for _, a := range alerts {
+		r.queue <- job{alert: a, received: received}
+	}
+	return nil
+}
+
+var (
+	errShuttingDown = errors.New("shutting down")
+	errQueueFull    = errors.New("queue full")
+)
+
+// Run starts the workers and blocks until ctx ends. Cancelling ctx aborts
+// work in progress; use Shutdown first to drain the queue gracefully.
+func (r *Remediator) Run(ctx context.Context) {
+	if !r.started.CompareAndSwap(false, true) {
+		return
+	}
+	var wg sync.WaitGroup
+	for range r.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range r.queue {
+				r.handle(ctx, j)
+			}
+		}()
+	}
+	wg.Wait()
+	close(r.stopped)
+}
+
+// Shutdown stops accepting alerts (the webhook answers 503 so Alertmanager
+// retries elsewhere or later) and waits until the queued alerts are handled
+// or ctx ends. Alerts still queued then are logged as dropped; they were
+// already acknowledged, so they come back only with Alertmanager's next
+// repeat, and the occurrence key makes that delivery act at most once.
+func (r *Remediator) Shutdown(ctx context.Context) error {
+	r.queueMu.Lock()
+	if !r.closed {
+		r.closed = true
+		close(r.queue)
+	}
+	r.queueMu.Unlock()
+	if !r.started.Load() {
+		return nil
+	}
+	select {
+	case <-r.stopped:
+		return nil
+	case <-ctx.Done():
+		dropped := len(r.queue)
+		r.logger.Error("shutdown grace period over: queued alerts dropped", "dropped", dropped)
+		return fmt.Errorf("shutdown: %d queued alerts not handled: %w", dropped, ctx.Err())
+	}
+}
+
+// Ready reports whether the webhook accepts work.
+func (r *Remediator) Ready() bool {
+	r.queueMu.Lock()
+	defer r.queueMu.Unlock()
+	return !r.closed
+}
+
+// handle processes one alert: evaluate the policy, then for each decision
+// coordinate, act and audit.
+func (r *Remediator) handle(ctx context.Context, j job) {
+	// The read lock keeps SetPolicy from retiring the snapshot between
+	// Load and Add.
+	r.swapMu.RLock()
+	snap := r.current.Load()
+	snap.users.Add(1)
+	r.swapMu.RUnlock()
+	defer snap.users.Done()
+	a := &j.alert
+	decisions := snap.policy.evaluate(a, r.dryRun)
+	for _, d := range decisions {
+		base := record{
+			Alertname:   a.Labels["alertname"],
+			Fingerprint: a.Fingerprint,
+			StartsAt:    a.StartsAt,
+			Target:      d.Target,
+			DryRun:      d.DryRun,
+		}
+		if d.Rule != nil {
+			base.Rule = d.Rule.Name
+			base.Action = d.Rule.Action
+		}
+		if a.Status == "resolved" {
+			r.handleResolved(ctx, snap, d, base)
+			continue
+		}
+		if d.SkipReason != "" {
+			base.Outcome, base.Reason, base.Detail = outcomeSkipped, d.SkipReason, d.Detail
+			r.audit(ctx, base)
+			continue
+		}
+		r.handleFiring(ctx, snap, j, d, base)
+	}
+}
+
+func (r *Remediator) storeFor(snap *snapshot, t target) (stateStore, error) {
+	if t.Kind != "redis" {
+		return r.leases, nil
+	}
+	s, ok := snap.redis[t.Name]
+	if !ok {
+		return nil, fmt.Errorf("redis target %q has no coordination client", t.Name)
+	}
+	return s, nil
+}
+
+func (r *Remediator) handleResolved(ctx context.Context, snap *snapshot, d decision, rec record) {
+	rec.Outcome = outcomeResolved
+	if d.SkipReason != "" {
+		// Nothing was ever done for an alert the policy refuses.
+		if d.SkipReason == ReasonNoMatchingRule || d.SkipReason == ReasonNotAllowed || d.SkipReason == ReasonInvalidTarget {
+			rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, d.SkipReason, d.Detail
+			r.audit(ctx, rec)
+			return
+		}
+	}
+	store, err := r.storeFor(snap, d.Target)
+	if err != nil || d.DryRun {
+		r.audit(ctx, rec)
+		return
+	}
+	changed := false
+	err = retryStore(ctx, snap.policy.Defaults.RetryFor, func() error {
+		return store.update(ctx, d.Target, func(st *targetState) bool {
+			changed = resolve(st, rec.Fingerprint)
+			return changed
+		})
+	}, r.retryLogger(d.Target))
+	switch {
+	case err != nil:
+		rec.Detail = "could not record resolution: " + err.Error()
+	case changed:
+		rec.Detail = "closed out the earlier action"
+	default:
+		// Every Alertmanager notification repeats resolved alerts; only
+		// the first one changes anything, the rest need no Event.
+		rec.Detail = "no open action for this alert"
+		rec.Reason = ReasonDuplicate
+	}
+	r.audit(ctx, rec)
+}
+
+func (r *Remediator) retryLogger(t target) func(error, time.Duration) {
+	return func(err error, wait time.Duration) {
+		r.logger.Warn("coordination store unavailable, retrying", "target", t.String(), "namespace", t.Namespace, "wait", wait, "err", err)
+	}
+}
+
+func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, j job, d decision, rec record) {
+	p := snap.policy
+	a := &j.alert
+	start := r.now()
+	occ := occurrence{
+		Key:         occurrenceKey(a.Fingerprint, a.StartsAt, string(d.Rule.Action)),
+		Fingerprint: a.Fingerprint,
+		Pod:         d.Request.Pod,
+	}
+	store, err := r.storeFor(snap, d.Target)
+	if err != nil {
+		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, ReasonUnavailable, err.Error()
+		r.audit(ctx, rec)
+		return
+	}
+	in := claimInput{
+		Occ: occ, Recycle: d.Rule.Action == actions.Recycle, Cooldown: d.Cooldown,
+		Breaker: p.Breaker, RateOK: true,
+	}
+	req := d.Request
+
+	if d.DryRun {
+		// Dry-run reads the coordination state but never writes it, so a
+		// later real run is not held back by a cooldown that did nothing.
+		if !r.dryRunSeen.add(occ.Key + "|" + d.Target.Namespace + "/" + d.Target.String()) {
+			rec.Outcome, rec.Reason = outcomeSkipped, ReasonDuplicate
+			r.audit(ctx, rec)
+			return
+		}
+		var st targetState
+		err := retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
+			st, err = store.read(ctx, d.Target)
+			return err
+		}, r.retryLogger(d.Target))
+		if err != nil {
+			r.dryRunSeen.remove(occ.Key + "|" + d.Target.Namespace + "/" + d.Target.String())
+			rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, unavailableReason(ctx), err.Error()
+			r.audit(ctx, rec)
+			return
+		}
+		in.Now = r.now()
+		v := claim(&st, in)
+		if !v.Proceed {
+			rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, v.Reason, v.Detail
+			r.audit(ctx, rec)
+			return
+		}
+		req.RecentlyRecycled = v.RecentlyRecycled
+		r.execute(ctx, req, rec, start, nil)
+		return
+	}
+
+	rateOK, cancelRate := r.limiter.reserve(r.now())
+	in.RateOK = rateOK
+	var v verdict
+	err = retryStore(ctx, p.Defaults.RetryFor, func() error {
+		return store.update(ctx, d.Target, func(st *targetState) bool {
+			in.Now = r.now()
+			v = claim(st, in)
+			return v.Write
+		})
+	}, r.retryLogger(d.Target))
+	if err != nil {
+		cancelRate()
+		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, unavailableReason(ctx), err.Error()
+		rec.Duration = r.now().Sub(start)
+		r.logger.Error("alert not handled: coordination store unreachable; Alertmanager's next repeat of this alert will be handled (at most once)",
+			"alertname", rec.Alertname, "fingerprint", rec.Fingerprint, "target", d.Target.String(), "err", err)
+		r.audit(ctx, rec)
+		return
+	}
+	r.metrics.breakerOpen.WithLabelValues(d.Target.Namespace, d.Target.String()).Set(boolGauge(v.BreakerOpen))
+	if v.Opened {
+		r.escalate(ctx, d.Target, rec.Alertname, v.Detail)
+	}
+	if !v.Proceed {
+		cancelRate()
+		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, v.Reason, v.Detail
+		rec.Duration = r.now().Sub(start)
+		r.audit(ctx, rec)
+		return
+	}
+	req.RecentlyRecycled = v.RecentlyRecycled
+	r.execute(ctx, req, rec, start, func(outcome string) {
+		var opened bool
+		err := retryStore(ctx, p.Defaults.RetryFor, func() error {
+			return store.update(ctx, d.Target, func(st *targetState) bool {
+				opened = finish(st, occ.Key, outcome, r.now(), p.Breaker)
+				return true
+			})
+		}, r.retryLogger(d.Target))
+		if err != nil {
+			r.logger.Error("cannot record action outcome", "target", d.Target.String(), "namespace", d.Target.Namespace, "outcome", outcome, "err", err)
+			return
+		}
+		if opened {
+			r.escalate(ctx, d.Target, rec.Alertname, fmt.Sprintf("%d failed actions within %s", p.Breaker.Failures, p.Breaker.Window))
+		}
+	})
+}
+
+// execute runs the action, records the outcome through done (nil for dry
+// runs) and audits it.
+func (r *Remediator) execute(ctx context.Context, req actions.Request, rec record, start time.Time, done func(outcome string)) {
+	actx, cancel := context.WithTimeout(ctx, req.Timeout)
+	t0 := r.now()
+	res, err := r.exec.Run(actx, req)
+	cancel()
+	rec.Duration = r.now().Sub(t0)
+	rec.Executed = true
+	rec.Object = res.Object
+	switch {
+	case errors.Is(err, actions.ErrOptedOut):
+		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, ReasonOptedOut, err.Error()
+		rec.Executed = false
+	case err != nil:
+		rec.Outcome, rec.Reason, rec.Detail = outcomeFailed, actions.Reason(err), err.Error()
+	case req.DryRun:
+		rec.Outcome, rec.Detail = outcomeDryRun, res.Detail
+	default:
+		rec.Outcome, rec.Detail = outcomeActed, res.Detail
+		if !res.Verified {
+			rec.Detail = "not verified: " + res.Detail
+		}
+	}
+	if done != nil {
+		// Opt-out is not a failure of the fix; it does not count towards
+		// the breaker.
+		outcome := rec.Outcome
+		if outcome == outcomeSkipped {
+			outcome = ReasonOptedOut
+		}
+		done(outcome)
+	}
+	r.audit(ctx, rec)
+}
+
+func unavailableReason(ctx context.Context) string {
+	if ctx.Err() != nil {
+		return ReasonShutdown
+	}
+	return ReasonUnavailable
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// seenSet is a bounded set of strings with FIFO eviction.
+type seenSet struct {
+	mu    sync.Mutex
+	max   int
+	set   map[string]struct{}
+	order []string
+}
+
+func newSeenSet(n int) *seenSet {
+	return &seenSet{max: n, set: make(map[string]struct{}, n)}
+}
+
+// add returns false when s was already present.
+func (s *seenSet) add(k string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.set[k]; ok {
+		return false
+	}
+	s.set[k] = struct{}{}
+	s.order = append(s.order, k)
+	if len(s.order) > s.max {
+		delete(s.set, s.order[0])
+		s.order = s.order[1:]
+	}
+	return true
+}
+
+func (s *seenSet) remove(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.set, k)
+}
