@@ -2,14 +2,12 @@ package exporter
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,31 +18,6 @@ import (
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-// authPromCollector adapts a Collector to prometheus.Collector for
-// testutil, keeping the error of the last Collect.
-type authPromCollector struct {
-	c       Collector
-	timeout time.Duration
-	mu      sync.Mutex
-	err     error
-}
-
-func (a *authPromCollector) Describe(chan<- *prometheus.Desc) {}
-
-func (a *authPromCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-	defer cancel()
-	err := a.c.Collect(ctx, ch)
-	a.mu.Lock()
-	a.err = err
-	a.mu.Unlock()
-}
-
-func (a *authPromCollector) lastErr() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.err
-}
 
 func authTestConfig(t *testing.T, yml string) *AuthConfig {
 	t.Helper()
@@ -188,7 +161,7 @@ auth:
 	appendFile(t, path, authJSONLine("privilege_escalation", "203.0.113.7")+authJSONLine("authentication_failed", "203.0.113.8"))
 	waitAuthLines(t, c, 20)
 
-	pc := &authPromCollector{c: col, timeout: 5 * time.Second}
+	pc := &testCollector{c: col, timeout: 5 * time.Second}
 	want := `
 # HELP warden_auth_events_total auth-service log events by event type; unknown events count as other.
 # TYPE warden_auth_events_total counter
@@ -289,7 +262,7 @@ warden_auth_failed_logins_by_source{source="10.0.0.1"} 1
 warden_auth_failed_logins_by_source{source="unknown"} 1
 warden_auth_failed_logins_by_source{source="other"} 0
 `
-	pc := &authPromCollector{c: c, timeout: time.Second}
+	pc := &testCollector{c: c, timeout: time.Second}
 	if err := testutil.CollectAndCompare(pc, strings.NewReader(want), "warden_auth_failed_logins_by_source"); err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +309,7 @@ auth:
 	t.Cleanup(func() { _ = c.Close() })
 	clock := time.Now()
 	c.now = func() time.Time { return clock }
-	pc := &authPromCollector{c: c, timeout: 10 * time.Second}
+	pc := &testCollector{c: c, timeout: 10 * time.Second}
 
 	start := time.Now()
 	mfs := gatherAuth(t, pc)
@@ -379,7 +352,7 @@ auth:
 	c.queries = []*authQuery{c.queries[3]}
 	c.queries[0].cfg.Timeout = time.Minute
 	clock = clock.Add(time.Hour)
-	short := &authPromCollector{c: c, timeout: 300 * time.Millisecond}
+	short := &testCollector{c: c, timeout: 300 * time.Millisecond}
 	start = time.Now()
 	gatherAuth(t, short)
 	if d := time.Since(start); d > 5*time.Second {
@@ -471,7 +444,7 @@ func TestAuthCollectorReadsSimulatorLogs(t *testing.T) {
 			simFailed = mf.GetMetric()[0].GetCounter().GetValue()
 		}
 	}
-	mfs := gatherAuth(t, &authPromCollector{c: c, timeout: time.Second})
+	mfs := gatherAuth(t, &testCollector{c: c, timeout: time.Second})
 	if got := mfs["warden_auth_login_failures_total"][0].value; got != simFailed {
 		t.Errorf("warden_auth_login_failures_total = %v, simulator counted %v", got, simFailed)
 	}

@@ -26,37 +26,12 @@ import (
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-// pgTestCollector adapts a Collector to prometheus.Collector for testutil
-// and registries, remembering the last Collect error.
-type pgTestCollector struct {
-	c       Collector
-	timeout time.Duration
-	mu      sync.Mutex
-	err     error
-}
-
-func (a *pgTestCollector) Describe(chan<- *prometheus.Desc) {}
-
-func (a *pgTestCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-	defer cancel()
-	err := a.c.Collect(ctx, ch)
-	a.mu.Lock()
-	a.err = err
-	a.mu.Unlock()
-}
-
-func (a *pgTestCollector) lastErr() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.err
-}
 
 // pgCollect runs one Collect with timeout and returns the metric families
 // and Collect's error.
 func pgCollect(t testing.TB, c Collector, timeout time.Duration) (map[string]*dto.MetricFamily, error) {
 	t.Helper()
-	a := &pgTestCollector{c: c, timeout: timeout}
+	a := &testCollector{c: c, timeout: timeout}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(a)
 	mfs, err := reg.Gather()
@@ -188,7 +163,7 @@ func TestPostgresCollectorReportsServerAndDatabase(t *testing.T) {
 		t.Fatalf("collect: %v", err)
 	}
 	// The stable parts, compared as exposition text.
-	a := &pgTestCollector{c: c, timeout: 10 * time.Second}
+	a := &testCollector{c: c, timeout: 10 * time.Second}
 	expected := fmt.Sprintf(`
 # HELP pg_settings_max_connections The server's max_connections setting.
 # TYPE pg_settings_max_connections gauge
@@ -908,7 +883,7 @@ func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
 	pgCreateTables(t, db, 3)
 	pgExec(t, sharedPG, db, "CREATE EXTENSION pg_stat_statements")
 	c := newTestPostgresCollector(t, PostgresTarget{DSN: dsn, Statements: PostgresStatementsConfig{Enabled: true}}, nil)
-	a := &pgTestCollector{c: c, timeout: 10 * time.Second}
+	a := &testCollector{c: c, timeout: 10 * time.Second}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(a)
 	for range 2 { // the second scrape has the statements in the main batch

@@ -34,31 +34,6 @@ import (
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-// redisTestCollector adapts a Collector to prometheus.Collector for
-// testutil and registries, remembering the last Collect error.
-type redisTestCollector struct {
-	c       Collector
-	timeout time.Duration
-	mu      sync.Mutex
-	err     error
-}
-
-func (a *redisTestCollector) Describe(chan<- *prometheus.Desc) {}
-
-func (a *redisTestCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-	defer cancel()
-	err := a.c.Collect(ctx, ch)
-	a.mu.Lock()
-	a.err = err
-	a.mu.Unlock()
-}
-
-func (a *redisTestCollector) lastErr() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.err
-}
 
 // newTestRedisCollector builds a collector that is closed when the test
 // ends; logs go to the returned buffer.
@@ -81,7 +56,7 @@ func newTestRedisCollector(t testing.TB, target RedisTarget) (*redisCollector, *
 // families, how long Collect took and Collect's error.
 func redisCollect(t testing.TB, c Collector, timeout time.Duration) (map[string]*dto.MetricFamily, time.Duration, error) {
 	t.Helper()
-	a := &redisTestCollector{c: c, timeout: timeout}
+	a := &testCollector{c: c, timeout: timeout}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(a)
 	start := time.Now()
@@ -169,7 +144,7 @@ func (b *redisSafeBuffer) String() string {
 // with the exposition text want.
 func redisCollectAndCompare(t *testing.T, c Collector, want string) {
 	t.Helper()
-	a := &redisTestCollector{c: c, timeout: 5 * time.Second}
+	a := &testCollector{c: c, timeout: 5 * time.Second}
 	if err := testutil.CollectAndCompare(a, strings.NewReader(want), redisMetricNames(want)...); err != nil {
 		t.Error(err)
 	}
@@ -886,7 +861,7 @@ func TestRedisMetricsPassPromtoolCheck(t *testing.T) {
 	}
 	for _, addr := range []string{sharedRedis.Addr, replica.Addr} {
 		c, _ := newTestRedisCollector(t, RedisTarget{Address: addr})
-		a := &redisTestCollector{c: c, timeout: 5 * time.Second}
+		a := &testCollector{c: c, timeout: 5 * time.Second}
 		reg := prometheus.NewPedanticRegistry()
 		reg.MustRegister(a)
 		mfs, err := reg.Gather()

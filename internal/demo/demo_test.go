@@ -1,0 +1,159 @@
+package demo
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/warden-sre/warden/exporter"
+	"github.com/warden-sre/warden/internal/testenv"
+	"github.com/warden-sre/warden/remediator"
+)
+
+func TestCompressRulesScalesRangesAndFor(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.rules.yml")
+	if err := os.WriteFile(src, []byte(`groups:
+  - name: g
+    rules:
+      - alert: A
+        expr: |
+          rate(x_total[5m]) > 1
+          and
+          max_over_time(y[1h:1m] offset 30m) > 0
+        for: 2m
+        keep_firing_for: 1m
+      - record: r
+        expr: increase(z_total[1m])
+      - alert: NoFor
+        expr: up == 0
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files, err := compressRules([]string{src}, out, 30, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Groups []struct {
+			Rules []map[string]string `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	b, _ := os.ReadFile(files[0])
+	if err := yaml.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	rules := got.Groups[0].Rules
+	for _, c := range []struct {
+		i         int
+		key, want string
+	}{
+		{0, "expr", "rate(x_total[10s]) > 1 and max_over_time(y[2m:2s] offset 1m) > 0"},
+		{0, "for", "4s"},
+		{0, "keep_firing_for", "2s"},
+		{1, "expr", "increase(z_total[5s])"}, // 2s would be below the floor
+		{2, "expr", "up == 0"},
+	} {
+		if rules[c.i][c.key] != c.want {
+			t.Errorf("rule %d %s = %q, want %q", c.i, c.key, rules[c.i][c.key], c.want)
+		}
+	}
+	if _, ok := rules[2]["for"]; ok {
+		t.Error("a rule without for gained one")
+	}
+	if _, err := compressRules([]string{src}, out, 0, time.Second); err == nil {
+		t.Error("factor 0 accepted")
+	}
+}
+
+// TestCompressedProjectRulesPassPromtool compresses rules/ as the demo does
+// and checks the result with promtool, so the demo never loads rules
+// Prometheus would reject.
+func TestCompressedProjectRulesPassPromtool(t *testing.T) {
+	promtool, err := testenv.LookBinary("promtool", "PROMTOOL", "scripts/tools.sh promtool, then eval \"$(scripts/tools.sh env)\"")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := filepath.Glob("../../rules/*.rules.yml")
+	if len(src) == 0 {
+		t.Fatal("no rules/*.rules.yml")
+	}
+	files, err := compressRules(src, t.TempDir(), 30, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(promtool, append([]string{"check", "rules"}, files...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+}
+
+// TestDemoConfigsAreValid renders deploy/demo's templates with sample
+// values and loads them with the code that will read them.
+func TestDemoConfigsAreValid(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := map[string]any{
+		"PostgresDSN":    "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+		"RedisAddr":      "127.0.0.1:6379",
+		"AuthLogs":       []string{filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")},
+		"Cooldown":       "45s",
+		"RepeatInterval": "10s",
+		"RemediatorURLs": []string{"http://127.0.0.1:1/api/v1/alerts", "http://127.0.0.1:2/api/v1/alerts"},
+		"TokenFile":      token,
+		"PagerURL":       "http://127.0.0.1:3/",
+	}
+	render := func(name string) []byte {
+		var b bytes.Buffer
+		if err := RenderConfig(filepath.Join("../../deploy/demo", name), &b, data); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	cfg, err := exporter.ParseConfig(render("warden-exporter.yml"))
+	if err != nil {
+		t.Fatalf("warden-exporter.yml: %v", err)
+	}
+	if cfg.Auth == nil || len(cfg.Auth.Files) != 2 {
+		t.Errorf("warden-exporter.yml: auth files not rendered: %+v", cfg.Auth)
+	}
+	p, err := remediator.ParsePolicy(render("policy.yml"))
+	if err != nil {
+		t.Fatalf("policy.yml: %v", err)
+	}
+	if len(p.Rules) != 2 || len(p.Redis) != 1 || !p.Redis[0].Enabled {
+		t.Errorf("policy.yml: want 2 rules and an enabled Redis target, got %+v", p)
+	}
+
+	amtool, err := testenv.LookBinary("amtool", "AMTOOL", "scripts/tools.sh amtool, then eval \"$(scripts/tools.sh env)\"")
+	if err != nil {
+		t.Fatal(err)
+	}
+	am := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(am, render("alertmanager.yml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(amtool, "check-config", am).CombinedOutput(); err != nil || !strings.Contains(string(out), "SUCCESS") {
+		t.Fatalf("amtool check-config: %v\n%s", err, out)
+	}
+
+	// A missing value is an error, not an empty string in a config.
+	delete(data, "RedisAddr")
+	var b bytes.Buffer
+	if err := RenderConfig("../../deploy/demo/policy.yml", &b, data); err == nil {
+		t.Error("rendering without RedisAddr succeeded")
+	}
+}

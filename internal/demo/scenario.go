@@ -1,0 +1,452 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/warden-sre/warden/internal/testenv"
+)
+
+// Step is one part of the scripted scenario. Run narrates on the timeline
+// and returns an error when what should happen did not: the demo prints
+// it, the end-to-end test fails on it.
+type Step struct {
+	Name string
+	Run  func(ctx context.Context, e *Env) error
+}
+
+// Steps is the scenario of `make demo` and the end-to-end test, in order.
+func Steps() []Step {
+	return []Step{
+		{"baseline", stepBaseline},
+		{"error-rate-restart", stepErrorRate},
+		{"redis-evictions-flush", stepRedisEvictions},
+		{"brute-force-pages", stepBruteForce},
+		{"breaker-escalates", stepBreaker},
+	}
+}
+
+// Play runs every step, stopping at the first failure.
+func (e *Env) Play(ctx context.Context) error {
+	for i, s := range Steps() {
+		e.tl.Printf("STEP", "── %d/%d %s", i+1, len(Steps()), s.Name)
+		if err := s.Run(ctx, e); err != nil {
+			e.tl.Printf("STEP", "✗ %s failed: %v", s.Name, err)
+			return fmt.Errorf("step %s: %w", s.Name, err)
+		}
+		e.tl.Printf("STEP", "✓ %s", s.Name)
+	}
+	return nil
+}
+
+// The scenario's alerts.
+const (
+	alertHighErrorRate = "HighErrorRate"
+	alertEvictions     = "RedisEvictions"
+	alertBruteForce    = "BruteForceSource"
+	alertBreaker       = "RemediatorCircuitBreakerOpen"
+)
+
+const bruteForceSource = "203.0.113.7"
+
+func stepBaseline(ctx context.Context, e *Env) error {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	e.tl.Printf("STEP", "waiting until Prometheus scrapes every target and sees auth traffic")
+	if err := waitFor(ctx, "every target up", func() (bool, error) {
+		s, err := e.Prometheus.Query(ctx, "up")
+		if err != nil {
+			return false, nil
+		}
+		up := 0
+		for _, x := range s {
+			if x.Value == 1 {
+				up++
+			}
+		}
+		return up == 5 && len(s) == 5, nil
+	}); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, "auth-service traffic in the recording rules", func() (bool, error) {
+		s, err := e.Prometheus.Query(ctx, `job:auth_requests:rate5m{job="auth-service"} > 1`)
+		return err == nil && len(s) == 1, nil
+	}); err != nil {
+		return err
+	}
+	alerts, err := e.Prometheus.Alerts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range alerts {
+		switch a.Name() {
+		case alertHighErrorRate, alertEvictions, alertBruteForce, alertBreaker:
+			return fmt.Errorf("%s is already %s at baseline", alertKey(a.Labels), a.State)
+		}
+	}
+	e.tl.Printf("STEP", "healthy: 5 targets up, auth-service and policy-service serving about 10 requests/s, no scenario alert active")
+	return nil
+}
+
+func stepErrorRate(ctx context.Context, e *Env) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	const svc = "auth-service"
+	before := e.Restarts(svc)
+	e.tl.Printf("STEP", "auth-service starts failing: 50%% of requests answer 500")
+	if err := e.SetFault(ctx, svc, map[string]any{"error_rate": 0.5}); err != nil {
+		return err
+	}
+	match := map[string]string{"job": svc}
+	if _, err := e.Prometheus.WaitForAlert(ctx, alertHighErrorRate, "firing", match); err != nil {
+		return err
+	}
+	amAlert, err := e.Alertmanager.WaitForAlert(ctx, alertHighErrorRate, match)
+	if err != nil {
+		return err
+	}
+	if err := waitFor(ctx, "the remediator to restart auth-service", func() (bool, error) {
+		return e.Restarts(svc) > before, nil
+	}); err != nil {
+		return err
+	}
+	d, err := e.Kube.Client.AppsV1().Deployments(Namespace).Get(ctx, svc, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	at := d.Spec.Template.Annotations[restartedAtAnnotation]
+	if at == "" {
+		return errors.New("no restartedAt annotation on Deployment auth-service after the restart")
+	}
+	e.tl.Printf("CHECK", "Deployment auth-service: restartedAt=%s, restarted-by=%s, generation %d",
+		at, d.Spec.Template.Annotations["warden.io/restarted-by"], d.Generation)
+	if err := e.waitEvent(ctx, "Deployment", svc); err != nil {
+		return err
+	}
+	if err := e.waitResolved(ctx, alertHighErrorRate, match); err != nil {
+		return err
+	}
+	return e.checkExactlyOnce(ctx, amAlert, "restart", func() int { return e.Restarts(svc) - before })
+}
+
+func stepRedisEvictions(ctx context.Context, e *Env) error {
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	rdb := e.RedisClient(0)
+	defer rdb.Close()
+	// A key without TTL: evictions (volatile-lru) never remove it, only a
+	// flush does.
+	if err := rdb.Set(ctx, "demo:marker", "before-flush", 0).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	e.tl.Printf("STEP", "a burst of cache writes fills Redis (maxmemory 4 MiB): keys start being evicted")
+	fillCtx, stopFill := context.WithCancel(ctx)
+	var fillWG sync.WaitGroup
+	fillWG.Add(1)
+	go func() {
+		defer fillWG.Done()
+		fillRedis(fillCtx, e)
+	}()
+	defer func() {
+		stopFill()
+		fillWG.Wait()
+	}()
+	match := map[string]string{"target": "session-cache"}
+	if _, err := e.Prometheus.WaitForAlert(ctx, alertEvictions, "firing", match); err != nil {
+		return err
+	}
+	amAlert, err := e.Alertmanager.WaitForAlert(ctx, alertEvictions, match)
+	if err != nil {
+		return err
+	}
+	if err := waitFor(ctx, "the remediator to flush the cache (demo:marker gone)", func() (bool, error) {
+		n, err := rdb.Exists(ctx, "demo:marker").Result()
+		return err == nil && n == 0, nil
+	}); err != nil {
+		return err
+	}
+	stopFill()
+	fillWG.Wait()
+	dbsize, _ := rdb.DBSize(ctx).Result()
+	e.tl.Printf("CHECK", "Redis db 0 flushed (demo:marker gone, %d keys now); the write burst is over", dbsize)
+	if err := waitFor(ctx, "the flush-cache audit record", func() (bool, error) {
+		return len(e.Decisions(func(d Decision) bool {
+			return d.Alertname == alertEvictions && d.Outcome == "acted" && d.Action == "flush-cache"
+		})) > 0, nil
+	}); err != nil {
+		return err
+	}
+	if err := e.waitResolved(ctx, alertEvictions, match); err != nil {
+		return err
+	}
+	// A second marker proves that no later delivery flushed again.
+	if err := rdb.Set(ctx, "demo:marker", "after-flush", 0).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if err := e.checkExactlyOnce(ctx, amAlert, "flush-cache", func() int {
+		return len(e.Decisions(func(d Decision) bool {
+			return d.Alertname == alertEvictions && d.Outcome == "acted"
+		}))
+	}); err != nil {
+		return err
+	}
+	if n, err := rdb.Exists(ctx, "demo:marker").Result(); err != nil || n != 1 {
+		return fmt.Errorf("demo:marker written after the flush is gone (exists=%d, err=%v): the cache was flushed twice", n, err)
+	}
+	return nil
+}
+
+// fillRedis writes 16 KiB cache entries with a TTL, 20 a second, until ctx
+// ends: about 320 KiB/s, so a 4 MiB Redis evicts about 20 keys a second
+// once full.
+func fillRedis(ctx context.Context, e *Env) {
+	rdb := e.RedisClient(0)
+	defer rdb.Close()
+	value := strings.Repeat("x", 16<<10)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_ = rdb.Set(ctx, fmt.Sprintf("session:%d", i), value, time.Hour).Err()
+	}
+}
+
+func stepBruteForce(ctx context.Context, e *Env) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	const svc = "auth-service"
+	before := e.Restarts(svc)
+	e.tl.Printf("STEP", "%s starts guessing passwords against auth-service (50 failed logins/s)", bruteForceSource)
+	if err := e.SetFault(ctx, svc, map[string]any{"brute_force": map[string]any{"sources": []string{bruteForceSource}, "rate": 50}}); err != nil {
+		return err
+	}
+	match := map[string]string{"source": bruteForceSource}
+	if _, err := e.Prometheus.WaitForAlert(ctx, alertBruteForce, "firing", match); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, "the on-call engineer to be paged for "+alertBruteForce, func() (bool, error) {
+		for _, p := range e.Pages() {
+			if p.Status == "firing" && p.Labels["alertname"] == alertBruteForce && p.Labels["source"] == bruteForceSource {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, "the remediator to decline "+alertBruteForce, func() (bool, error) {
+		return len(e.Decisions(func(d Decision) bool {
+			return d.Alertname == alertBruteForce && d.Outcome == "skipped"
+		})) > 0, nil
+	}); err != nil {
+		return err
+	}
+	if acted := e.Decisions(func(d Decision) bool { return d.Alertname == alertBruteForce && d.Outcome == "acted" }); len(acted) > 0 {
+		return fmt.Errorf("the remediator acted on %s: %+v", alertBruteForce, acted[0])
+	}
+	if n := e.Restarts(svc); n != before {
+		return fmt.Errorf("auth-service was restarted during the brute-force step (%d -> %d)", before, n)
+	}
+	e.tl.Printf("STEP", "no automatic action: blocking a source is Level 2. The attacker gives up.")
+	if err := e.ResetFaults(ctx, svc); err != nil {
+		return err
+	}
+	return e.waitResolved(ctx, alertBruteForce, match)
+}
+
+func stepBreaker(ctx context.Context, e *Env) error {
+	ctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
+	defer cancel()
+	const svc = "policy-service"
+	before := e.Restarts(svc)
+	fault := `{"error_rate":0.9}`
+	e.tl.Printf("STEP", "policy-service fails (90%% errors) because of something a restart does not fix: it comes back %s after every restart", e.opts.StickyDelay)
+	e.setSticky(svc, fault)
+	defer e.setSticky(svc, "")
+	if err := e.postService(ctx, svc, "/admin/fault", []byte(fault)); err != nil {
+		return err
+	}
+	breaker, err := e.Prometheus.WaitForAlert(ctx, alertBreaker, "firing", map[string]string{"namespace": Namespace})
+	if err != nil {
+		return fmt.Errorf("%w (policy-service restarts so far: %d)", err, e.Restarts(svc)-before)
+	}
+	if !strings.Contains(breaker.Labels["target"], svc) {
+		return fmt.Errorf("%s fired for target %q, want %s", alertBreaker, breaker.Labels["target"], svc)
+	}
+	restarts := e.Restarts(svc) - before
+	e.tl.Printf("STEP", "automation gave up on policy-service after %d restarts; %s pages a person (Level 2)", restarts, alertBreaker)
+	if err := waitFor(ctx, "the on-call engineer to be paged for "+alertBreaker, func() (bool, error) {
+		for _, p := range e.Pages() {
+			if p.Status == "firing" && p.Labels["alertname"] == alertBreaker {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return err
+	}
+	if restarts < 1 {
+		return errors.New("the breaker opened without any restart of policy-service")
+	}
+	acted := e.Decisions(func(d Decision) bool {
+		return d.Alertname == alertHighErrorRate && d.Outcome == "acted" && strings.Contains(d.Target, svc)
+	})
+	if len(acted) != restarts {
+		return fmt.Errorf("%d restart decisions for policy-service but %d rollouts", len(acted), restarts)
+	}
+	// The breaker holds: no further restart while the alert keeps coming.
+	time.Sleep(e.opts.RepeatInterval + 2*time.Second)
+	if n := e.Restarts(svc) - before; n != restarts {
+		return fmt.Errorf("policy-service restarted again after the breaker opened (%d -> %d)", restarts, n)
+	}
+	skips := map[string]int{}
+	for _, d := range e.Decisions(func(d Decision) bool { return strings.Contains(d.Target, svc) && d.Outcome == "skipped" }) {
+		skips[d.Reason]++
+	}
+	if skips["breaker_open"] == 0 && len(e.Decisions(func(d Decision) bool { return d.Reason == "breaker_open" })) == 0 {
+		return fmt.Errorf("no decision recorded the open breaker (skips: %v)", skips)
+	}
+	e.tl.Printf("CHECK", "policy-service: %d restarts, then no more; skipped deliveries by reason: %v", restarts, skips)
+	return nil
+}
+
+// waitEvent waits for the remediator's Kubernetes Event on an object.
+func (e *Env) waitEvent(ctx context.Context, kind, name string) error {
+	return waitFor(ctx, fmt.Sprintf("the remediator's Event on %s/%s", kind, name), func() (bool, error) {
+		list, err := e.Kube.Client.CoreV1().Events(Namespace).List(ctx, metav1.ListOptions{
+			FieldSelector: "involvedObject.kind=" + kind + ",involvedObject.name=" + name,
+		})
+		if err != nil {
+			return false, nil
+		}
+		for _, ev := range list.Items {
+			if ev.Source.Component == "warden-remediator" || ev.ReportingController == "warden.io/remediator" {
+				e.tl.Printf("CHECK", "Event on %s/%s: %s %s: %s", kind, name, ev.Type, ev.Reason, ev.Message)
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// waitResolved waits until the alert is gone from Prometheus and
+// Alertmanager.
+func (e *Env) waitResolved(ctx context.Context, name string, match map[string]string) error {
+	if err := e.Prometheus.WaitForAlertGone(ctx, name, match); err != nil {
+		return err
+	}
+	return e.Alertmanager.WaitForResolved(ctx, name, match)
+}
+
+// checkExactlyOnce replays Alertmanager's delivery of the occurrence to
+// both replicas, as a retry or an HA peer would, and checks that the number
+// of actions taken stays one.
+func (e *Env) checkExactlyOnce(ctx context.Context, a testenv.AlertmanagerAlert, action string, actions func() int) error {
+	if n := actions(); n != 1 {
+		return fmt.Errorf("%s for %s: %d actions, want exactly 1", action, a.Name(), n)
+	}
+	isDup := func(d Decision) bool { return d.Fingerprint == a.Fingerprint && d.Reason == "duplicate" }
+	dupsBefore := len(e.Decisions(isDup))
+	for _, u := range e.RemediatorURLs {
+		if err := e.replay(ctx, u+"/api/v1/alerts", a); err != nil {
+			return err
+		}
+	}
+	// Give the replicas time to handle the replays.
+	if err := waitFor(ctx, "the replayed deliveries to be recorded as duplicates", func() (bool, error) {
+		return len(e.Decisions(isDup)) >= dupsBefore+len(e.RemediatorURLs), nil
+	}); err != nil {
+		return err
+	}
+	if n := actions(); n != 1 {
+		return fmt.Errorf("%s for %s: %d actions after duplicate deliveries, want exactly 1", action, a.Name(), n)
+	}
+	// The remediators' own metrics agree: one successful action across
+	// both replicas (this is the action's first use in the scenario).
+	query := fmt.Sprintf(`sum(warden_remediator_actions_total{action=%q,outcome="success"})`, action)
+	var last float64 = -1
+	if err := waitFor(ctx, query+" == 1 in Prometheus", func() (bool, error) {
+		s, err := e.Prometheus.Query(ctx, query)
+		if err != nil || len(s) != 1 {
+			return false, nil
+		}
+		last = s[0].Value
+		if last > 1 {
+			return false, fmt.Errorf("%s = %v: more than one action", query, last)
+		}
+		return last == 1, nil
+	}); err != nil {
+		return fmt.Errorf("%w (last value %v)", err, last)
+	}
+	dups := len(e.Decisions(isDup))
+	e.tl.Printf("CHECK", "%s: 1 %s for %d deliveries of the occurrence (%d recognised as duplicates)", a.Name(), action, dups+1, dups)
+	return nil
+}
+
+// replay posts a version-4 webhook for one firing alert, as Alertmanager
+// does.
+func (e *Env) replay(ctx context.Context, url string, a testenv.AlertmanagerAlert) error {
+	payload := map[string]any{
+		"version": "4", "status": "firing", "receiver": "warden-remediator",
+		"groupKey":          "{}/{alertname=~\".+\"}:" + a.Fingerprint,
+		"groupLabels":       a.Labels,
+		"commonLabels":      a.Labels,
+		"commonAnnotations": a.Annotations,
+		"externalURL":       e.Alertmanager.URL,
+		"truncatedAlerts":   0,
+		"alerts": []map[string]any{{
+			"status": "firing", "labels": a.Labels, "annotations": a.Annotations,
+			"startsAt": a.StartsAt, "endsAt": time.Time{}, "generatorURL": "", "fingerprint": a.Fingerprint,
+		}},
+	}
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("replay to %s: %w", url, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("replay to %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// waitFor polls cond every 200 ms until it holds or ctx ends.
+func waitFor(ctx context.Context, what string, cond func() (bool, error)) error {
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,49 @@
+// Package e2e runs warden's whole loop with real Prometheus, Alertmanager,
+// PostgreSQL, Redis and kube-apiserver, and asserts the scenario of
+// `make demo` step by step (internal/demo): each step's alert fires, the
+// action is read back from the API server or Redis, the audit record
+// exists, the alert resolves, and duplicate deliveries cause no second
+// action.
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warden-sre/warden/internal/demo"
+)
+
+// testWriter sends the demo's timeline to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestScenario(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	tl := demo.NewTimeline(testWriter{t})
+	startCtx, cancelStart := context.WithTimeout(ctx, 10*time.Minute)
+	env, err := demo.Start(startCtx, demo.Options{Timeline: tl})
+	cancelStart()
+	if err != nil {
+		t.Fatalf("start the loop: %v", err)
+	}
+	t.Cleanup(env.Stop)
+
+	// Each step builds on the state the previous one left, so the first
+	// failure ends the scenario.
+	for _, step := range demo.Steps() {
+		if !t.Run(step.Name, func(t *testing.T) {
+			if err := step.Run(ctx, env); err != nil {
+				t.Fatal(err)
+			}
+		}) {
+			t.Fatalf("step %s failed; later steps depend on it", step.Name)
+		}
+	}
+}
