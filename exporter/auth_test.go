@@ -18,7 +18,6 @@ import (
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-
 func authTestConfig(t *testing.T, yml string) *AuthConfig {
 	t.Helper()
 	cfg, err := ParseConfig([]byte(yml))

@@ -26,7 +26,6 @@ import (
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-
 // pgCollect runs one Collect with timeout and returns the metric families
 // and Collect's error.
 func pgCollect(t testing.TB, c Collector, timeout time.Duration) (map[string]*dto.MetricFamily, error) {

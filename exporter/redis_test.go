@@ -34,7 +34,6 @@ import (
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-
 // newTestRedisCollector builds a collector that is closed when the test
 // ends; logs go to the returned buffer.
 func newTestRedisCollector(t testing.TB, target RedisTarget) (*redisCollector, *redisSafeBuffer) {
