@@ -1,0 +1,881 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/warden-sre/warden/internal/testenv"
+)
+
+var (
+	remediatorBin string
+	// kube is the package's API server; kubeErr says why there is none.
+	kube           *testenv.Kube
+	kubeErr        error
+	kubeconfigPath string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "warden-remediator-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	remediatorBin = filepath.Join(dir, "warden-remediator")
+	if out, err := exec.Command("go", "build", "-o", remediatorBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build warden-remediator: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	// Tests that need the API server fail with kubeErr; the others run
+	// without it.
+	kube, kubeErr = testenv.NewKube()
+	if kubeErr == nil {
+		kubeconfigPath, kubeErr = writeKubeconfig(dir, kube)
+	}
+	code := m.Run()
+	if kube != nil {
+		kube.Stop()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// writeKubeconfig writes an admin kubeconfig for k, as an operator would
+// hand one to the remediator.
+func writeKubeconfig(dir string, k *testenv.Kube) (string, error) {
+	cfg := k.Config
+	server := cfg.Host
+	if !strings.Contains(server, "://") {
+		server = "https://" + server
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	kc.CurrentContext = "envtest"
+	path := filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return "", fmt.Errorf("write kubeconfig: %w", err)
+	}
+	return path, nil
+}
+
+func requireKube(t *testing.T) *testenv.Kube {
+	t.Helper()
+	if kubeErr != nil {
+		t.Fatalf("API server: %v", kubeErr)
+	}
+	return kube
+}
+
+var nsSeq atomic.Int64
+
+// createDeployment creates a fresh namespace named after prefix, with one
+// Deployment in it, and returns the namespace's name.
+func createDeployment(t *testing.T, prefix, name string) string {
+	t.Helper()
+	k := requireKube(t)
+	ctx := context.Background()
+	ns := fmt.Sprintf("%s-%d", prefix, nsSeq.Add(1))
+	if _, err := k.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	replicas := int32(1)
+	labels := map[string]string{"app": name}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+			},
+		},
+	}
+	if _, err := k.Client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// restartPolicy acts with a restart on alert alertname in namespace ns.
+func restartPolicy(rule, alertname, ns string) string {
+	return fmt.Sprintf(`rules:
+  - name: %s
+    matchers: ['alertname="%s"']
+    action: restart
+    target:
+      namespace: '{{ .Labels.namespace }}'
+      deployment: '{{ .Labels.deployment }}'
+    allow:
+      namespaces: [%s]
+      deployments: [auth-service]
+`, rule, alertname, ns)
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := writeFile(t, dir, "token", "s3cret-token\n")
+	pwFile := writeFile(t, dir, "redis-pw", "redis-pw\n")
+	const (
+		// a flush-cache rule on a configured Redis target; %s is the target's
+		// extra settings.
+		flushPolicy = `redis:
+  - name: session-cache
+    address: 127.0.0.1:1
+    coordination_db: 15
+%s
+rules:
+  - name: flush
+    matchers: ['alertname="CacheStale"']
+    action: flush-cache
+    target: {redis: session-cache}
+    allow: {redis_targets: [session-cache]}
+`
+	)
+	tests := []struct {
+		name     string
+		policy   string
+		args     []string
+		wantCode int
+		wantOut  []string
+	}{
+		{
+			name:     "valid policy",
+			policy:   restartPolicy("restart-on-memory", "HighMemoryUsage", "rust-security"),
+			args:     []string{"--web.bearer-token-file=" + tokenFile},
+			wantCode: 0,
+			wantOut:  []string{"1 rules", "mode first_match", "OK"},
+		},
+		{
+			name:     "valid policy without credentials (check covers the policy alone)",
+			policy:   restartPolicy("restart-on-memory", "HighMemoryUsage", "rust-security"),
+			wantCode: 0,
+			wantOut:  []string{"OK"},
+		},
+		{
+			name:     "valid flush-cache policy with an enabled target and a password file",
+			policy:   fmt.Sprintf(flushPolicy, "    enabled: true\n    password_file: "+pwFile),
+			wantCode: 0,
+			wantOut:  []string{"1 rules, 1 redis targets", "OK"},
+		},
+		{
+			// docs/remediator.md: "flush-cache refuses a target without
+			// it" and records `disabled` at run time (see
+			// TestFlushCacheOnDisabledTargetIsRefused); the policy itself is
+			// valid.
+			name:     "flush-cache target without enabled is valid, refused at run time",
+			policy:   fmt.Sprintf(flushPolicy, ""),
+			wantCode: 0,
+			wantOut:  []string{"OK"},
+		},
+		{
+			name:     "unknown field",
+			policy:   strings.Replace(restartPolicy("r", "A", "ns"), "    action: restart\n", "    action: restart\n    cooldwon: 5m\n", 1),
+			wantCode: 1,
+			wantOut:  []string{"field cooldwon not found"},
+		},
+		{
+			name:     "bad matcher syntax",
+			policy:   strings.Replace(restartPolicy("r", "A", "ns"), `matchers: ['alertname="A"']`, `matchers: ['{alertname="A"']`, 1),
+			wantCode: 1,
+			wantOut:  []string{"rules[0].matchers[0]", "unexpected open or close brace"},
+		},
+		{
+			name:     "bad matcher regexp",
+			policy:   strings.Replace(restartPolicy("r", "A", "ns"), `matchers: ['alertname="A"']`, `matchers: ['alertname=~"(unclosed"']`, 1),
+			wantCode: 1,
+			wantOut:  []string{"rules[0].matchers[0]", "error parsing regexp"},
+		},
+		{
+			name:     "template syntax error",
+			policy:   strings.Replace(restartPolicy("r", "A", "ns"), `'{{ .Labels.deployment }}'`, `'{{ .Labels.deployment '`, 1),
+			wantCode: 1,
+			wantOut:  []string{"rules[0].target.deployment", "template", "unclosed action"},
+		},
+		{
+			name:     "missing allowlist",
+			policy:   "rules:\n  - name: r\n    matchers: ['alertname=\"A\"']\n    action: restart\n    target: {namespace: ns, deployment: d}\n",
+			wantCode: 1,
+			wantOut:  []string{"rules[0].allow.namespaces: required for action restart"},
+		},
+		{
+			name:     "flush-cache on a target that is not configured",
+			policy:   strings.Replace(fmt.Sprintf(flushPolicy, "    enabled: true"), "redis_targets: [session-cache]", "redis_targets: [other-cache]", 1),
+			wantCode: 1,
+			wantOut:  []string{"rules[0].allow.redis_targets[0]", "other-cache", "not a configured redis target"},
+		},
+		{
+			name:     "missing redis password file",
+			policy:   fmt.Sprintf(flushPolicy, "    enabled: true\n    password_file: /nonexistent/redis-pw"),
+			wantCode: 1,
+			wantOut:  []string{"redis[0].password_file", "/nonexistent/redis-pw", "no such file or directory"},
+		},
+		{
+			name:     "missing bearer token file",
+			policy:   restartPolicy("r", "A", "ns"),
+			args:     []string{"--web.bearer-token-file=/nonexistent/token"},
+			wantCode: 1,
+			wantOut:  []string{"--web.bearer-token-file", "/nonexistent/token", "no such file or directory"},
+		},
+		{
+			name:     "empty bearer token file",
+			policy:   restartPolicy("r", "A", "ns"),
+			args:     []string{"--web.bearer-token-file=" + writeFile(t, dir, "empty-token", "\n")},
+			wantCode: 1,
+			wantOut:  []string{"--web.bearer-token-file", "is empty"},
+		},
+		{
+			name:     "basic-auth user without password file",
+			policy:   restartPolicy("r", "A", "ns"),
+			args:     []string{"--web.basic-auth.username=alertmanager"},
+			wantCode: 1,
+			wantOut:  []string{"--web.basic-auth.username needs --web.basic-auth.password-file"},
+		},
+		{
+			name:     "not yaml",
+			policy:   "rules: [\n",
+			wantCode: 1,
+			wantOut:  []string{"parse policy"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := writeFile(t, t.TempDir(), "remediator.yml", tt.policy)
+			cmd := exec.Command(remediatorBin, append([]string{"--config.file=" + cfg, "--config.check"}, tt.args...)...)
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != tt.wantCode {
+				t.Fatalf("exit code %d, want %d; output:\n%s", code, tt.wantCode, out)
+			}
+			for _, w := range tt.wantOut {
+				if !bytes.Contains(out, []byte(w)) {
+					t.Errorf("output does not mention %q:\n%s", w, out)
+				}
+			}
+			if bytes.Contains(out, []byte("panic")) || bytes.Contains(out, []byte("goroutine ")) {
+				t.Errorf("output shows a panic:\n%s", out)
+			}
+		})
+	}
+
+	t.Run("missing policy file", func(t *testing.T) {
+		cmd := exec.Command(remediatorBin, "--config.file=/nonexistent/remediator.yml", "--config.check")
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code == 0 {
+			t.Fatalf("exit code 0 for a missing policy file:\n%s", out)
+		}
+		if !bytes.Contains(out, []byte("/nonexistent/remediator.yml")) {
+			t.Errorf("output does not name the file:\n%s", out)
+		}
+	})
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// remediatorProc is a running warden-remediator.
+type remediatorProc struct {
+	url    string
+	cmd    *exec.Cmd
+	output *syncBuffer
+	exited chan struct{}
+}
+
+// startRemediator starts the binary on a free loopback port with the
+// package's kubeconfig and waits until /-/ready answers 200.
+func startRemediator(t *testing.T, policyPath string, args ...string) *remediatorProc {
+	t.Helper()
+	requireKube(t)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	out := &syncBuffer{}
+	all := append([]string{
+		"--config.file=" + policyPath,
+		"--web.listen-address=" + addr,
+		"--kubeconfig=" + kubeconfigPath,
+		"--identity=warden-remediator-test",
+		"--log.level=debug",
+	}, args...)
+	cmd := exec.Command(remediatorBin, all...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &remediatorProc{url: "http://" + addr, cmd: cmd, output: out, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("remediator output:\n%s", out.String())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			t.Fatalf("remediator exited during start (code %d):\n%s", cmd.ProcessState.ExitCode(), out.String())
+		default:
+		}
+		if resp, err := http.Get(p.url + "/-/ready"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("remediator did not become ready:\n%s", out.String())
+	return nil
+}
+
+func (p *remediatorProc) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(p.url + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape status %d:\n%s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+func (p *remediatorProc) reload(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := http.Post(p.url+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// send posts a webhook body; auth, when not empty, is the Authorization
+// header.
+func (p *remediatorProc) send(t *testing.T, auth string, body []byte) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, p.url+"/api/v1/alerts", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("webhook: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// alert is one alert of a webhook payload.
+type alert struct {
+	labels      map[string]string
+	fingerprint string
+	startsAt    time.Time
+}
+
+// payload is an Alertmanager webhook body, version 4, as Alertmanager's
+// notify/webhook sends it.
+func payload(t *testing.T, alerts ...alert) []byte {
+	t.Helper()
+	type amAlert struct {
+		Status       string            `json:"status"`
+		Labels       map[string]string `json:"labels"`
+		Annotations  map[string]string `json:"annotations"`
+		StartsAt     time.Time         `json:"startsAt"`
+		EndsAt       time.Time         `json:"endsAt"`
+		GeneratorURL string            `json:"generatorURL"`
+		Fingerprint  string            `json:"fingerprint"`
+	}
+	msg := map[string]any{
+		"version":           "4",
+		"groupKey":          `{}:{alertname="test"}`,
+		"truncatedAlerts":   0,
+		"status":            "firing",
+		"receiver":          "warden-remediator",
+		"groupLabels":       map[string]string{},
+		"commonLabels":      map[string]string{},
+		"commonAnnotations": map[string]string{},
+		"externalURL":       "http://alertmanager.example:9093",
+	}
+	var list []amAlert
+	for _, a := range alerts {
+		list = append(list, amAlert{
+			Status:       "firing",
+			Labels:       a.labels,
+			Annotations:  map[string]string{"summary": "test"},
+			StartsAt:     a.startsAt,
+			GeneratorURL: "http://prometheus.example:9090/graph",
+			Fingerprint:  a.fingerprint,
+		})
+	}
+	msg["alerts"] = list
+	b, err := json.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// deployAlert is a firing alert about Deployment auth-service in ns; each
+// distinct fingerprint is a new alert occurrence.
+func deployAlert(alertname, ns, fingerprint string) alert {
+	return alert{
+		labels:      map[string]string{"alertname": alertname, "namespace": ns, "deployment": "auth-service"},
+		fingerprint: fingerprint,
+		startsAt:    time.Now().UTC().Truncate(time.Second),
+	}
+}
+
+func containsLine(body, prefix string) bool {
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func waitMetric(t *testing.T, p *remediatorProc, line string) {
+	t.Helper()
+	waitFor(t, "metric line "+line, func() bool { return containsLine(p.metrics(t), line) })
+}
+
+// auditLines returns the audit log lines ("remediation decision") that
+// contain every one of the given fields.
+func auditLines(out string, fields ...string) []string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.Contains(l, `msg="remediation decision"`) {
+			continue
+		}
+		ok := true
+		for _, f := range fields {
+			if !strings.Contains(l, f) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func TestAuthenticationRequired(t *testing.T) {
+	requireKube(t)
+	policy := writeFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "A", "ns"))
+
+	t.Run("refuses to start without credentials", func(t *testing.T) {
+		port, err := testenv.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, remediatorBin, "--config.file="+policy, "--kubeconfig="+kubeconfigPath,
+			fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port))
+		out, _ := cmd.CombinedOutput()
+		if ctx.Err() != nil {
+			t.Fatalf("remediator without credentials kept running:\n%s", out)
+		}
+		if code := cmd.ProcessState.ExitCode(); code == 0 {
+			t.Fatalf("exit code 0 without credentials:\n%s", out)
+		}
+		for _, w := range []string{"no webhook authentication configured", "--web.bearer-token-file", "--no-auth"} {
+			if !bytes.Contains(out, []byte(w)) {
+				t.Errorf("output does not mention %q:\n%s", w, out)
+			}
+		}
+	})
+
+	t.Run("starts with --no-auth and warns", func(t *testing.T) {
+		p := startRemediator(t, policy, "--no-auth")
+		if !strings.Contains(p.output.String(), "level=WARN") || !strings.Contains(p.output.String(), "authentication is DISABLED") {
+			t.Errorf("no warning about disabled authentication:\n%s", p.output.String())
+		}
+		// Anyone is accepted.
+		code, _, body := p.send(t, "", payload(t, deployAlert("Unrelated", "ns", "f00")))
+		if code != http.StatusAccepted {
+			t.Errorf("webhook without credentials under --no-auth: status %d (%s), want 202", code, body)
+		}
+	})
+}
+
+func TestWebhookAuthentication(t *testing.T) {
+	dir := t.TempDir()
+	const token = "0123456789abcdef-token"
+	tokenFile := writeFile(t, dir, "token", token+"\n")
+	pwFile := writeFile(t, dir, "password", "am-password\n")
+	policy := writeFile(t, dir, "remediator.yml", restartPolicy("r", "A", "ns"))
+	p := startRemediator(t, policy, "--web.bearer-token-file="+tokenFile,
+		"--web.basic-auth.username=alertmanager", "--web.basic-auth.password-file="+pwFile)
+	body := payload(t, deployAlert("Unrelated", "ns", "a1"))
+
+	tests := []struct {
+		name     string
+		auth     string
+		wantCode int
+	}{
+		{"missing credentials", "", http.StatusUnauthorized},
+		{"wrong bearer token", "Bearer wrong-token", http.StatusUnauthorized},
+		{"token prefix only", "Bearer " + token[:10], http.StatusUnauthorized},
+		{"wrong basic-auth password", basicAuth("alertmanager", "nope"), http.StatusUnauthorized},
+		{"correct bearer token", "Bearer " + token, http.StatusAccepted},
+		{"correct basic auth", basicAuth("alertmanager", "am-password"), http.StatusAccepted},
+	}
+	want := map[int]int{}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, hdr, resp := p.send(t, tt.auth, body)
+			if code != tt.wantCode {
+				t.Fatalf("status %d (%s), want %d", code, resp, tt.wantCode)
+			}
+			if code == http.StatusUnauthorized && !strings.Contains(hdr.Get("WWW-Authenticate"), "Bearer") {
+				t.Errorf("401 without a Bearer challenge: WWW-Authenticate %q", hdr.Get("WWW-Authenticate"))
+			}
+			if code == http.StatusAccepted && !strings.Contains(resp, `"alerts":1`) {
+				t.Errorf("202 body %q does not report the queued alert", resp)
+			}
+		})
+		want[tt.wantCode]++
+	}
+	m := p.metrics(t)
+	for code, n := range want {
+		line := fmt.Sprintf(`warden_remediator_webhook_requests_total{code="%d"} %d`, code, n)
+		if !containsLine(m, line) {
+			t.Errorf("metrics lack %q", line)
+		}
+	}
+	// The policy matches nothing here: the refusal is recorded.
+	waitMetric(t, p, fmt.Sprintf(`warden_remediator_skipped_total{reason="no_matching_rule"} %d`, want[http.StatusAccepted]))
+
+	// A reload re-reads the token file: the rotated token is accepted, the
+	// old one refused.
+	const rotated = "rotated-token-0987654321"
+	writeFile(t, dir, "token", rotated+"\n")
+	if code, resp := p.reload(t); code != http.StatusOK {
+		t.Fatalf("reload after rotating the token: status %d %q", code, resp)
+	}
+	if code, _, resp := p.send(t, "Bearer "+token, body); code != http.StatusUnauthorized {
+		t.Errorf("old token after rotation: status %d (%s), want 401", code, resp)
+	}
+	if code, _, resp := p.send(t, "Bearer "+rotated, body); code != http.StatusAccepted {
+		t.Errorf("rotated token: status %d (%s), want 202", code, resp)
+	}
+	// A token file that disappears fails the reload; the credentials in
+	// force stay.
+	if err := os.Remove(tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	if code, resp := p.reload(t); code != http.StatusInternalServerError || !strings.Contains(resp, "--web.bearer-token-file") {
+		t.Errorf("reload without the token file: status %d %q, want 500 naming --web.bearer-token-file", code, resp)
+	}
+	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 0")
+	if code, _, resp := p.send(t, "Bearer "+rotated, body); code != http.StatusAccepted {
+		t.Errorf("token in force after a failed reload: status %d (%s), want 202", code, resp)
+	}
+}
+
+func TestListenFailureExitsNonZero(t *testing.T) {
+	requireKube(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	policy := writeFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "A", "ns"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, remediatorBin, "--config.file="+policy, "--kubeconfig="+kubeconfigPath,
+		"--no-auth", "--web.listen-address="+l.Addr().String())
+	out, _ := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("remediator kept running on a busy port:\n%s", out)
+	}
+	if code := cmd.ProcessState.ExitCode(); code == 0 {
+		t.Fatalf("exit code 0 on a busy port:\n%s", out)
+	}
+	if !bytes.Contains(out, []byte("address already in use")) {
+		t.Errorf("output does not say the address is in use:\n%s", out)
+	}
+}
+
+func basicAuth(user, pass string) string {
+	req, _ := http.NewRequest(http.MethodGet, "http://x", nil)
+	req.SetBasicAuth(user, pass)
+	return req.Header.Get("Authorization")
+}
+
+func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
+	ns := createDeployment(t, "reload-test", "auth-service")
+	dir := t.TempDir()
+	const token = "reload-token"
+	tokenFile := writeFile(t, dir, "token", token)
+	policyPath := writeFile(t, dir, "remediator.yml", restartPolicy("old-rule", "OldAlert", ns))
+	p := startRemediator(t, policyPath, "--web.bearer-token-file="+tokenFile, "--dry-run")
+	auth := "Bearer " + token
+
+	sendAlert := func(t *testing.T, a alert) {
+		t.Helper()
+		if code, _, body := p.send(t, auth, payload(t, a)); code != http.StatusAccepted {
+			t.Fatalf("webhook: status %d (%s), want 202", code, body)
+		}
+	}
+	restartDryRuns := func(n int) string {
+		return fmt.Sprintf(`warden_remediator_actions_total{action="restart",outcome="dry_run"} %d`, n)
+	}
+
+	sendAlert(t, deployAlert("OldAlert", ns, "old1"))
+	waitMetric(t, p, restartDryRuns(1))
+	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 1")
+
+	// Invalid policy via SIGHUP: rejected, the old rule still acts.
+	writeFile(t, dir, "remediator.yml", strings.Replace(restartPolicy("new-rule", "NewAlert", ns), "action: restart", "action: restart\n    cooldwon: 1m", 1))
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, p, "warden_remediator_config_last_reload_successful 0")
+	if !strings.Contains(p.output.String(), "reload failed, keeping the previous policy") || !strings.Contains(p.output.String(), "cooldwon") {
+		t.Errorf("the failed reload is not logged with its reason:\n%s", p.output.String())
+	}
+	sendAlert(t, deployAlert("OldAlert", ns, "old2"))
+	waitMetric(t, p, restartDryRuns(2))
+
+	// Invalid policy via the HTTP endpoint: 500 naming the problem, old
+	// rule still acts.
+	writeFile(t, dir, "remediator.yml", strings.Replace(restartPolicy("new-rule", "NewAlert", ns), `'{{ .Labels.deployment }}'`, `'{{ .Labels.deployment '`, 1))
+	code, body := p.reload(t)
+	if code != http.StatusInternalServerError || !strings.Contains(body, "rules[0].target.deployment") {
+		t.Fatalf("POST /-/reload with invalid policy: status %d %q, want 500 naming rules[0].target.deployment", code, body)
+	}
+	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 0")
+	sendAlert(t, deployAlert("OldAlert", ns, "old3"))
+	waitMetric(t, p, restartDryRuns(3))
+	if n := len(auditLines(p.output.String(), "rule=old-rule", "outcome=dry_run", "alertname=OldAlert")); n != 3 {
+		t.Errorf("%d dry-run audit lines for old-rule, want 3", n)
+	}
+
+	// Valid new policy: a scale rule for NewAlert replaces the old rule.
+	newPolicy := fmt.Sprintf(`rules:
+  - name: new-rule
+    matchers: ['alertname="NewAlert"']
+    action: scale
+    target:
+      namespace: '{{ .Labels.namespace }}'
+      deployment: '{{ .Labels.deployment }}'
+    allow:
+      namespaces: [%s]
+      deployments: [auth-service]
+    params: {replicas: 3, max_replicas: 5}
+`, ns)
+	writeFile(t, dir, "remediator.yml", newPolicy)
+	if code, body := p.reload(t); code != http.StatusOK {
+		t.Fatalf("POST /-/reload with valid policy: status %d %q, want 200", code, body)
+	}
+	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 1")
+	sendAlert(t, deployAlert("NewAlert", ns, "new1"))
+	waitMetric(t, p, `warden_remediator_actions_total{action="scale",outcome="dry_run"} 1`)
+	if lines := auditLines(p.output.String(), "rule=new-rule", "outcome=dry_run", "would scale 1 -> 3"); len(lines) != 1 {
+		t.Errorf("%d dry-run audit lines for new-rule scaling 1 -> 3, want 1", len(lines))
+	}
+	// The old rule is gone.
+	sendAlert(t, deployAlert("OldAlert", ns, "old4"))
+	waitMetric(t, p, `warden_remediator_skipped_total{reason="no_matching_rule"} 1`)
+	requireLine(t, p.metrics(t), restartDryRuns(3))
+
+	// Dry-run changed nothing.
+	d, err := kube.Client.AppsV1().Deployments(ns).Get(context.Background(), "auth-service", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 1 || d.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"] != "" {
+		t.Errorf("dry run changed the Deployment: replicas %d, template annotations %v", *d.Spec.Replicas, d.Spec.Template.Annotations)
+	}
+
+	if resp, err := http.Get(p.url + "/-/reload"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("GET /-/reload: status %d, want 405", resp.StatusCode)
+		}
+	}
+}
+
+func requireLine(t *testing.T, body, line string) {
+	t.Helper()
+	if !containsLine(body, line) {
+		t.Errorf("metrics lack %q", line)
+	}
+}
+
+func TestFlushCacheOnDisabledTargetIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	policy := writeFile(t, dir, "remediator.yml", `redis:
+  - name: session-cache
+    address: 127.0.0.1:1
+    coordination_db: 15
+rules:
+  - name: flush
+    matchers: ['alertname="CacheStale"']
+    action: flush-cache
+    target: {redis: session-cache}
+    allow: {redis_targets: [session-cache]}
+`)
+	p := startRemediator(t, policy, "--no-auth")
+	a := alert{labels: map[string]string{"alertname": "CacheStale"}, fingerprint: "c1", startsAt: time.Now().UTC()}
+	if code, _, body := p.send(t, "", payload(t, a)); code != http.StatusAccepted {
+		t.Fatalf("webhook: status %d (%s), want 202", code, body)
+	}
+	waitMetric(t, p, `warden_remediator_skipped_total{reason="disabled"} 1`)
+	if lines := auditLines(p.output.String(), "rule=flush", "outcome=skipped", "reason=disabled", "enabled: true"); len(lines) != 1 {
+		t.Errorf("%d audit lines refusing the flush as disabled, want 1", len(lines))
+	}
+	requireLine(t, p.metrics(t), `warden_remediator_actions_total{action="flush-cache",outcome="success"} 0`)
+}
+
+func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
+	promtool := os.Getenv("PROMTOOL")
+	if promtool == "" {
+		t.Fatal("PROMTOOL is not set: run `scripts/tools.sh promtool` and `eval \"$(scripts/tools.sh env)\"` (make test does this)")
+	}
+	ns := createDeployment(t, "metrics-test", "auth-service")
+	policy := writeFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "HighMemoryUsage", ns))
+	p := startRemediator(t, policy, "--no-auth", "--dry-run")
+	// Traffic, so the histograms, the breaker gauge and the counters carry
+	// samples.
+	if code, _, body := p.send(t, "", payload(t, deployAlert("HighMemoryUsage", ns, "m1"), deployAlert("Other", ns, "m2"))); code != http.StatusAccepted {
+		t.Fatalf("webhook: status %d (%s)", code, body)
+	}
+	if code, _, _ := p.send(t, "", []byte(`{"version":"3"}`)); code != http.StatusBadRequest {
+		t.Errorf("version 3 payload: status %d, want 400", code)
+	}
+	waitMetric(t, p, `warden_remediator_actions_total{action="restart",outcome="dry_run"} 1`)
+	body := p.metrics(t)
+	for _, name := range []string{
+		"warden_remediator_actions_total", "warden_remediator_skipped_total", "warden_remediator_webhook_requests_total",
+		"warden_remediator_webhook_duration_seconds_bucket", "warden_remediator_queue_depth",
+		"warden_remediator_action_duration_seconds_bucket", "warden_remediator_config_last_reload_successful",
+		"warden_remediator_config_last_reload_success_timestamp_seconds", "process_cpu_seconds_total", "go_goroutines",
+	} {
+		if !strings.Contains(body, "\n"+name) {
+			t.Errorf("metrics lack %s", name)
+		}
+	}
+	cmd := exec.CommandContext(context.Background(), promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+func TestSIGTERMExitsWithinGracePeriod(t *testing.T) {
+	ns := createDeployment(t, "sigterm-test", "auth-service")
+	policy := writeFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "HighMemoryUsage", ns))
+	const grace = 5 * time.Second
+	p := startRemediator(t, policy, "--no-auth", "--dry-run", "--shutdown.grace-period="+grace.String())
+	// Queued work is finished before the exit.
+	if code, _, body := p.send(t, "", payload(t, deployAlert("HighMemoryUsage", ns, "s1"))); code != http.StatusAccepted {
+		t.Fatalf("webhook: status %d (%s)", code, body)
+	}
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(grace + 5*time.Second):
+		t.Fatalf("still running %s after SIGTERM (grace period %s)", time.Since(start), grace)
+	}
+	took := time.Since(start)
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	if took > grace {
+		t.Errorf("exit took %s, longer than the grace period %s", took, grace)
+	}
+	out := p.output.String()
+	if !strings.Contains(out, "shutting down") || !strings.Contains(out, "signal=terminated") {
+		t.Errorf("no shutdown log line naming the signal:\n%s", out)
+	}
+	if len(auditLines(out, "alertname=HighMemoryUsage", "outcome=dry_run")) != 1 {
+		t.Errorf("the alert queued before SIGTERM was not handled:\n%s", out)
+	}
+	if strings.Contains(out, "shutdown incomplete") {
+		t.Errorf("shutdown did not finish the queue:\n%s", out)
+	}
+}
