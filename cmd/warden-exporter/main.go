@@ -10,14 +10,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/common/promslog"
 	"github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
@@ -26,6 +22,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/warden-sre/warden/exporter"
+	"github.com/warden-sre/warden/internal/reload"
+	"github.com/warden-sre/warden/internal/selfmetrics"
 )
 
 const defaultListenAddress = ":10187"
@@ -66,35 +64,21 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	self := prometheus.NewRegistry()
-	self.MustRegister(
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewGoCollector(),
-		versioncollector.NewCollector("warden_exporter"),
-	)
-	reloadOK := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "warden_exporter_config_last_reload_successful",
-		Help: "Whether the last configuration load or reload succeeded (1) or not (0).",
-	})
-	reloadTime := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "warden_exporter_config_last_reload_success_timestamp_seconds",
-		Help: "When the configuration was last loaded successfully, as a Unix timestamp.",
-	})
-	self.MustRegister(reloadOK, reloadTime)
+	self := selfmetrics.NewRegistry("warden_exporter")
 
 	set, err := exporter.Build(ctx, cfg, logger)
 	if err != nil {
 		logger.Error("cannot build collectors", "err", err)
 		return 1
 	}
-	reloadOK.Set(1)
-	reloadTime.SetToCurrentTime()
 	exp := exporter.New(logger, set, cfg.Scrape, self)
 
-	var reloadMu sync.Mutex
-	reload := func() error {
-		reloadMu.Lock()
-		defer reloadMu.Unlock()
+	reloader := reload.New(reload.Options{
+		Namespace:      "warden_exporter",
+		Subject:        "configuration",
+		SuccessfulHelp: "Whether the last configuration load or reload succeeded (1) or not (0).",
+		TimestampHelp:  "When the configuration was last loaded successfully, as a Unix timestamp.",
+	}, func() error {
 		newCfg, err := exporter.LoadConfig(*configFile)
 		if err == nil {
 			var newSet *exporter.Set
@@ -110,45 +94,21 @@ func run(args []string) int {
 			}
 		}
 		if err != nil {
-			reloadOK.Set(0)
 			logger.Error("configuration reload failed; keeping the previous configuration", "err", err)
 			return err
 		}
-		reloadOK.Set(1)
-		reloadTime.SetToCurrentTime()
 		logger.Info("configuration reloaded", "file", *configFile)
 		return nil
-	}
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		for {
-			select {
-			case <-hup:
-				_ = reload()
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	})
+	self.MustRegister(reloader)
+	reloader.Loaded()
+	reloader.HandleSIGHUP(ctx)
 
 	mux := http.NewServeMux()
 	mux.Handle(*metricsPath, exp)
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy.") })
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready.") })
-	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost && r.Method != http.MethodPut {
-			w.Header().Set("Allow", "POST, PUT")
-			http.Error(w, "use POST to reload the configuration", http.StatusMethodNotAllowed)
-			return
-		}
-		if err := reload(); err != nil {
-			http.Error(w, fmt.Sprintf("reload failed, previous configuration kept: %v", err), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprintln(w, "Reloaded.")
-	})
+	mux.Handle("/-/reload", reloader.Handler())
 	if *metricsPath != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "warden-exporter",

@@ -21,33 +21,20 @@ import (
 var exporterBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "warden-exporter-bin-")
+	bin, cleanup, err := testenv.BuildBinary(".")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	exporterBin = filepath.Join(dir, "warden-exporter")
-	if out, err := exec.Command("go", "build", "-o", exporterBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build warden-exporter: %v\n%s", err, out)
-		os.Exit(1)
-	}
+	exporterBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
-}
-
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 func TestConfigCheck(t *testing.T) {
 	dir := t.TempDir()
-	pwFile := writeFile(t, dir, "pw", "hunter2-secret\n")
+	pwFile := testenv.WriteFile(t, dir, "pw", "hunter2-secret\n")
 	tests := []struct {
 		name     string
 		config   string
@@ -95,7 +82,7 @@ func TestConfigCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := writeFile(t, t.TempDir(), "config.yml", tt.config)
+			cfg := testenv.WriteFile(t, t.TempDir(), "config.yml", tt.config)
 			cmd := exec.Command(exporterBin, "--config.file="+cfg, "--config.check")
 			out, _ := cmd.CombinedOutput()
 			if code := cmd.ProcessState.ExitCode(); code != tt.wantCode {
@@ -116,56 +103,16 @@ func TestConfigCheck(t *testing.T) {
 }
 
 // exporterProc is a running warden-exporter.
-type exporterProc struct {
-	url    string
-	cmd    *exec.Cmd
-	output *bytes.Buffer
-}
+type exporterProc struct{ *testenv.Binary }
 
 func startExporter(t *testing.T, configPath string) *exporterProc {
 	t.Helper()
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	var out bytes.Buffer
-	cmd := exec.Command(exporterBin, "--config.file="+configPath, "--web.listen-address="+addr, "--log.level=debug")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &exporterProc{url: "http://" + addr, cmd: cmd, output: &out}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("exporter output:\n%s", out.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(p.url + "/-/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("exporter did not become ready:\n%s", out.String())
-	return nil
+	return &exporterProc{testenv.StartBinary(t, exporterBin, "--config.file="+configPath, "--log.level=debug")}
 }
 
 func (p *exporterProc) scrape(t *testing.T, timeoutHeader string) (string, time.Duration) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, p.url+"/metrics", nil)
+	req, _ := http.NewRequest(http.MethodGet, p.URL+"/metrics", nil)
 	if timeoutHeader != "" {
 		req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", timeoutHeader)
 	}
@@ -184,7 +131,7 @@ func (p *exporterProc) scrape(t *testing.T, timeoutHeader string) (string, time.
 
 func (p *exporterProc) reload(t *testing.T) int {
 	t.Helper()
-	resp, err := http.Post(p.url+"/-/reload", "", nil)
+	resp, err := http.Post(p.URL+"/-/reload", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,31 +142,10 @@ func (p *exporterProc) reload(t *testing.T) int {
 func requireLines(t *testing.T, body string, lines ...string) {
 	t.Helper()
 	for _, l := range lines {
-		if !containsLine(body, l) {
+		if !testenv.ContainsLine(body, l) {
 			t.Errorf("metrics lack %q", l)
 		}
 	}
-}
-
-func containsLine(body, prefix string) bool {
-	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 func TestReloadKeepsPreviousConfigWhenNewOneIsInvalid(t *testing.T) {
@@ -228,20 +154,20 @@ func TestReloadKeepsPreviousConfigWhenNewOneIsInvalid(t *testing.T) {
 	good := func(name string) string {
 		return fmt.Sprintf("redis:\n  - name: %s\n    address: redis://%s/0\n", name, redis.Addr)
 	}
-	writeFile(t, filepath.Dir(cfgPath), "config.yml", good("first"))
+	testenv.WriteFile(t, filepath.Dir(cfgPath), "config.yml", good("first"))
 	exp := startExporter(t, cfgPath)
 
 	body, _ := exp.scrape(t, "")
 	requireLines(t, body, `redis_up{target="first"} 1`, "warden_exporter_config_last_reload_successful 1")
 
 	// Invalid file via SIGHUP: rejected, old targets still served.
-	writeFile(t, filepath.Dir(cfgPath), "config.yml", "redis:\n  - name: first\n    adress: typo\n")
-	if err := exp.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	testenv.WriteFile(t, filepath.Dir(cfgPath), "config.yml", "redis:\n  - name: first\n    adress: typo\n")
+	if err := exp.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "failed reload to be reported", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "failed reload to be reported", func() bool {
 		body, _ := exp.scrape(t, "")
-		return containsLine(body, "warden_exporter_config_last_reload_successful 0")
+		return testenv.ContainsLine(body, "warden_exporter_config_last_reload_successful 0")
 	})
 	body, _ = exp.scrape(t, "")
 	requireLines(t, body, `redis_up{target="first"} 1`)
@@ -251,16 +177,16 @@ func TestReloadKeepsPreviousConfigWhenNewOneIsInvalid(t *testing.T) {
 		t.Fatalf("POST /-/reload with invalid file: status %d, want 500", code)
 	}
 	// Valid file: applied.
-	writeFile(t, filepath.Dir(cfgPath), "config.yml", good("second"))
+	testenv.WriteFile(t, filepath.Dir(cfgPath), "config.yml", good("second"))
 	if code := exp.reload(t); code != http.StatusOK {
 		t.Fatalf("POST /-/reload with valid file: status %d, want 200", code)
 	}
 	body, _ = exp.scrape(t, "")
 	requireLines(t, body, `redis_up{target="second"} 1`, "warden_exporter_config_last_reload_successful 1")
-	if containsLine(body, `redis_up{target="first"}`) {
+	if testenv.ContainsLine(body, `redis_up{target="first"}`) {
 		t.Error("old target still scraped after a successful reload")
 	}
-	if resp, err := http.Get(exp.url + "/-/reload"); err == nil {
+	if resp, err := http.Get(exp.URL + "/-/reload"); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("GET /-/reload: status %d, want 405", resp.StatusCode)
@@ -271,7 +197,7 @@ func TestReloadKeepsPreviousConfigWhenNewOneIsInvalid(t *testing.T) {
 func TestScrapeSurvivesHungPostgresAndKilledRedis(t *testing.T) {
 	pg := testenv.StartPostgres(t)
 	redis := testenv.StartRedis(t)
-	cfg := writeFile(t, t.TempDir(), "config.yml", fmt.Sprintf(
+	cfg := testenv.WriteFile(t, t.TempDir(), "config.yml", fmt.Sprintf(
 		"postgres:\n  - name: db\n    dsn: %s\nredis:\n  - name: cache\n    address: redis://%s/0\n", pg.DSN("postgres"), redis.Addr))
 	exp := startExporter(t, cfg)
 
@@ -295,9 +221,9 @@ func TestScrapeSurvivesHungPostgresAndKilledRedis(t *testing.T) {
 	if err := pg.Resume(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "pg_up 1 after SIGCONT", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "pg_up 1 after SIGCONT", func() bool {
 		body, _ := exp.scrape(t, "2")
-		return containsLine(body, `pg_up{target="db"} 1`)
+		return testenv.ContainsLine(body, `pg_up{target="db"} 1`)
 	})
 
 	redis.Kill()
@@ -309,9 +235,9 @@ func TestScrapeSurvivesHungPostgresAndKilledRedis(t *testing.T) {
 	if err := redis.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "redis_up 1 after restart", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "redis_up 1 after restart", func() bool {
 		body, _ := exp.scrape(t, "2")
-		return containsLine(body, `redis_up{target="cache"} 1`)
+		return testenv.ContainsLine(body, `redis_up{target="cache"} 1`)
 	})
 }
 
@@ -322,7 +248,7 @@ func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
 	}
 	pg := testenv.StartPostgres(t)
 	redis := testenv.StartRedis(t)
-	cfg := writeFile(t, t.TempDir(), "config.yml", fmt.Sprintf(
+	cfg := testenv.WriteFile(t, t.TempDir(), "config.yml", fmt.Sprintf(
 		"postgres:\n  - name: db\n    dsn: %s\nredis:\n  - name: cache\n    address: redis://%s/0\n", pg.DSN("postgres"), redis.Addr))
 	exp := startExporter(t, cfg)
 	body, _ := exp.scrape(t, "")
@@ -335,7 +261,7 @@ func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
 
 func TestConcurrentScrapesAreServed(t *testing.T) {
 	redis := testenv.StartRedis(t)
-	cfg := writeFile(t, t.TempDir(), "config.yml", fmt.Sprintf("redis:\n  - name: cache\n    address: redis://%s/0\n", redis.Addr))
+	cfg := testenv.WriteFile(t, t.TempDir(), "config.yml", fmt.Sprintf("redis:\n  - name: cache\n    address: redis://%s/0\n", redis.Addr))
 	exp := startExporter(t, cfg)
 	var wg sync.WaitGroup
 	errs := make(chan string, 50)
@@ -343,14 +269,14 @@ func TestConcurrentScrapesAreServed(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := http.Get(exp.url + "/metrics")
+			resp, err := http.Get(exp.URL + "/metrics")
 			if err != nil {
 				errs <- err.Error()
 				return
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if !containsLine(string(b), `redis_up{target="cache"} 1`) {
+			if !testenv.ContainsLine(string(b), `redis_up{target="cache"} 1`) {
 				errs <- "scrape without redis_up 1"
 			}
 		}()

@@ -12,14 +12,10 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
@@ -30,6 +26,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/warden-sre/warden/internal/reload"
+	"github.com/warden-sre/warden/internal/selfmetrics"
 	"github.com/warden-sre/warden/remediator"
 	"github.com/warden-sre/warden/remediator/actions"
 )
@@ -147,24 +145,7 @@ func run() int {
 		id, _ = os.Hostname()
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewGoCollector(),
-		versioncollector.NewCollector("warden_remediator"),
-	)
-	reloadOK := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "warden_remediator_config_last_reload_successful",
-		Help: "1 if the last policy (re)load succeeded, 0 if it failed and the previous policy stays in force.",
-	})
-	reloadTime := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "warden_remediator_config_last_reload_success_timestamp_seconds",
-		Help: "Unix time of the last successful policy (re)load.",
-	})
-	reg.MustRegister(reloadOK, reloadTime)
-	reloadOK.Set(1)
-	reloadTime.SetToCurrentTime()
-
+	reg := selfmetrics.NewRegistry("warden_remediator")
 	exec := actions.NewExecutor(kube, logger.With("component", "actions"), actions.WithIdentity(id))
 	rem, err := remediator.New(remediator.Options{
 		Kube:         kube,
@@ -183,26 +164,27 @@ func run() int {
 		return 1
 	}
 
-	var reloadMu sync.Mutex
-	reload := func() error {
-		reloadMu.Lock()
-		defer reloadMu.Unlock()
+	reloader := reload.New(reload.Options{
+		Namespace:      "warden_remediator",
+		Subject:        "policy",
+		SuccessfulHelp: "1 if the last policy (re)load succeeded, 0 if it failed and the previous policy stays in force.",
+		TimestampHelp:  "Unix time of the last successful policy (re)load.",
+	}, func() error {
 		p, err := remediator.LoadPolicy(*configFile)
 		if err == nil {
 			var a remediator.Auth
 			if a, err = loadAuth(true); err == nil {
 				rem.SetPolicy(p)
 				rem.SetAuth(a)
-				reloadOK.Set(1)
-				reloadTime.SetToCurrentTime()
 				logger.Info("policy reloaded", "file", *configFile, "rules", len(p.Rules))
 				return nil
 			}
 		}
-		reloadOK.Set(0)
 		logger.Error("reload failed, keeping the previous policy", "file", *configFile, "err", err)
 		return err
-	}
+	})
+	reg.MustRegister(reloader)
+	reloader.Loaded()
 
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/alerts", rem.WebhookHandler())
@@ -210,18 +192,7 @@ func run() int {
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelError)}))
 	mux.Handle("/-/healthy", rem.HealthHandler())
 	mux.Handle("/-/ready", rem.ReadyHandler())
-	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost && r.Method != http.MethodPut {
-			w.Header().Set("Allow", "POST, PUT")
-			http.Error(w, "use POST", http.StatusMethodNotAllowed)
-			return
-		}
-		if err := reload(); err != nil {
-			http.Error(w, "reload failed: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		_, _ = w.Write([]byte("Reloaded.\n"))
-	})
+	mux.Handle("/-/reload", reloader.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
@@ -251,27 +222,21 @@ func run() int {
 		serveErr <- web.ListenAndServe(server, webFlagsConfig, logger)
 	}()
 
+	hupCtx, stopHUP := context.WithCancel(context.Background())
+	reloader.HandleSIGHUP(hupCtx)
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	code := 0
-loop:
-	for {
-		select {
-		case s := <-signals:
-			if s == syscall.SIGHUP {
-				_ = reload()
-				continue
-			}
-			logger.Info("shutting down", "signal", s.String(), "grace_period", *gracePeriod)
-			break loop
-		case err := <-serveErr:
-			if err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("web server failed", "err", err)
-				code = 1
-			}
-			break loop
+	select {
+	case s := <-signals:
+		logger.Info("shutting down", "signal", s.String(), "grace_period", *gracePeriod)
+	case err := <-serveErr:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("web server failed", "err", err)
+			code = 1
 		}
 	}
+	stopHUP()
 	// Stop accepting (the webhook answers 503, /-/ready fails) and finish
 	// what was acknowledged, within the grace period.
 	graceCtx, cancel := context.WithTimeout(context.Background(), *gracePeriod)

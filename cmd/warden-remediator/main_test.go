@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -36,28 +35,24 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "warden-remediator-bin-")
+	bin, cleanup, err := testenv.BuildBinary(".")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	remediatorBin = filepath.Join(dir, "warden-remediator")
-	if out, err := exec.Command("go", "build", "-o", remediatorBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build warden-remediator: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	remediatorBin = bin
 	// Tests that need the API server fail with kubeErr; the others run
 	// without it.
 	kube, kubeErr = testenv.NewKube()
 	if kubeErr == nil {
-		kubeconfigPath, kubeErr = writeKubeconfig(dir, kube)
+		// Beside the binary, so that cleanup removes it too.
+		kubeconfigPath, kubeErr = writeKubeconfig(filepath.Dir(bin), kube)
 	}
 	code := m.Run()
 	if kube != nil {
 		kube.Stop()
 	}
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
@@ -120,15 +115,6 @@ func createDeployment(t *testing.T, prefix, name string) string {
 	return ns
 }
 
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // restartPolicy acts with a restart on alert alertname in namespace ns.
 func restartPolicy(rule, alertname, ns string) string {
 	return fmt.Sprintf(`rules:
@@ -146,8 +132,8 @@ func restartPolicy(rule, alertname, ns string) string {
 
 func TestConfigCheck(t *testing.T) {
 	dir := t.TempDir()
-	tokenFile := writeFile(t, dir, "token", "s3cret-token\n")
-	pwFile := writeFile(t, dir, "redis-pw", "redis-pw\n")
+	tokenFile := testenv.WriteFile(t, dir, "token", "s3cret-token\n")
+	pwFile := testenv.WriteFile(t, dir, "redis-pw", "redis-pw\n")
 	const (
 		// a flush-cache rule on a configured Redis target; %s is the target's
 		// extra settings.
@@ -252,7 +238,7 @@ rules:
 		{
 			name:     "empty bearer token file",
 			policy:   restartPolicy("r", "A", "ns"),
-			args:     []string{"--web.bearer-token-file=" + writeFile(t, dir, "empty-token", "\n")},
+			args:     []string{"--web.bearer-token-file=" + testenv.WriteFile(t, dir, "empty-token", "\n")},
 			wantCode: 1,
 			wantOut:  []string{"--web.bearer-token-file", "is empty"},
 		},
@@ -272,7 +258,7 @@ rules:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := writeFile(t, t.TempDir(), "remediator.yml", tt.policy)
+			cfg := testenv.WriteFile(t, t.TempDir(), "remediator.yml", tt.policy)
 			cmd := exec.Command(remediatorBin, append([]string{"--config.file=" + cfg, "--config.check"}, tt.args...)...)
 			out, _ := cmd.CombinedOutput()
 			if code := cmd.ProcessState.ExitCode(); code != tt.wantCode {
@@ -301,91 +287,26 @@ rules:
 	})
 }
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // remediatorProc is a running warden-remediator.
-type remediatorProc struct {
-	url    string
-	cmd    *exec.Cmd
-	output *syncBuffer
-	exited chan struct{}
-}
+type remediatorProc struct{ *testenv.Binary }
 
 // startRemediator starts the binary on a free loopback port with the
 // package's kubeconfig and waits until /-/ready answers 200.
 func startRemediator(t *testing.T, policyPath string, args ...string) *remediatorProc {
 	t.Helper()
 	requireKube(t)
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	out := &syncBuffer{}
 	all := append([]string{
 		"--config.file=" + policyPath,
-		"--web.listen-address=" + addr,
 		"--kubeconfig=" + kubeconfigPath,
 		"--identity=warden-remediator-test",
 		"--log.level=debug",
 	}, args...)
-	cmd := exec.Command(remediatorBin, all...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &remediatorProc{url: "http://" + addr, cmd: cmd, output: out, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("remediator output:\n%s", out.String())
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.exited:
-			t.Fatalf("remediator exited during start (code %d):\n%s", cmd.ProcessState.ExitCode(), out.String())
-		default:
-		}
-		if resp, err := http.Get(p.url + "/-/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("remediator did not become ready:\n%s", out.String())
-	return nil
+	return &remediatorProc{testenv.StartBinary(t, remediatorBin, all...)}
 }
 
 func (p *remediatorProc) metrics(t *testing.T) string {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(p.url + "/metrics")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(p.URL + "/metrics")
 	if err != nil {
 		t.Fatalf("scrape: %v", err)
 	}
@@ -399,7 +320,7 @@ func (p *remediatorProc) metrics(t *testing.T) string {
 
 func (p *remediatorProc) reload(t *testing.T) (int, string) {
 	t.Helper()
-	resp, err := http.Post(p.url+"/-/reload", "", nil)
+	resp, err := http.Post(p.URL+"/-/reload", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +333,7 @@ func (p *remediatorProc) reload(t *testing.T) (int, string) {
 // header.
 func (p *remediatorProc) send(t *testing.T, auth string, body []byte) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, p.url+"/api/v1/alerts", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, p.URL+"/api/v1/alerts", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,30 +410,9 @@ func deployAlert(alertname, ns, fingerprint string) alert {
 	}
 }
 
-func containsLine(body, prefix string) bool {
-	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 func waitMetric(t *testing.T, p *remediatorProc, line string) {
 	t.Helper()
-	waitFor(t, "metric line "+line, func() bool { return containsLine(p.metrics(t), line) })
+	testenv.WaitFor(t, 20*time.Second, "metric line "+line, func() bool { return testenv.ContainsLine(p.metrics(t), line) })
 }
 
 // auditLines returns the audit log lines ("remediation decision") that
@@ -539,7 +439,7 @@ func auditLines(out string, fields ...string) []string {
 
 func TestAuthenticationRequired(t *testing.T) {
 	requireKube(t)
-	policy := writeFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "A", "ns"))
+	policy := testenv.WriteFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "A", "ns"))
 
 	t.Run("refuses to start without credentials", func(t *testing.T) {
 		port, err := testenv.FreePort()
@@ -566,8 +466,8 @@ func TestAuthenticationRequired(t *testing.T) {
 
 	t.Run("starts with --no-auth and warns", func(t *testing.T) {
 		p := startRemediator(t, policy, "--no-auth")
-		if !strings.Contains(p.output.String(), "level=WARN") || !strings.Contains(p.output.String(), "authentication is DISABLED") {
-			t.Errorf("no warning about disabled authentication:\n%s", p.output.String())
+		if !strings.Contains(p.Output(), "level=WARN") || !strings.Contains(p.Output(), "authentication is DISABLED") {
+			t.Errorf("no warning about disabled authentication:\n%s", p.Output())
 		}
 		// Anyone is accepted.
 		code, _, body := p.send(t, "", payload(t, deployAlert("Unrelated", "ns", "f00")))
@@ -580,9 +480,9 @@ func TestAuthenticationRequired(t *testing.T) {
 func TestWebhookAuthentication(t *testing.T) {
 	dir := t.TempDir()
 	const token = "0123456789abcdef-token"
-	tokenFile := writeFile(t, dir, "token", token+"\n")
-	pwFile := writeFile(t, dir, "password", "am-password\n")
-	policy := writeFile(t, dir, "remediator.yml", restartPolicy("r", "A", "ns"))
+	tokenFile := testenv.WriteFile(t, dir, "token", token+"\n")
+	pwFile := testenv.WriteFile(t, dir, "password", "am-password\n")
+	policy := testenv.WriteFile(t, dir, "remediator.yml", restartPolicy("r", "A", "ns"))
 	p := startRemediator(t, policy, "--web.bearer-token-file="+tokenFile,
 		"--web.basic-auth.username=alertmanager", "--web.basic-auth.password-file="+pwFile)
 	body := payload(t, deployAlert("Unrelated", "ns", "a1"))
@@ -618,7 +518,7 @@ func TestWebhookAuthentication(t *testing.T) {
 	m := p.metrics(t)
 	for code, n := range want {
 		line := fmt.Sprintf(`warden_remediator_webhook_requests_total{code="%d"} %d`, code, n)
-		if !containsLine(m, line) {
+		if !testenv.ContainsLine(m, line) {
 			t.Errorf("metrics lack %q", line)
 		}
 	}
@@ -628,7 +528,7 @@ func TestWebhookAuthentication(t *testing.T) {
 	// A reload re-reads the token file: the rotated token is accepted, the
 	// old one refused.
 	const rotated = "rotated-token-0987654321"
-	writeFile(t, dir, "token", rotated+"\n")
+	testenv.WriteFile(t, dir, "token", rotated+"\n")
 	if code, resp := p.reload(t); code != http.StatusOK {
 		t.Fatalf("reload after rotating the token: status %d %q", code, resp)
 	}
@@ -659,7 +559,7 @@ func TestListenFailureExitsNonZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	policy := writeFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "A", "ns"))
+	policy := testenv.WriteFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "A", "ns"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, remediatorBin, "--config.file="+policy, "--kubeconfig="+kubeconfigPath,
@@ -686,8 +586,8 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 	ns := createDeployment(t, "reload-test", "auth-service")
 	dir := t.TempDir()
 	const token = "reload-token"
-	tokenFile := writeFile(t, dir, "token", token)
-	policyPath := writeFile(t, dir, "remediator.yml", restartPolicy("old-rule", "OldAlert", ns))
+	tokenFile := testenv.WriteFile(t, dir, "token", token)
+	policyPath := testenv.WriteFile(t, dir, "remediator.yml", restartPolicy("old-rule", "OldAlert", ns))
 	p := startRemediator(t, policyPath, "--web.bearer-token-file="+tokenFile, "--dry-run")
 	auth := "Bearer " + token
 
@@ -706,20 +606,20 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 1")
 
 	// Invalid policy via SIGHUP: rejected, the old rule still acts.
-	writeFile(t, dir, "remediator.yml", strings.Replace(restartPolicy("new-rule", "NewAlert", ns), "action: restart", "action: restart\n    cooldwon: 1m", 1))
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	testenv.WriteFile(t, dir, "remediator.yml", strings.Replace(restartPolicy("new-rule", "NewAlert", ns), "action: restart", "action: restart\n    cooldwon: 1m", 1))
+	if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitMetric(t, p, "warden_remediator_config_last_reload_successful 0")
-	if !strings.Contains(p.output.String(), "reload failed, keeping the previous policy") || !strings.Contains(p.output.String(), "cooldwon") {
-		t.Errorf("the failed reload is not logged with its reason:\n%s", p.output.String())
+	if !strings.Contains(p.Output(), "reload failed, keeping the previous policy") || !strings.Contains(p.Output(), "cooldwon") {
+		t.Errorf("the failed reload is not logged with its reason:\n%s", p.Output())
 	}
 	sendAlert(t, deployAlert("OldAlert", ns, "old2"))
 	waitMetric(t, p, restartDryRuns(2))
 
 	// Invalid policy via the HTTP endpoint: 500 naming the problem, old
 	// rule still acts.
-	writeFile(t, dir, "remediator.yml", strings.Replace(restartPolicy("new-rule", "NewAlert", ns), `'{{ .Labels.deployment }}'`, `'{{ .Labels.deployment '`, 1))
+	testenv.WriteFile(t, dir, "remediator.yml", strings.Replace(restartPolicy("new-rule", "NewAlert", ns), `'{{ .Labels.deployment }}'`, `'{{ .Labels.deployment '`, 1))
 	code, body := p.reload(t)
 	if code != http.StatusInternalServerError || !strings.Contains(body, "rules[0].target.deployment") {
 		t.Fatalf("POST /-/reload with invalid policy: status %d %q, want 500 naming rules[0].target.deployment", code, body)
@@ -727,7 +627,7 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 0")
 	sendAlert(t, deployAlert("OldAlert", ns, "old3"))
 	waitMetric(t, p, restartDryRuns(3))
-	if n := len(auditLines(p.output.String(), "rule=old-rule", "outcome=dry_run", "alertname=OldAlert")); n != 3 {
+	if n := len(auditLines(p.Output(), "rule=old-rule", "outcome=dry_run", "alertname=OldAlert")); n != 3 {
 		t.Errorf("%d dry-run audit lines for old-rule, want 3", n)
 	}
 
@@ -744,14 +644,14 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
       deployments: [auth-service]
     params: {replicas: 3, max_replicas: 5}
 `, ns)
-	writeFile(t, dir, "remediator.yml", newPolicy)
+	testenv.WriteFile(t, dir, "remediator.yml", newPolicy)
 	if code, body := p.reload(t); code != http.StatusOK {
 		t.Fatalf("POST /-/reload with valid policy: status %d %q, want 200", code, body)
 	}
 	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 1")
 	sendAlert(t, deployAlert("NewAlert", ns, "new1"))
 	waitMetric(t, p, `warden_remediator_actions_total{action="scale",outcome="dry_run"} 1`)
-	if lines := auditLines(p.output.String(), "rule=new-rule", "outcome=dry_run", "would scale 1 -> 3"); len(lines) != 1 {
+	if lines := auditLines(p.Output(), "rule=new-rule", "outcome=dry_run", "would scale 1 -> 3"); len(lines) != 1 {
 		t.Errorf("%d dry-run audit lines for new-rule scaling 1 -> 3, want 1", len(lines))
 	}
 	// The old rule is gone.
@@ -768,7 +668,7 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 		t.Errorf("dry run changed the Deployment: replicas %d, template annotations %v", *d.Spec.Replicas, d.Spec.Template.Annotations)
 	}
 
-	if resp, err := http.Get(p.url + "/-/reload"); err == nil {
+	if resp, err := http.Get(p.URL + "/-/reload"); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("GET /-/reload: status %d, want 405", resp.StatusCode)
@@ -778,14 +678,14 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 
 func requireLine(t *testing.T, body, line string) {
 	t.Helper()
-	if !containsLine(body, line) {
+	if !testenv.ContainsLine(body, line) {
 		t.Errorf("metrics lack %q", line)
 	}
 }
 
 func TestFlushCacheOnDisabledTargetIsRefused(t *testing.T) {
 	dir := t.TempDir()
-	policy := writeFile(t, dir, "remediator.yml", `redis:
+	policy := testenv.WriteFile(t, dir, "remediator.yml", `redis:
   - name: session-cache
     address: 127.0.0.1:1
     coordination_db: 15
@@ -802,7 +702,7 @@ rules:
 		t.Fatalf("webhook: status %d (%s), want 202", code, body)
 	}
 	waitMetric(t, p, `warden_remediator_skipped_total{reason="disabled"} 1`)
-	if lines := auditLines(p.output.String(), "rule=flush", "outcome=skipped", "reason=disabled", "enabled: true"); len(lines) != 1 {
+	if lines := auditLines(p.Output(), "rule=flush", "outcome=skipped", "reason=disabled", "enabled: true"); len(lines) != 1 {
 		t.Errorf("%d audit lines refusing the flush as disabled, want 1", len(lines))
 	}
 	requireLine(t, p.metrics(t), `warden_remediator_actions_total{action="flush-cache",outcome="success"} 0`)
@@ -814,7 +714,7 @@ func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
 		t.Fatal("PROMTOOL is not set: run `scripts/tools.sh promtool` and `eval \"$(scripts/tools.sh env)\"` (make test does this)")
 	}
 	ns := createDeployment(t, "metrics-test", "auth-service")
-	policy := writeFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "HighMemoryUsage", ns))
+	policy := testenv.WriteFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "HighMemoryUsage", ns))
 	p := startRemediator(t, policy, "--no-auth", "--dry-run")
 	// Traffic, so the histograms, the breaker gauge and the counters carry
 	// samples.
@@ -845,7 +745,7 @@ func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
 
 func TestSIGTERMExitsWithinGracePeriod(t *testing.T) {
 	ns := createDeployment(t, "sigterm-test", "auth-service")
-	policy := writeFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "HighMemoryUsage", ns))
+	policy := testenv.WriteFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "HighMemoryUsage", ns))
 	const grace = 5 * time.Second
 	p := startRemediator(t, policy, "--no-auth", "--dry-run", "--shutdown.grace-period="+grace.String())
 	// Queued work is finished before the exit.
@@ -853,22 +753,22 @@ func TestSIGTERMExitsWithinGracePeriod(t *testing.T) {
 		t.Fatalf("webhook: status %d (%s)", code, body)
 	}
 	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-p.exited:
+	case <-p.Exited:
 	case <-time.After(grace + 5*time.Second):
 		t.Fatalf("still running %s after SIGTERM (grace period %s)", time.Since(start), grace)
 	}
 	took := time.Since(start)
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := p.Cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 	if took > grace {
 		t.Errorf("exit took %s, longer than the grace period %s", took, grace)
 	}
-	out := p.output.String()
+	out := p.Output()
 	if !strings.Contains(out, "shutting down") || !strings.Contains(out, "signal=terminated") {
 		t.Errorf("no shutdown log line naming the signal:\n%s", out)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/warden-sre/warden/internal/testenv"
 )
 
 // process is one of the demo's own binaries (authsim, exporter,
@@ -57,9 +58,9 @@ func (p *process) start(ctx context.Context, healthURL string) error {
 	if healthURL == "" {
 		return nil
 	}
-	if err := waitHealthy(ctx, healthURL, 30*time.Second, done); err != nil {
+	if err := testenv.WaitHTTP(ctx, healthURL, 30*time.Second, done); err != nil {
 		p.stop()
-		return fmt.Errorf("%s: %w\n%s", p.name, err, tailFile(p.logPath, 15))
+		return fmt.Errorf("%s: %w\n%s", p.name, err, testenv.Tail(p.logPath, 15))
 	}
 	return nil
 }
@@ -87,47 +88,6 @@ func (p *process) stop() {
 func (p *process) restart(ctx context.Context, healthURL string) error {
 	p.stop()
 	return p.start(ctx, healthURL)
-}
-
-func waitHealthy(ctx context.Context, url string, timeout time.Duration, exited <-chan struct{}) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	var last error
-	for {
-		select {
-		case <-exited:
-			return errors.New("process exited during start")
-		default:
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not healthy after %s: %v", timeout, last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func tailFile(path string, lines int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }
 
 // moduleRoot finds the directory of the warden module (the demo builds its

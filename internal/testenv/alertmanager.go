@@ -139,7 +139,7 @@ func NewAlertmanager(ctx context.Context, config []byte) (*Alertmanager, error) 
 	a.proc = proc
 	if err := waitHTTP(ctx, a.URL+"/-/ready", 30*time.Second, proc); err != nil {
 		proc.stop(syscall.SIGKILL, time.Second)
-		return fail(fmt.Errorf("alertmanager: %w\n%s", err, tail(logPath, 20)))
+		return fail(fmt.Errorf("alertmanager: %w\n%s", err, Tail(logPath, 20)))
 	}
 	return a, nil
 }
@@ -242,6 +242,17 @@ func (a *Alertmanager) PostAlert(ctx context.Context, labels, annotations map[st
 	return nil
 }
 
+// findAMAlert returns the first alert named name whose labels include
+// match.
+func findAMAlert(alerts []AlertmanagerAlert, name string, match map[string]string) (AlertmanagerAlert, bool) {
+	for _, al := range alerts {
+		if al.Name() == name && labelsMatch(al.Labels, match) {
+			return al, true
+		}
+	}
+	return AlertmanagerAlert{}, false
+}
+
 // WaitForAlert polls until an unresolved alert named name whose labels
 // include match is present, and returns it.
 func (a *Alertmanager) WaitForAlert(ctx context.Context, name string, match map[string]string) (AlertmanagerAlert, error) {
@@ -253,13 +264,9 @@ func (a *Alertmanager) WaitForAlert(ctx context.Context, name string, match map[
 			return false, nil
 		}
 		last = alerts
-		for _, al := range alerts {
-			if al.Name() == name && labelsMatch(al.Labels, match) {
-				found = al
-				return true, nil
-			}
-		}
-		return false, nil
+		var ok bool
+		found, ok = findAMAlert(alerts, name, match)
+		return ok, nil
 	})
 	if err != nil {
 		return AlertmanagerAlert{}, fmt.Errorf("alertmanager: alert %s%v not active: %w (active: %s)", name, match, err, describeAMAlerts(last))
@@ -277,12 +284,8 @@ func (a *Alertmanager) WaitForResolved(ctx context.Context, name string, match m
 			return false, nil
 		}
 		last = alerts
-		for _, al := range alerts {
-			if al.Name() == name && labelsMatch(al.Labels, match) {
-				return false, nil
-			}
-		}
-		return true, nil
+		_, ok := findAMAlert(alerts, name, match)
+		return !ok, nil
 	})
 	if err != nil {
 		return fmt.Errorf("alertmanager: alert %s%v not resolved: %w (active: %s)", name, match, err, describeAMAlerts(last))

@@ -173,7 +173,7 @@ func (p *Postgres) Start() error {
 		cancel()
 		if proc.exited() || time.Now().After(deadline) {
 			proc.stop(syscall.SIGKILL, time.Second)
-			return fmt.Errorf("postgres did not become ready: %w\n%s", err, tail(logPath, 20))
+			return fmt.Errorf("postgres did not become ready: %w\n%s", err, Tail(logPath, 20))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -174,6 +174,9 @@ func (p *process) stop(sig syscall.Signal, grace time.Duration) {
 		p.paused = false
 	}
 	p.mu.Unlock()
+	// Remember the children now: once the leader is gone they are
+	// reparented and no longer found below it.
+	children := descendants(p.cmd.Process.Pid)
 	_ = p.signalGroup(sig)
 	select {
 	case <-p.done:
@@ -181,8 +184,17 @@ func (p *process) stop(sig syscall.Signal, grace time.Duration) {
 		_ = p.signalGroup(syscall.SIGKILL)
 		<-p.done
 	}
-	// Children may outlive the leader briefly.
+	// Children may outlive the leader briefly; a restart on the same data
+	// directory fails while a PostgreSQL backend still holds the shared
+	// memory, so wait until every one has gone.
 	_ = p.signalGroup(syscall.SIGKILL)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range children {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 func (p *process) exited() bool {
@@ -194,8 +206,8 @@ func (p *process) exited() bool {
 	}
 }
 
-// tail returns the last lines of a log file, for error messages.
-func tail(path string, lines int) string {
+// Tail returns the last lines of a log file, for error messages.
+func Tail(path string, lines int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return ""

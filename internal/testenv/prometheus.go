@@ -177,7 +177,7 @@ func NewPrometheus(ctx context.Context, cfg PrometheusConfig) (*Prometheus, erro
 	p.proc = proc
 	if err := waitHTTP(ctx, p.URL+"/-/ready", 30*time.Second, proc); err != nil {
 		proc.stop(syscall.SIGKILL, time.Second)
-		return fail(fmt.Errorf("prometheus: %w\n%s", err, tail(logPath, 20)))
+		return fail(fmt.Errorf("prometheus: %w\n%s", err, Tail(logPath, 20)))
 	}
 	return p, nil
 }

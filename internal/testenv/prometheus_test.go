@@ -109,7 +109,7 @@ func TestAlertLoopFromScrapeToWebhook(t *testing.T) {
 		defer mu.Unlock()
 		return len(deliveries) > 0, nil
 	}); err != nil {
-		t.Fatalf("webhook never called: %v\n%s", err, tail(am.LogPath(), 20))
+		t.Fatalf("webhook never called: %v\n%s", err, Tail(am.LogPath(), 20))
 	}
 	mu.Lock()
 	first := deliveries[0]

@@ -82,7 +82,7 @@ func (r *Redis) Start() error {
 	}
 	if err := waitTCP(r.Addr, 10*time.Second, p); err != nil {
 		p.stop(syscall.SIGKILL, time.Second)
-		return fmt.Errorf("redis: %w\n%s", err, tail(filepath.Join(r.dir, "redis.log"), 20))
+		return fmt.Errorf("redis: %w\n%s", err, Tail(filepath.Join(r.dir, "redis.log"), 20))
 	}
 	r.proc = p
 	return nil

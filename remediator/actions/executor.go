@@ -13,6 +13,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 )
@@ -242,6 +243,21 @@ func (e *executor) getDeployment(ctx context.Context, log *slog.Logger, req Requ
 		return nil, permanent(fmt.Errorf("deployment %s/%s: %w", req.Namespace, req.Deployment, ErrOptedOut))
 	}
 	return d, nil
+}
+
+// getDeploymentSelector reads the Deployment like getDeployment and parses
+// its pod selector, refusing an empty one (it would match every pod of the
+// namespace).
+func (e *executor) getDeploymentSelector(ctx context.Context, log *slog.Logger, req Request) (*appsv1.Deployment, labels.Selector, error) {
+	d, err := e.getDeployment(ctx, log, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	selector, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil || selector.Empty() {
+		return nil, nil, invalidf("deployment %s/%s has no usable selector", req.Namespace, req.Deployment)
+	}
+	return d, selector, nil
 }
 
 func optedOut(annotations map[string]string) bool {

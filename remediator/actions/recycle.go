@@ -37,13 +37,9 @@ func (e *executor) recycle(ctx context.Context, log *slog.Logger, req Request) (
 	if req.RecentlyRecycled < 0 {
 		return res, invalidf("recently recycled %d is negative", req.RecentlyRecycled)
 	}
-	d, err := e.getDeployment(ctx, log, req)
+	d, selector, err := e.getDeploymentSelector(ctx, log, req)
 	if err != nil {
 		return res, err
-	}
-	selector, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-	if err != nil || selector.Empty() {
-		return res, invalidf("deployment %s/%s has no usable selector", req.Namespace, req.Deployment)
 	}
 	pods := e.kube.CoreV1().Pods(req.Namespace)
 

@@ -49,13 +49,9 @@ func (e *executor) reload(ctx context.Context, log *slog.Logger, req Request) (R
 		return res, invalidf("reload path %q is not a plain path", req.ReloadPath)
 	}
 
-	d, err := e.getDeployment(ctx, log, req)
+	_, selector, err := e.getDeploymentSelector(ctx, log, req)
 	if err != nil {
 		return res, err
-	}
-	selector, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-	if err != nil || selector.Empty() {
-		return res, invalidf("deployment %s/%s has no usable selector", req.Namespace, req.Deployment)
 	}
 	var list *corev1.PodList
 	err = e.retry(ctx, log, "list pods", func(ctx context.Context) error {
