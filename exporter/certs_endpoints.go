@@ -106,18 +106,12 @@ func newCertsEndpointsCollector(cfg *CertsEndpointsConfig, logger *slog.Logger) 
 
 func (c *certsEndpointsCollector) Name() string { return "certs/endpoints" }
 
-// Collect probes every endpoint, at most concurrency at a time. Probes end a
-// little before the scrape deadline so that an endpoint that hangs is
-// reported as a timeout instead of taking every other endpoint's result
-// down with it. A failing endpoint is reported through its own metrics; it
+// Collect probes every endpoint, at most concurrency at a time. Probes end
+// with ctx, which Scrape ends a little before the scrape deadline, so an
+// endpoint that hangs is reported as a timeout instead of taking every other
+// endpoint's result down with it. A failing endpoint is reported through its own metrics; it
 // does not fail the collector.
 func (c *certsEndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.Metric) error {
-	if dl, ok := ctx.Deadline(); ok {
-		reserve := min(time.Until(dl)/10, 500*time.Millisecond)
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl.Add(-reserve))
-		defer cancel()
-	}
 	results := make([]certsProbeResult, len(c.targets))
 	jobs := make(chan int)
 	var wg sync.WaitGroup

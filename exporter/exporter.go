@@ -172,8 +172,8 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Scrape runs every collector in parallel until each finishes or ctx ends,
 // and returns their metrics followed by a success and duration metric for
-// each. A collector still running at the deadline is reported as failed and
-// its metrics are dropped; it is not waited for.
+// each. A collector still running at ctx's deadline is reported as failed
+// and its metrics are dropped; it is not waited for.
 func Scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []prometheus.Metric {
 	type result struct {
 		i       int
@@ -182,6 +182,17 @@ func Scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []
 		dur     time.Duration
 	}
 	start := time.Now()
+	// Collectors get a deadline a little before the scrape's (a tenth of
+	// the time left, at most 250ms): a collector whose target hangs then
+	// still has time to report it down (pg_up 0, redis_up 0) instead of
+	// having all its metrics dropped at the deadline.
+	collectCtx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		reserve := min(time.Until(dl)/10, 250*time.Millisecond)
+		var cancel context.CancelFunc
+		collectCtx, cancel = context.WithDeadline(ctx, dl.Add(-reserve))
+		defer cancel()
+	}
 	// Buffered so that abandoned collectors can finish without a reader.
 	done := make(chan result, len(collectors))
 	for i, c := range collectors {
@@ -195,7 +206,7 @@ func Scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []
 				}
 				close(drained)
 			}()
-			err := collectSafely(ctx, c, ch)
+			err := collectSafely(collectCtx, c, ch)
 			close(ch)
 			<-drained
 			done <- result{i: i, metrics: ms, err: err, dur: time.Since(start)}

@@ -134,3 +134,38 @@ func TestServeHTTPAppliesHeaderDeadline(t *testing.T) {
 		}
 	}
 }
+
+// hangingCollector waits for its target until ctx ends, then reports it
+// down, as the PostgreSQL and Redis collectors do with a hung server.
+type hangingCollector struct{}
+
+func (hangingCollector) Name() string { return "hanging" }
+
+func (hangingCollector) Collect(ctx context.Context, ch chan<- prometheus.Metric) error {
+	<-ctx.Done()
+	ch <- prometheus.MustNewConstMetric(fakeDesc, prometheus.GaugeValue, 0, "hanging")
+	return ctx.Err()
+}
+
+func TestScrapeKeepsDownMetricOfCollectorThatHonoursTheDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	metrics := Scrape(ctx, discard(), []Collector{hangingCollector{}})
+	if took := time.Since(start); took > time.Second+100*time.Millisecond {
+		t.Fatalf("scrape took %s, want within the 1s deadline", took)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(scrapeResult{metrics: metrics, timeout: time.Second})
+	want := `
+# HELP warden_exporter_collector_success Whether the collector finished without error within the scrape deadline (1) or not (0).
+# TYPE warden_exporter_collector_success gauge
+warden_exporter_collector_success{collector="hanging"} 0
+# HELP warden_test_value Test value.
+# TYPE warden_test_value gauge
+warden_test_value{name="hanging"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "warden_exporter_collector_success", "warden_test_value"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -313,13 +313,9 @@ func (c *redisCollector) Name() string { return c.name }
 // Close releases the connection pool.
 func (c *redisCollector) Close() error { return c.client.Close() }
 
-// Collect always reports redis_up. It gives up a little before ctx's
-// deadline, so that redis_up 0 still reaches the scrape when the server
-// hangs.
+// Collect always reports redis_up, also when the server hangs until ctx
+// ends (Scrape ends ctx a little before the scrape deadline for that).
 func (c *redisCollector) Collect(ctx context.Context, ch chan<- prometheus.Metric) error {
-	ctx, cancel := redisCommandContext(ctx)
-	defer cancel()
-
 	start := time.Now()
 	if err := c.client.Ping(ctx).Err(); err != nil {
 		ch <- prometheus.MustNewConstMetric(c.descs.up, prometheus.GaugeValue, 0)
@@ -343,18 +339,4 @@ func (c *redisCollector) Collect(ctx context.Context, ch chan<- prometheus.Metri
 		return fmt.Errorf("info %s: %w", c.addr, err)
 	}
 	return nil
-}
-
-// redisCommandContext ends a little before ctx does: a tenth of the time
-// left, at most 250ms, is kept for reporting.
-func redisCommandContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		return context.WithCancel(ctx)
-	}
-	reserve := min(time.Until(deadline)/10, 250*time.Millisecond)
-	if reserve <= 0 {
-		return context.WithCancel(ctx)
-	}
-	return context.WithDeadline(ctx, deadline.Add(-reserve))
 }

@@ -213,6 +213,7 @@ func TestScrapeSurvivesHungPostgresAndKilledRedis(t *testing.T) {
 	}
 	requireLines(t, body,
 		`warden_exporter_collector_success{collector="postgres/db"} 0`,
+		`pg_up{target="db"} 0`,
 		`redis_up{target="cache"} 1`,
 		`redis_memory_used_bytes{target="cache"}`,
 		`redis_connected_clients{target="cache"}`,
