@@ -290,6 +290,20 @@ rules:
 // remediatorProc is a running warden-remediator.
 type remediatorProc struct{ *testenv.Binary }
 
+// outputSettles waits up to 5 s for cond to hold on the process's output:
+// log lines travel through a pipe and may arrive after the metric or reply
+// the test waited for.
+func (p *remediatorProc) outputSettles(cond func(out string) bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond(p.Output()) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
 // startRemediator starts the binary on a free loopback port with the
 // package's kubeconfig and waits until /-/ready answers 200.
 func startRemediator(t *testing.T, policyPath string, args ...string) *remediatorProc {
@@ -466,7 +480,9 @@ func TestAuthenticationRequired(t *testing.T) {
 
 	t.Run("starts with --no-auth and warns", func(t *testing.T) {
 		p := startRemediator(t, policy, "--no-auth")
-		if !strings.Contains(p.Output(), "level=WARN") || !strings.Contains(p.Output(), "authentication is DISABLED") {
+		if !p.outputSettles(func(out string) bool {
+			return strings.Contains(out, "level=WARN") && strings.Contains(out, "authentication is DISABLED")
+		}) {
 			t.Errorf("no warning about disabled authentication:\n%s", p.Output())
 		}
 		// Anyone is accepted.
@@ -611,7 +627,9 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitMetric(t, p, "warden_remediator_config_last_reload_successful 0")
-	if !strings.Contains(p.Output(), "reload failed, keeping the previous policy") || !strings.Contains(p.Output(), "cooldwon") {
+	if !p.outputSettles(func(out string) bool {
+		return strings.Contains(out, "reload failed, keeping the previous policy") && strings.Contains(out, "cooldwon")
+	}) {
 		t.Errorf("the failed reload is not logged with its reason:\n%s", p.Output())
 	}
 	sendAlert(t, deployAlert("OldAlert", ns, "old2"))
@@ -627,8 +645,11 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 0")
 	sendAlert(t, deployAlert("OldAlert", ns, "old3"))
 	waitMetric(t, p, restartDryRuns(3))
-	if n := len(auditLines(p.Output(), "rule=old-rule", "outcome=dry_run", "alertname=OldAlert")); n != 3 {
-		t.Errorf("%d dry-run audit lines for old-rule, want 3", n)
+	oldRuleLines := func(out string) int {
+		return len(auditLines(out, "rule=old-rule", "outcome=dry_run", "alertname=OldAlert"))
+	}
+	if !p.outputSettles(func(out string) bool { return oldRuleLines(out) == 3 }) {
+		t.Errorf("%d dry-run audit lines for old-rule, want 3", oldRuleLines(p.Output()))
 	}
 
 	// Valid new policy: a scale rule for NewAlert replaces the old rule.
@@ -651,8 +672,11 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 1")
 	sendAlert(t, deployAlert("NewAlert", ns, "new1"))
 	waitMetric(t, p, `warden_remediator_actions_total{action="scale",outcome="dry_run"} 1`)
-	if lines := auditLines(p.Output(), "rule=new-rule", "outcome=dry_run", "would scale 1 -> 3"); len(lines) != 1 {
-		t.Errorf("%d dry-run audit lines for new-rule scaling 1 -> 3, want 1", len(lines))
+	newRuleLines := func(out string) int {
+		return len(auditLines(out, "rule=new-rule", "outcome=dry_run", "would scale 1 -> 3"))
+	}
+	if !p.outputSettles(func(out string) bool { return newRuleLines(out) == 1 }) {
+		t.Errorf("%d dry-run audit lines for new-rule scaling 1 -> 3, want 1", newRuleLines(p.Output()))
 	}
 	// The old rule is gone.
 	sendAlert(t, deployAlert("OldAlert", ns, "old4"))
@@ -702,8 +726,11 @@ rules:
 		t.Fatalf("webhook: status %d (%s), want 202", code, body)
 	}
 	waitMetric(t, p, `warden_remediator_skipped_total{reason="disabled"} 1`)
-	if lines := auditLines(p.Output(), "rule=flush", "outcome=skipped", "reason=disabled", "enabled: true"); len(lines) != 1 {
-		t.Errorf("%d audit lines refusing the flush as disabled, want 1", len(lines))
+	refusals := func(out string) int {
+		return len(auditLines(out, "rule=flush", "outcome=skipped", "reason=disabled", "enabled: true"))
+	}
+	if !p.outputSettles(func(out string) bool { return refusals(out) == 1 }) {
+		t.Errorf("%d audit lines refusing the flush as disabled, want 1", refusals(p.Output()))
 	}
 	requireLine(t, p.metrics(t), `warden_remediator_actions_total{action="flush-cache",outcome="success"} 0`)
 }
