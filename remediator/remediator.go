@@ -153,10 +153,7 @@ func (r *Remediator) newSnapshot(p *Policy) *snapshot {
 		if !rt.Enabled {
 			continue
 		}
-		s.redis[rt.Name] = &redisStore{
-			client: redis.NewClient(redisOptions(rt)),
-			ttl:    max(7*24*time.Hour, p.Breaker.Window+p.Breaker.OpenFor),
-		}
+		s.redis[rt.Name] = &redisStore{client: redis.NewClient(redisOptions(rt))}
 	}
 	return s
 }

@@ -388,11 +388,13 @@ func (s *leaseStore) update(ctx context.Context, t target, fn func(st *targetSta
 
 // redisStore keeps state in a hash in the Redis server the action flushes,
 // in a database the flush does not touch, written in a WATCH/MULTI
-// transaction (Redis's compare-and-set).
+// transaction (Redis's compare-and-set). The hash has no expiry: flush-cache
+// runs when that Redis is full and evicting, and a volatile-* eviction
+// policy evicts only keys with an expiry, so the record that prevents a
+// second flush would be the first to go. There is one hash per allowlisted
+// target, so nothing grows without bound.
 type redisStore struct {
 	client *redis.Client
-	// ttl lets Redis forget a target that has been quiet for long.
-	ttl time.Duration
 }
 
 func redisStateKey(t target) string { return "warden:remediator:" + t.String() }
@@ -423,7 +425,6 @@ func (s *redisStore) update(ctx context.Context, t target, fn func(st *targetSta
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.Del(ctx, key)
 				p.HSet(ctx, key, st.encode(t))
-				p.PExpire(ctx, key, s.ttl)
 				return nil
 			})
 			return err
