@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -19,9 +18,9 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/warden-sre/warden/exporter"
+	"github.com/warden-sre/warden/internal/redislog"
 	"github.com/warden-sre/warden/internal/reload"
 	"github.com/warden-sre/warden/internal/selfmetrics"
 )
@@ -48,7 +47,7 @@ func run(args []string) int {
 	}
 	logger := promslog.New(promslogConfig)
 	// go-redis reports failed dials on its own; redis_up already says so.
-	redis.SetLogger(redisLogger{logger.With("component", "go-redis")})
+	redislog.Install(logger)
 
 	cfg, err := exporter.LoadConfig(*configFile)
 	if err != nil {
@@ -148,11 +147,4 @@ func run(args []string) int {
 		logger.Warn("closing collectors", "err", err)
 	}
 	return 0
-}
-
-// redisLogger routes go-redis's own log lines into slog at debug level.
-type redisLogger struct{ logger *slog.Logger }
-
-func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
-	l.logger.Debug(fmt.Sprintf(format, v...))
 }

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/warden-sre/warden/internal/redislog"
 	"github.com/warden-sre/warden/internal/reload"
 	"github.com/warden-sre/warden/internal/selfmetrics"
 	"github.com/warden-sre/warden/remediator"
@@ -66,6 +67,8 @@ func run() int {
 		return 2
 	}
 	logger := promslog.New(logConfig)
+	// go-redis reports failed dials on its own; the flush's outcome says so.
+	redislog.Install(logger)
 
 	loadAuth := func(requireAuth bool) (remediator.Auth, error) {
 		a := remediator.Auth{Username: *basicUser, Disabled: *noAuth}
