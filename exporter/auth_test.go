@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/prometheus/common/expfmt"
 	"github.com/warden-sre/warden/internal/authsim"
 	"github.com/warden-sre/warden/internal/testenv"
 )
@@ -220,28 +218,9 @@ warden_auth_login_successes_total 1
 // exposition.
 func promtoolCheckMetrics(t *testing.T, c prometheus.Collector) {
 	t.Helper()
-	promtool, err := testenv.LookBinary("promtool", "PROMTOOL", "scripts/tools.sh (sets PROMTOOL via eval \"$(scripts/tools.sh env)\")")
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = &buf
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s\n--- exposition ---\n%s", err, out, buf.String())
-	}
+	testenv.CheckMetrics(t, "auth", testenv.Exposition(t, reg))
 }
 
 func TestAuthCollectorIPv6AggregationAndUnknownSource(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/warden-sre/warden/internal/certgen"
 	"github.com/warden-sre/warden/internal/testenv"
@@ -801,10 +799,7 @@ func TestCertsCollectorsFailLoudlyOnUnreadableCAFile(t *testing.T) {
 // TestCertsMetricsPassPromtool runs promtool's linter over a scrape of the
 // endpoint and file collectors, failures included.
 func TestCertsMetricsPassPromtool(t *testing.T) {
-	promtool := os.Getenv("PROMTOOL")
-	if promtool == "" {
-		t.Fatal(`PROMTOOL is not set (build it: scripts/tools.sh promtool, then eval "$(scripts/tools.sh env)")`)
-	}
+	testenv.Promtool(t)
 	dir := t.TempDir()
 	chain := certsNewChain(t)
 	bundle := certsWriteFile(t, dir, "fullchain.pem", certgen.ChainPEM(chain.Leaf, chain.Intermediate, chain.Root))
@@ -819,33 +814,13 @@ func TestCertsMetricsPassPromtool(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(scrapeResult{metrics: Scrape(certsCtx(t, time.Second), slog.New(slog.DiscardHandler), cs), timeout: time.Second})
-	text := certsExposition(t, reg)
+	text := testenv.Exposition(t, reg)
 	for _, want := range []string{"x509_cert_not_after{", "warden_certs_chain_verified{", "warden_certs_errors_total{", `warden_exporter_collector_success{collector="certs/files"} 1`, `warden_exporter_collector_success{collector="certs/endpoints"} 1`} {
 		if !strings.Contains(text, want) {
 			t.Errorf("exposition lacks %s:\n%s", want, text)
 		}
 	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = strings.NewReader(text)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s\n--- exposition ---\n%s", err, out, text)
-	}
-}
-
-func certsExposition(t testing.TB, g prometheus.Gatherer) string {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return buf.String()
+	testenv.CheckMetrics(t, "certs", text)
 }
 
 func certsWriteMetric(t testing.TB, m prometheus.Metric) *dto.Metric {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -21,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/warden-sre/warden/internal/testenv"
 )
@@ -874,10 +872,7 @@ func TestPostgresPasswordFromSecretFile(t *testing.T) {
 }
 
 func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
-	promtool := os.Getenv("PROMTOOL")
-	if promtool == "" {
-		t.Fatal(`PROMTOOL is not set: run eval "$(scripts/tools.sh env)" (builds promtool into ~/.cache/warden/tools) or use make test`)
-	}
+	testenv.Promtool(t)
 	db, dsn := pgFreshDatabase(t, sharedPG)
 	pgCreateTables(t, db, 3)
 	pgExec(t, sharedPG, db, "CREATE EXTENSION pg_stat_statements")
@@ -886,26 +881,14 @@ func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(a)
 	for range 2 { // the second scrape has the statements in the main batch
-		mfs, err := reg.Gather()
-		if err != nil || a.lastErr() != nil {
-			t.Fatalf("gather: %v / %v", err, a.lastErr())
+		text := testenv.Exposition(t, reg)
+		if a.lastErr() != nil {
+			t.Fatalf("collect: %v", a.lastErr())
 		}
-		var buf bytes.Buffer
-		enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-		for _, mf := range mfs {
-			if err := enc.Encode(mf); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if !strings.Contains(buf.String(), "pg_stat_statements_calls_total") {
+		if !strings.Contains(text, "pg_stat_statements_calls_total") {
 			t.Fatal("statements missing from the output under check")
 		}
-		cmd := exec.Command(promtool, "check", "metrics")
-		cmd.Stdin = &buf
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Errorf("promtool check metrics: %v\n%s", err, strings.Join(pgLintFindings(string(out)), "\n"))
-		}
+		testenv.CheckMetrics(t, "postgres", text)
 	}
 	problems, err := testutil.CollectAndLint(a)
 	if err != nil {
@@ -914,17 +897,6 @@ func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
-}
-
-// pgLintFindings returns promtool's findings, one per line.
-func pgLintFindings(out string) []string {
-	var findings []string
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		if line != "" {
-			findings = append(findings, line)
-		}
-	}
-	return findings
 }
 
 // pgPauseServer freezes the server, backends included, as a hung server,

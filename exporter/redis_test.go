@@ -28,7 +28,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/warden-sre/warden/internal/testenv"
@@ -835,10 +834,7 @@ func TestRedisConnectionsNeverExceedPoolSizeAndDoNotLeak(t *testing.T) {
 }
 
 func TestRedisMetricsPassPromtoolCheck(t *testing.T) {
-	promtool := os.Getenv("PROMTOOL")
-	if promtool == "" {
-		t.Fatal(`PROMTOOL is not set: run eval "$(scripts/tools.sh env)" (builds promtool into ~/.cache/warden/tools) or use make test`)
-	}
+	testenv.Promtool(t)
 	// A replica exposes the most series: replication fields as well as
 	// everything else.
 	master := testenv.StartRedis(t, testenv.WithRedisArgs("--repl-diskless-sync-delay", "0"))
@@ -863,25 +859,14 @@ func TestRedisMetricsPassPromtoolCheck(t *testing.T) {
 		a := &testCollector{c: c, timeout: 5 * time.Second}
 		reg := prometheus.NewPedanticRegistry()
 		reg.MustRegister(a)
-		mfs, err := reg.Gather()
-		if err != nil || a.lastErr() != nil {
-			t.Fatalf("gather: %v / %v", err, a.lastErr())
+		text := testenv.Exposition(t, reg)
+		if a.lastErr() != nil {
+			t.Fatalf("collect: %v", a.lastErr())
 		}
-		var buf bytes.Buffer
-		enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-		for _, mf := range mfs {
-			if err := enc.Encode(mf); err != nil {
-				t.Fatal(err)
-			}
+		if !strings.Contains(text, "redis_db_keys{") {
+			t.Fatalf("keyspace missing from the output under check:\n%s", text)
 		}
-		if !strings.Contains(buf.String(), "redis_db_keys{") {
-			t.Fatalf("keyspace missing from the output under check:\n%s", buf.String())
-		}
-		cmd := exec.Command(promtool, "check", "metrics")
-		cmd.Stdin = &buf
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("promtool check metrics (%s): %v\n%s", addr, err, out)
-		}
+		testenv.CheckMetrics(t, addr, text)
 		if problems, err := testutil.CollectAndLint(a); err != nil || len(problems) > 0 {
 			t.Errorf("lint: %v %v", err, problems)
 		}

@@ -20,12 +20,12 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/warden-sre/warden/internal/inventory"
+	"github.com/warden-sre/warden/internal/testenv"
 )
 
 const (
 	runbookURLPrefix = "https://github.com/warden-sre/warden/blob/main/docs/runbooks/"
 	runbookDir       = "../docs/runbooks"
-	promtoolHint     = "build it with `scripts/tools.sh promtool` and set PROMTOOL, e.g. eval \"$(scripts/tools.sh env)\""
 )
 
 // runbookSections are the headings every runbook has, in this order.
@@ -179,21 +179,9 @@ func alerts(rules []rule) []rule {
 	return out
 }
 
-func promtool(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("PROMTOOL")
-	if p == "" {
-		t.Fatalf("PROMTOOL is not set; %s", promtoolHint)
-	}
-	if _, err := exec.LookPath(p); err != nil {
-		t.Fatalf("PROMTOOL=%s is not an executable (%v); %s", p, err, promtoolHint)
-	}
-	return p
-}
-
 func runPromtool(t *testing.T, args ...string) {
 	t.Helper()
-	cmd := exec.Command(promtool(t), args...)
+	cmd := exec.Command(testenv.Promtool(t), args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)

@@ -2,14 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -83,9 +80,8 @@ func TestConfigCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testenv.WriteFile(t, t.TempDir(), "config.yml", tt.config)
-			cmd := exec.Command(exporterBin, "--config.file="+cfg, "--config.check")
-			out, _ := cmd.CombinedOutput()
-			if code := cmd.ProcessState.ExitCode(); code != tt.wantCode {
+			code, out := testenv.RunBinary(t, 30*time.Second, exporterBin, "--config.file="+cfg, "--config.check")
+			if code != tt.wantCode {
 				t.Fatalf("exit code %d, want %d; output:\n%s", code, tt.wantCode, out)
 			}
 			for _, w := range tt.wantOut {
@@ -243,21 +239,14 @@ func TestScrapeSurvivesHungPostgresAndKilledRedis(t *testing.T) {
 }
 
 func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
-	promtool := os.Getenv("PROMTOOL")
-	if promtool == "" {
-		t.Fatal("PROMTOOL is not set: run `scripts/tools.sh promtool` and `eval \"$(scripts/tools.sh env)\"` (make test does this)")
-	}
+	testenv.Promtool(t)
 	pg := testenv.StartPostgres(t)
 	redis := testenv.StartRedis(t)
 	cfg := testenv.WriteFile(t, t.TempDir(), "config.yml", fmt.Sprintf(
 		"postgres:\n  - name: db\n    dsn: %s\nredis:\n  - name: cache\n    address: redis://%s/0\n", pg.DSN("postgres"), redis.Addr))
 	exp := startExporter(t, cfg)
 	body, _ := exp.scrape(t, "")
-	cmd := exec.CommandContext(context.Background(), promtool, "check", "metrics")
-	cmd.Stdin = strings.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s", err, out)
-	}
+	testenv.CheckMetrics(t, "warden-exporter /metrics", body)
 }
 
 func TestConcurrentScrapesAreServed(t *testing.T) {

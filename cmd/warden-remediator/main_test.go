@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -130,14 +129,9 @@ func restartPolicy(rule, alertname, ns string) string {
 `, rule, alertname, ns)
 }
 
-func TestConfigCheck(t *testing.T) {
-	dir := t.TempDir()
-	tokenFile := testenv.WriteFile(t, dir, "token", "s3cret-token\n")
-	pwFile := testenv.WriteFile(t, dir, "redis-pw", "redis-pw\n")
-	const (
-		// a flush-cache rule on a configured Redis target; %s is the target's
-		// extra settings.
-		flushPolicy = `redis:
+// flushPolicy is a flush-cache rule on a configured Redis target; %s is the
+// target's extra settings.
+const flushPolicy = `redis:
   - name: session-cache
     address: 127.0.0.1:1
     coordination_db: 15
@@ -149,7 +143,11 @@ rules:
     target: {redis: session-cache}
     allow: {redis_targets: [session-cache]}
 `
-	)
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := testenv.WriteFile(t, dir, "token", "s3cret-token\n")
+	pwFile := testenv.WriteFile(t, dir, "redis-pw", "redis-pw\n")
 	tests := []struct {
 		name     string
 		policy   string
@@ -259,9 +257,8 @@ rules:
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testenv.WriteFile(t, t.TempDir(), "remediator.yml", tt.policy)
-			cmd := exec.Command(remediatorBin, append([]string{"--config.file=" + cfg, "--config.check"}, tt.args...)...)
-			out, _ := cmd.CombinedOutput()
-			if code := cmd.ProcessState.ExitCode(); code != tt.wantCode {
+			code, out := testenv.RunBinary(t, 30*time.Second, remediatorBin, append([]string{"--config.file=" + cfg, "--config.check"}, tt.args...)...)
+			if code != tt.wantCode {
 				t.Fatalf("exit code %d, want %d; output:\n%s", code, tt.wantCode, out)
 			}
 			for _, w := range tt.wantOut {
@@ -276,9 +273,8 @@ rules:
 	}
 
 	t.Run("missing policy file", func(t *testing.T) {
-		cmd := exec.Command(remediatorBin, "--config.file=/nonexistent/remediator.yml", "--config.check")
-		out, _ := cmd.CombinedOutput()
-		if code := cmd.ProcessState.ExitCode(); code == 0 {
+		code, out := testenv.RunBinary(t, 30*time.Second, remediatorBin, "--config.file=/nonexistent/remediator.yml", "--config.check")
+		if code == 0 {
 			t.Fatalf("exit code 0 for a missing policy file:\n%s", out)
 		}
 		if !bytes.Contains(out, []byte("/nonexistent/remediator.yml")) {
@@ -460,15 +456,9 @@ func TestAuthenticationRequired(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, remediatorBin, "--config.file="+policy, "--kubeconfig="+kubeconfigPath,
+		code, out := testenv.RunBinary(t, 30*time.Second, remediatorBin, "--config.file="+policy, "--kubeconfig="+kubeconfigPath,
 			fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port))
-		out, _ := cmd.CombinedOutput()
-		if ctx.Err() != nil {
-			t.Fatalf("remediator without credentials kept running:\n%s", out)
-		}
-		if code := cmd.ProcessState.ExitCode(); code == 0 {
+		if code == 0 {
 			t.Fatalf("exit code 0 without credentials:\n%s", out)
 		}
 		for _, w := range []string{"no webhook authentication configured", "--web.bearer-token-file", "--no-auth"} {
@@ -576,15 +566,9 @@ func TestListenFailureExitsNonZero(t *testing.T) {
 	}
 	defer l.Close()
 	policy := testenv.WriteFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "A", "ns"))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, remediatorBin, "--config.file="+policy, "--kubeconfig="+kubeconfigPath,
+	code, out := testenv.RunBinary(t, 30*time.Second, remediatorBin, "--config.file="+policy, "--kubeconfig="+kubeconfigPath,
 		"--no-auth", "--web.listen-address="+l.Addr().String())
-	out, _ := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("remediator kept running on a busy port:\n%s", out)
-	}
-	if code := cmd.ProcessState.ExitCode(); code == 0 {
+	if code == 0 {
 		t.Fatalf("exit code 0 on a busy port:\n%s", out)
 	}
 	if !bytes.Contains(out, []byte("address already in use")) {
@@ -709,17 +693,8 @@ func requireLine(t *testing.T, body, line string) {
 
 func TestFlushCacheOnDisabledTargetIsRefused(t *testing.T) {
 	dir := t.TempDir()
-	policy := testenv.WriteFile(t, dir, "remediator.yml", `redis:
-  - name: session-cache
-    address: 127.0.0.1:1
-    coordination_db: 15
-rules:
-  - name: flush
-    matchers: ['alertname="CacheStale"']
-    action: flush-cache
-    target: {redis: session-cache}
-    allow: {redis_targets: [session-cache]}
-`)
+	// No "enabled: true" on the target.
+	policy := testenv.WriteFile(t, dir, "remediator.yml", fmt.Sprintf(flushPolicy, ""))
 	p := startRemediator(t, policy, "--no-auth")
 	a := alert{labels: map[string]string{"alertname": "CacheStale"}, fingerprint: "c1", startsAt: time.Now().UTC()}
 	if code, _, body := p.send(t, "", payload(t, a)); code != http.StatusAccepted {
@@ -736,10 +711,7 @@ rules:
 }
 
 func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
-	promtool := os.Getenv("PROMTOOL")
-	if promtool == "" {
-		t.Fatal("PROMTOOL is not set: run `scripts/tools.sh promtool` and `eval \"$(scripts/tools.sh env)\"` (make test does this)")
-	}
+	testenv.Promtool(t)
 	ns := createDeployment(t, "metrics-test", "auth-service")
 	policy := testenv.WriteFile(t, t.TempDir(), "remediator.yml", restartPolicy("r", "HighMemoryUsage", ns))
 	p := startRemediator(t, policy, "--no-auth", "--dry-run")
@@ -763,11 +735,7 @@ func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
 			t.Errorf("metrics lack %s", name)
 		}
 	}
-	cmd := exec.CommandContext(context.Background(), promtool, "check", "metrics")
-	cmd.Stdin = strings.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s", err, out)
-	}
+	testenv.CheckMetrics(t, "warden-remediator /metrics", body)
 }
 
 func TestSIGTERMExitsWithinGracePeriod(t *testing.T) {

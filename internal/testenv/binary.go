@@ -185,3 +185,22 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// RunBinary runs bin to completion and returns its exit code and combined
+// output. A binary still running after timeout fails the test: the commands
+// run this way (configuration checks, refused starts) must exit by
+// themselves.
+func RunBinary(t testing.TB, timeout time.Duration, bin string, args ...string) (int, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %v kept running for %s:\n%s", filepath.Base(bin), args, timeout, out)
+	}
+	if cmd.ProcessState == nil {
+		t.Fatalf("run %s: %v", bin, err)
+	}
+	return cmd.ProcessState.ExitCode(), out
+}
