@@ -95,7 +95,7 @@ type Alertmanager struct {
 	URL  string
 	Addr string
 	dir  string
-	proc *process
+	proc *Process
 }
 
 // NewAlertmanager starts Alertmanager with the given configuration file
@@ -123,23 +123,23 @@ func NewAlertmanager(ctx context.Context, config []byte) (*Alertmanager, error) 
 	}
 	a := &Alertmanager{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir}
 	a.URL = "http://" + a.Addr
-	cmd := exec.Command(bin,
-		"--config.file="+configPath,
-		"--storage.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+a.Addr,
-		"--web.external-url="+a.URL,
-		"--cluster.listen-address=",
-		"--log.level=info",
-	)
 	logPath := filepath.Join(dir, "alertmanager.log")
-	proc, err := startProcess(cmd, logPath)
+	proc, err := StartProcess(logPath, func() *exec.Cmd {
+		return exec.Command(bin,
+			"--config.file="+configPath,
+			"--storage.path="+filepath.Join(dir, "data"),
+			"--web.listen-address="+a.Addr,
+			"--web.external-url="+a.URL,
+			"--cluster.listen-address=",
+			"--log.level=info",
+		)
+	})
 	if err != nil {
 		return fail(err)
 	}
 	a.proc = proc
-	if err := waitHTTP(ctx, a.URL+"/-/ready", 30*time.Second, proc); err != nil {
-		proc.stop(syscall.SIGKILL, time.Second)
-		return fail(fmt.Errorf("alertmanager: %w\n%s", err, Tail(logPath, 20)))
+	if err := proc.WaitReady(ctx, 30*time.Second, HTTPReady(a.URL+"/-/ready")); err != nil {
+		return fail(fmt.Errorf("alertmanager: %w", err))
 	}
 	return a, nil
 }
@@ -148,6 +148,7 @@ func NewAlertmanager(ctx context.Context, config []byte) (*Alertmanager, error) 
 // afterwards.
 func StartAlertmanager(t testing.TB, config []byte) *Alertmanager {
 	t.Helper()
+	skipUnderShort(t)
 	a, err := NewAlertmanager(context.Background(), config)
 	if err != nil {
 		t.Fatalf("start alertmanager: %v", err)
@@ -162,7 +163,7 @@ func (a *Alertmanager) LogPath() string { return filepath.Join(a.dir, "alertmana
 // Stop ends the server and removes its directory.
 func (a *Alertmanager) Stop() {
 	if a.proc != nil {
-		a.proc.stop(syscall.SIGTERM, 5*time.Second)
+		a.proc.Stop(syscall.SIGTERM, 5*time.Second)
 	}
 	os.RemoveAll(a.dir)
 }
@@ -258,7 +259,7 @@ func findAMAlert(alerts []AlertmanagerAlert, name string, match map[string]strin
 func (a *Alertmanager) WaitForAlert(ctx context.Context, name string, match map[string]string) (AlertmanagerAlert, error) {
 	var found AlertmanagerAlert
 	var last []AlertmanagerAlert
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		alerts, err := a.Alerts(ctx)
 		if err != nil {
 			return false, nil
@@ -278,7 +279,7 @@ func (a *Alertmanager) WaitForAlert(ctx context.Context, name string, match map[
 // include match remains.
 func (a *Alertmanager) WaitForResolved(ctx context.Context, name string, match map[string]string) error {
 	var last []AlertmanagerAlert
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		alerts, err := a.Alerts(ctx)
 		if err != nil {
 			return false, nil

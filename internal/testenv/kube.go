@@ -66,6 +66,7 @@ func NewKube(opts ...KubeOption) (*Kube, error) {
 // NewKube in TestMain, with a namespace per test).
 func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 	t.Helper()
+	skipUnderShort(t)
 	k, err := NewKube(opts...)
 	if err != nil {
 		t.Fatal(err)

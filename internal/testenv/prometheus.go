@@ -128,7 +128,7 @@ type Prometheus struct {
 	URL  string
 	Addr string
 	dir  string
-	proc *process
+	proc *Process
 }
 
 // NewPrometheus starts Prometheus with cfg. Stop it with Stop.
@@ -159,25 +159,25 @@ func NewPrometheus(ctx context.Context, cfg PrometheusConfig) (*Prometheus, erro
 	}
 	p := &Prometheus{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir}
 	p.URL = "http://" + p.Addr
-	cmd := exec.Command(bin,
-		"--config.file="+configPath,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+p.Addr,
-		"--web.external-url="+p.URL,
-		"--web.enable-lifecycle",
-		"--scrape.discovery-reload-interval=100ms",
-		"--rules.alert.resend-delay=1s",
-		"--log.level=info",
-	)
 	logPath := filepath.Join(dir, "prometheus.log")
-	proc, err := startProcess(cmd, logPath)
+	proc, err := StartProcess(logPath, func() *exec.Cmd {
+		return exec.Command(bin,
+			"--config.file="+configPath,
+			"--storage.tsdb.path="+filepath.Join(dir, "data"),
+			"--web.listen-address="+p.Addr,
+			"--web.external-url="+p.URL,
+			"--web.enable-lifecycle",
+			"--scrape.discovery-reload-interval=100ms",
+			"--rules.alert.resend-delay=1s",
+			"--log.level=info",
+		)
+	})
 	if err != nil {
 		return fail(err)
 	}
 	p.proc = proc
-	if err := waitHTTP(ctx, p.URL+"/-/ready", 30*time.Second, proc); err != nil {
-		proc.stop(syscall.SIGKILL, time.Second)
-		return fail(fmt.Errorf("prometheus: %w\n%s", err, Tail(logPath, 20)))
+	if err := proc.WaitReady(ctx, 30*time.Second, HTTPReady(p.URL+"/-/ready")); err != nil {
+		return fail(fmt.Errorf("prometheus: %w", err))
 	}
 	return p, nil
 }
@@ -185,6 +185,7 @@ func NewPrometheus(ctx context.Context, cfg PrometheusConfig) (*Prometheus, erro
 // StartPrometheus starts Prometheus for one test and removes it afterwards.
 func StartPrometheus(t testing.TB, cfg PrometheusConfig) *Prometheus {
 	t.Helper()
+	skipUnderShort(t)
 	p, err := NewPrometheus(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start prometheus: %v", err)
@@ -224,7 +225,7 @@ func (p *Prometheus) Reload(ctx context.Context, cfg PrometheusConfig) error {
 // Stop ends the server and removes its directory.
 func (p *Prometheus) Stop() {
 	if p.proc != nil {
-		p.proc.stop(syscall.SIGTERM, 5*time.Second)
+		p.proc.Stop(syscall.SIGTERM, 5*time.Second)
 	}
 	os.RemoveAll(p.dir)
 }
@@ -347,7 +348,7 @@ func (p *Prometheus) RuleGroups(ctx context.Context) (map[string]int, error) {
 // is in state ("pending" or "firing") and returns it.
 func (p *Prometheus) WaitForAlert(ctx context.Context, name, state string, match map[string]string) (PrometheusAlert, error) {
 	var last []PrometheusAlert
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		alerts, err := p.Alerts(ctx)
 		if err != nil {
 			return false, nil // transient; the deadline reports it
@@ -375,7 +376,7 @@ func (p *Prometheus) WaitForAlert(ctx context.Context, name, state string, match
 // match is pending or firing.
 func (p *Prometheus) WaitForAlertGone(ctx context.Context, name string, match map[string]string) error {
 	var last []PrometheusAlert
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		alerts, err := p.Alerts(ctx)
 		if err != nil {
 			return false, nil
@@ -450,53 +451,4 @@ func labelsMatch(labels, match map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// poll calls cond every interval until it returns true or an error, or ctx
-// ends.
-func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, err := cond()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// waitHTTP waits until url answers 200.
-func waitHTTP(ctx context.Context, url string, timeout time.Duration, p *process) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	var lastErr error
-	err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
-		if p != nil && p.exited() {
-			return false, errors.New("process exited")
-		}
-		resp, err := client.Get(url)
-		if err != nil {
-			lastErr = err
-			return false, nil
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			lastErr = fmt.Errorf("%s: %s", url, resp.Status)
-			return false, nil
-		}
-		return true, nil
-	})
-	if err != nil && lastErr != nil {
-		return fmt.Errorf("%w (last: %v)", err, lastErr)
-	}
-	return err
 }
