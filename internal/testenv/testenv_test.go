@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
@@ -131,6 +132,21 @@ func TestProcessStopsRestartsAndReportsExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Stop(syscall.SIGKILL, 0) })
+	// started waits until the shell has written its line n times, so
+	// that Stop does not race the echo.
+	started := func(n int) {
+		t.Helper()
+		err := p.WaitReady(context.Background(), time.Minute, func(context.Context) error {
+			if got := strings.Count(Tail(logPath, 10), "started"); got < n {
+				return fmt.Errorf("%d start lines", got)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	started(1)
 	exited := p.Exited()
 	if isClosed(exited) {
 		t.Fatal("Exited closed while running")
@@ -146,13 +162,11 @@ func TestProcessStopsRestartsAndReportsExit(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatalf("start again: %v", err)
 	}
+	started(2) // the log is appended to across runs
 	if isClosed(p.Exited()) {
 		t.Fatal("Exited closed after the restart")
 	}
 	p.Stop(syscall.SIGTERM, time.Minute)
-	if got := strings.Count(Tail(logPath, 10), "started"); got != 2 {
-		t.Errorf("log holds %d start lines, want 2 (appended across runs)", got)
-	}
 }
 
 func TestWaitReadyKillsAProcessThatExitsAndShowsItsLog(t *testing.T) {
