@@ -145,7 +145,7 @@ func NewAlertmanager(ctx context.Context, config []byte) (*Alertmanager, error) 
 }
 
 // StartAlertmanager starts Alertmanager for one test and removes it
-// afterwards.
+// afterwards; it skips the test under -short.
 func StartAlertmanager(t testing.TB, config []byte) *Alertmanager {
 	t.Helper()
 	skipUnderShort(t)

@@ -136,7 +136,8 @@ func NewPostgres(opts ...PostgresOption) (*Postgres, error) {
 	return p, nil
 }
 
-// StartPostgres starts PostgreSQL for one test and removes it afterwards.
+// StartPostgres starts PostgreSQL for one test and removes it afterwards;
+// it skips the test under -short.
 func StartPostgres(t testing.TB, opts ...PostgresOption) *Postgres {
 	t.Helper()
 	skipUnderShort(t)

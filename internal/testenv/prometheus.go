@@ -182,7 +182,8 @@ func NewPrometheus(ctx context.Context, cfg PrometheusConfig) (*Prometheus, erro
 	return p, nil
 }
 
-// StartPrometheus starts Prometheus for one test and removes it afterwards.
+// StartPrometheus starts Prometheus for one test and removes it afterwards;
+// it skips the test under -short.
 func StartPrometheus(t testing.TB, cfg PrometheusConfig) *Prometheus {
 	t.Helper()
 	skipUnderShort(t)

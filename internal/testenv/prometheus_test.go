@@ -20,7 +20,7 @@ import (
 // webhook with the bearer token, and the alert resolves when the gauge flips
 // back.
 func TestAlertLoopFromScrapeToWebhook(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	var broken atomic.Int64

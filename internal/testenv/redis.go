@@ -60,7 +60,8 @@ func NewRedis(opts ...RedisOption) (*Redis, error) {
 	return r, nil
 }
 
-// StartRedis starts a Redis server that is removed when the test ends.
+// StartRedis starts a Redis server that is removed when the test ends; it
+// skips the test under -short.
 func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	t.Helper()
 	skipUnderShort(t)
