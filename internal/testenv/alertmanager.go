@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -105,43 +104,12 @@ func NewAlertmanager(ctx context.Context, config []byte) (*Alertmanager, error) 
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "warden-alertmanager-")
+	// No gossip: a single node.
+	s, err := startWebServer(ctx, "alertmanager", bin, config, "--storage.path", "--cluster.listen-address=")
 	if err != nil {
-		return nil, fmt.Errorf("alertmanager temp dir: %w", err)
-	}
-	fail := func(err error) (*Alertmanager, error) {
-		os.RemoveAll(dir)
 		return nil, err
 	}
-	configPath := filepath.Join(dir, "alertmanager.yml")
-	if err := os.WriteFile(configPath, config, 0o644); err != nil {
-		return fail(fmt.Errorf("write alertmanager config: %w", err))
-	}
-	port, err := FreePort()
-	if err != nil {
-		return fail(err)
-	}
-	a := &Alertmanager{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir}
-	a.URL = "http://" + a.Addr
-	logPath := filepath.Join(dir, "alertmanager.log")
-	proc, err := StartProcess(logPath, func() *exec.Cmd {
-		return exec.Command(bin,
-			"--config.file="+configPath,
-			"--storage.path="+filepath.Join(dir, "data"),
-			"--web.listen-address="+a.Addr,
-			"--web.external-url="+a.URL,
-			"--cluster.listen-address=",
-			"--log.level=info",
-		)
-	})
-	if err != nil {
-		return fail(err)
-	}
-	a.proc = proc
-	if err := proc.WaitReady(ctx, 30*time.Second, HTTPReady(a.URL+"/-/ready")); err != nil {
-		return fail(fmt.Errorf("alertmanager: %w", err))
-	}
-	return a, nil
+	return &Alertmanager{URL: s.URL, Addr: s.Addr, dir: s.dir, proc: s.proc}, nil
 }
 
 // StartAlertmanager starts Alertmanager for one test and removes it

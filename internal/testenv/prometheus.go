@@ -141,45 +141,61 @@ func NewPrometheus(ctx context.Context, cfg PrometheusConfig) (*Prometheus, erro
 	if err != nil {
 		return nil, fmt.Errorf("prometheus config: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "warden-prometheus-")
+	s, err := startWebServer(ctx, "prometheus", bin, raw, "--storage.tsdb.path",
+		"--web.enable-lifecycle", "--scrape.discovery-reload-interval=100ms", "--rules.alert.resend-delay=1s")
 	if err != nil {
-		return nil, fmt.Errorf("prometheus temp dir: %w", err)
-	}
-	fail := func(err error) (*Prometheus, error) {
-		os.RemoveAll(dir)
 		return nil, err
 	}
-	configPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(configPath, raw, 0o644); err != nil {
-		return fail(fmt.Errorf("write prometheus config: %w", err))
+	return &Prometheus{URL: s.URL, Addr: s.Addr, dir: s.dir, proc: s.proc}, nil
+}
+
+// webServer is a server of the Prometheus family (Prometheus,
+// Alertmanager) in a temp dir of its own, listening on a free loopback
+// port.
+type webServer struct {
+	URL, Addr, dir string
+	proc           *Process
+}
+
+// startWebServer writes config to <dir>/<name>.yml, starts bin with it,
+// its storage flag (storageFlag) set to <dir>/data, the address flags and
+// extraArgs, logging to <dir>/<name>.log, and waits until /-/ready answers
+// 200. On error nothing is left behind.
+func startWebServer(ctx context.Context, name, bin string, config []byte, storageFlag string, extraArgs ...string) (webServer, error) {
+	var s webServer
+	dir, err := os.MkdirTemp("", "warden-"+name+"-")
+	if err != nil {
+		return s, fmt.Errorf("%s temp dir: %w", name, err)
+	}
+	fail := func(err error) (webServer, error) {
+		os.RemoveAll(dir)
+		return webServer{}, err
+	}
+	configPath := filepath.Join(dir, name+".yml")
+	if err := os.WriteFile(configPath, config, 0o644); err != nil {
+		return fail(fmt.Errorf("write %s config: %w", name, err))
 	}
 	port, err := FreePort()
 	if err != nil {
 		return fail(err)
 	}
-	p := &Prometheus{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir}
-	p.URL = "http://" + p.Addr
-	logPath := filepath.Join(dir, "prometheus.log")
-	proc, err := StartProcess(logPath, func() *exec.Cmd {
-		return exec.Command(bin,
-			"--config.file="+configPath,
-			"--storage.tsdb.path="+filepath.Join(dir, "data"),
-			"--web.listen-address="+p.Addr,
-			"--web.external-url="+p.URL,
-			"--web.enable-lifecycle",
-			"--scrape.discovery-reload-interval=100ms",
-			"--rules.alert.resend-delay=1s",
-			"--log.level=info",
-		)
-	})
+	s.dir, s.Addr = dir, "127.0.0.1:"+strconv.Itoa(port)
+	s.URL = "http://" + s.Addr
+	args := append([]string{
+		"--config.file=" + configPath,
+		storageFlag + "=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + s.Addr,
+		"--web.external-url=" + s.URL,
+		"--log.level=info",
+	}, extraArgs...)
+	s.proc, err = StartProcess(filepath.Join(dir, name+".log"), func() *exec.Cmd { return exec.Command(bin, args...) })
 	if err != nil {
 		return fail(err)
 	}
-	p.proc = proc
-	if err := proc.WaitReady(ctx, 30*time.Second, HTTPReady(p.URL+"/-/ready")); err != nil {
-		return fail(fmt.Errorf("prometheus: %w", err))
+	if err := s.proc.WaitReady(ctx, 30*time.Second, HTTPReady(s.URL+"/-/ready")); err != nil {
+		return fail(fmt.Errorf("%s: %w", name, err))
 	}
-	return p, nil
+	return s, nil
 }
 
 // StartPrometheus starts Prometheus for one test and removes it afterwards;
