@@ -67,7 +67,7 @@ type Process struct {
 	command func() *exec.Cmd
 
 	mu     sync.Mutex
-	cmd    *exec.Cmd // nil when not running
+	cmd    *exec.Cmd // nil before Start and after Stop
 	done   chan struct{}
 	paused bool
 }
@@ -90,12 +90,12 @@ func StartProcess(logPath string, command func() *exec.Cmd) (*Process, error) {
 // LogPath is the file the process writes to.
 func (p *Process) LogPath() string { return p.logPath }
 
-// Start runs the command. It does not wait for the program to be ready
-// (see WaitReady).
+// Start runs the command, unless it is still running. It does not wait
+// for the program to be ready (see WaitReady).
 func (p *Process) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd != nil {
+	if p.cmd != nil && !isClosed(p.done) {
 		return fmt.Errorf("start %s: already running", p.cmd.Path)
 	}
 	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

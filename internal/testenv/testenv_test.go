@@ -181,3 +181,16 @@ func TestWaitReadyKillsAProcessThatExitsAndShowsItsLog(t *testing.T) {
 		t.Fatalf("WaitReady = %v, want an exit error with the log", err)
 	}
 }
+
+func TestProcessThatExitedByItselfStartsAgain(t *testing.T) {
+	p, err := StartProcess(filepath.Join(t.TempDir(), "true.log"), func() *exec.Cmd { return exec.Command("true") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Exited()
+	if err := p.Start(); err != nil {
+		t.Fatalf("start after the program exited: %v", err)
+	}
+	<-p.Exited()
+	p.Stop(syscall.SIGTERM, time.Minute)
+}
