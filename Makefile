@@ -6,7 +6,7 @@ BIN       := bin
 TOOLS_ENV := eval "$$(scripts/tools.sh env)"
 TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: all build test rules-test dashboards-test e2e lint tools deps run demo bench clean
+.PHONY: all build test test-short rules-test dashboards-test e2e lint tools deps run demo bench clean
 
 all: build
 
@@ -21,9 +21,16 @@ deps:
 tools:
 	scripts/tools.sh all
 
-# test runs everything: unit, real-server, rules, dashboards and end-to-end tests.
+# test runs everything: unit, real-server, rules, dashboards and end-to-end
+# tests. Nothing is skipped: never add -short here (CI runs this target).
 test: deps tools
 	$(TOOLS_ENV) && $(GO) test $(TEST_FLAGS) ./...
+
+# test-short is the fast loop: the pure unit tests only, in seconds. Tests
+# that need a real server (PostgreSQL, Redis, Prometheus, Alertmanager,
+# kube-apiserver) skip themselves under -short.
+test-short:
+	$(TOOLS_ENV) && $(GO) test -count=1 -short ./...
 
 rules-test: tools
 	$(TOOLS_ENV) && $(GO) test $(TEST_FLAGS) ./rules/... ./internal/inventory/...

@@ -286,14 +286,8 @@ func TestShippedConfigurationsAreValid(t *testing.T) {
 // TestExampleConfigsPassPromtoolAndAmtool checks the plain Prometheus and
 // Alertmanager configurations for people without prometheus-operator.
 func TestExampleConfigsPassPromtoolAndAmtool(t *testing.T) {
-	promtool, err := testenv.LookBinary("promtool", "PROMTOOL", "scripts/tools.sh promtool, then eval \"$(scripts/tools.sh env)\"")
-	if err != nil {
-		t.Fatal(err)
-	}
-	amtool, err := testenv.LookBinary("amtool", "AMTOOL", "scripts/tools.sh amtool, then eval \"$(scripts/tools.sh env)\"")
-	if err != nil {
-		t.Fatal(err)
-	}
+	promtool := testenv.Promtool(t)
+	amtool := testenv.Tool(t, "amtool", "AMTOOL")
 	for _, c := range []struct {
 		bin  string
 		args []string
@@ -328,10 +322,7 @@ func TestExampleConfigsPassPromtoolAndAmtool(t *testing.T) {
 
 func kustomizeBuild(t *testing.T, dir string) []*unstructured.Unstructured {
 	t.Helper()
-	bin, err := testenv.LookBinary("kustomize", "KUSTOMIZE", "scripts/tools.sh kustomize, then eval \"$(scripts/tools.sh env)\" (sets KUSTOMIZE)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testenv.Tool(t, "kustomize", "KUSTOMIZE")
 	var stderr bytes.Buffer
 	cmd := exec.Command(bin, "build", dir)
 	cmd.Stderr = &stderr

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warden-sre/warden/internal/testenv"
 )
 
 // TestRunAppliesFlagsServesAndLogs starts the simulator with initial
@@ -32,7 +34,7 @@ func TestRunAppliesFlagsServesAndLogs(t *testing.T) {
 	case addr = <-ready:
 	case code := <-done:
 		t.Fatalf("run exited with %d: %s", code, stderr.String())
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("not listening")
 	}
 	get := func(path string) (int, string) {
@@ -64,8 +66,7 @@ func TestRunAppliesFlagsServesAndLogs(t *testing.T) {
 		t.Errorf("/metrics = %d", code)
 	}
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.WaitFor(t, time.Minute, "5 brute-force lines in the log", func() bool {
 		attack := 0
 		if data, err := os.ReadFile(logFile); err == nil {
 			sc := bufio.NewScanner(bytes.NewReader(data))
@@ -75,21 +76,15 @@ func TestRunAppliesFlagsServesAndLogs(t *testing.T) {
 				}
 			}
 		}
-		if attack >= 5 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d brute-force lines in the log", attack)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return attack >= 5
+	})
 	cancel()
 	select {
 	case code := <-done:
 		if code != 0 {
 			t.Fatalf("exit code %d: %s", code, stderr.String())
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("did not stop")
 	}
 }

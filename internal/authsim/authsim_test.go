@@ -18,6 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/warden-sre/warden/internal/testenv"
 )
 
 // syncBuffer is a log destination safe for concurrent writes and reads.
@@ -341,13 +343,7 @@ func TestRunGeneratesTrafficUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(logs.lines(t)) < 20 {
-		if time.Now().After(deadline) {
-			t.Fatal("no traffic generated")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, time.Minute, "20 lines of generated traffic", func() bool { return len(logs.lines(t)) >= 20 })
 	cancel()
 	<-done
 }

@@ -80,10 +80,7 @@ func TestCompressRulesScalesRangesAndFor(t *testing.T) {
 // and checks the result with promtool, so the demo never loads rules
 // Prometheus would reject.
 func TestCompressedProjectRulesPassPromtool(t *testing.T) {
-	promtool, err := testenv.LookBinary("promtool", "PROMTOOL", "scripts/tools.sh promtool, then eval \"$(scripts/tools.sh env)\"")
-	if err != nil {
-		t.Fatal(err)
-	}
+	promtool := testenv.Promtool(t)
 	src, _ := filepath.Glob("../../rules/*.rules.yml")
 	if len(src) == 0 {
 		t.Fatal("no rules/*.rules.yml")
@@ -138,10 +135,7 @@ func TestDemoConfigsAreValid(t *testing.T) {
 		t.Errorf("policy.yml: want 2 rules and an enabled Redis target, got %+v", p)
 	}
 
-	amtool, err := testenv.LookBinary("amtool", "AMTOOL", "scripts/tools.sh amtool, then eval \"$(scripts/tools.sh env)\"")
-	if err != nil {
-		t.Fatal(err)
-	}
+	amtool := testenv.Tool(t, "amtool", "AMTOOL")
 	am := filepath.Join(dir, "alertmanager.yml")
 	if err := os.WriteFile(am, render("alertmanager.yml"), 0o644); err != nil {
 		t.Fatal(err)

@@ -77,11 +77,15 @@ type Env struct {
 	// ExporterURL and RemediatorURLs are the warden processes' base URLs.
 	ExporterURL    string
 	RemediatorURLs []string
-	token          string
+	// token authenticates webhook deliveries; tokenFile holds it for the
+	// remediators and Alertmanager.
+	token     string
+	tokenFile string
+	pagerURL  string
 
 	kubelet    *kubelet
-	exporter   *process
-	remediator []*process
+	exporter   *testenv.Process
+	remediator []*testenv.Process
 	decisions  *decisionLog
 	pager      *pager
 	pagerSrv   *http.Server
@@ -94,27 +98,33 @@ type Env struct {
 	wg     sync.WaitGroup
 }
 
-// Start brings the whole loop up. On error everything already started is
+// withDefaults fills in the options left zero.
+func (o Options) withDefaults() Options {
+	if o.Timeline == nil {
+		o.Timeline = NewTimeline(io.Discard)
+	}
+	if o.TimeFactor == 0 {
+		o.TimeFactor = 30
+	}
+	if o.RepeatInterval == 0 {
+		o.RepeatInterval = 10 * time.Second
+	}
+	if o.Cooldown == 0 {
+		o.Cooldown = 45 * time.Second
+	}
+	if o.StickyDelay == 0 {
+		o.StickyDelay = 20 * time.Second
+	}
+	return o
+}
+
+// Start brings the whole loop up, in the order each part needs the
+// previous ones: datastores and the cluster, the simulated services, the
+// exporter, the remediators, Alertmanager (which delivers to them) and
+// Prometheus (which alerts to it). On error everything already started is
 // stopped again.
 func Start(ctx context.Context, opts Options) (env *Env, err error) {
-	if opts.Timeline == nil {
-		opts.Timeline = NewTimeline(io.Discard)
-	}
-	if opts.TimeFactor == 0 {
-		opts.TimeFactor = 30
-	}
-	if opts.RepeatInterval == 0 {
-		opts.RepeatInterval = 10 * time.Second
-	}
-	if opts.Cooldown == 0 {
-		opts.Cooldown = 45 * time.Second
-	}
-	if opts.StickyDelay == 0 {
-		opts.StickyDelay = 20 * time.Second
-	}
-	tl := opts.Timeline
-	say := func(format string, args ...any) { tl.Printf("SETUP", format, args...) }
-
+	opts = opts.withDefaults()
 	root, err := moduleRoot(ctx)
 	if err != nil {
 		return nil, err
@@ -123,173 +133,238 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("demo temp dir: %w", err)
 	}
-	e := &Env{opts: opts, tl: tl, dir: dir, root: root, ServiceURLs: map[string]string{}, decisions: &decisionLog{}, sticky: map[string]string{}}
-	bg, cancel := context.WithCancel(context.Background())
-	e.bg, e.cancel = bg, cancel
+	e := &Env{opts: opts, tl: opts.Timeline, dir: dir, root: root, ServiceURLs: map[string]string{}, decisions: &decisionLog{}, sticky: map[string]string{}}
+	e.bg, e.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			e.Stop()
 		}
 	}()
 
-	bins, err := buildBinaries(ctx, root, filepath.Join(dir, "bin"), say, "authsim", "warden-exporter", "warden-remediator")
+	bins, err := buildBinaries(ctx, root, filepath.Join(dir, "bin"), e.say, "authsim", "warden-exporter", "warden-remediator")
 	if err != nil {
 		return nil, err
 	}
-
-	say("starting PostgreSQL and Redis")
-	if e.Postgres, err = testenv.NewPostgres(); err != nil {
+	// One listener per simulator, the exporter, each remediator and the pager.
+	ports, err := freePorts(len(Services) + 1 + remediatorReplicas + 1)
+	if err != nil {
 		return nil, err
+	}
+	addr := func() string {
+		a := "127.0.0.1:" + strconv.Itoa(ports[0])
+		ports = ports[1:]
+		return a
+	}
+	if err := e.startDatastores(); err != nil {
+		return nil, err
+	}
+	kubeconfig, err := e.startCluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.startServices(ctx, bins["authsim"], addr); err != nil {
+		return nil, err
+	}
+	if err := e.startExporter(ctx, bins["warden-exporter"], addr()); err != nil {
+		return nil, err
+	}
+	if err := e.startRemediators(ctx, bins["warden-remediator"], kubeconfig, addr); err != nil {
+		return nil, err
+	}
+	if err := e.startAlertmanager(ctx, addr()); err != nil {
+		return nil, err
+	}
+	if err := e.startPrometheus(ctx); err != nil {
+		return nil, err
+	}
+	e.goBackground(func() { watchAlerts(e.bg, e.Prometheus, e.tl) })
+	return e, nil
+}
+
+// remediatorReplicas is how many warden-remediator processes share the
+// webhook deliveries, as an HA deployment does.
+const remediatorReplicas = 2
+
+func (e *Env) say(format string, args ...any) { e.tl.Printf("SETUP", format, args...) }
+
+func (e *Env) startDatastores() (err error) {
+	e.say("starting PostgreSQL and Redis")
+	if e.Postgres, err = testenv.NewPostgres(); err != nil {
+		return err
 	}
 	// Only keys with a TTL are evicted (the cache's entries); a key without
 	// one survives evictions and is removed only by a flush.
-	if e.Redis, err = testenv.NewRedis(testenv.WithRedisArgs("--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru")); err != nil {
-		return nil, err
-	}
+	e.Redis, err = testenv.NewRedis(testenv.WithRedisArgs("--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"))
+	return err
+}
 
-	say("starting kube-apiserver (etcd + kube-apiserver, a few seconds)")
+// startCluster starts the API server and prepares it (see setUpCluster);
+// it returns the remediator's kubeconfig.
+func (e *Env) startCluster(ctx context.Context) (kubeconfig string, err error) {
+	e.say("starting kube-apiserver (etcd + kube-apiserver, a few seconds)")
 	ctrllog.SetLogger(logr.Discard()) // envtest logs through controller-runtime
 	if e.Kube, err = testenv.NewKube(); err != nil {
-		return nil, err
+		return "", err
 	}
-	kubeconfig, err := e.setUpCluster(ctx)
-	if err != nil {
-		return nil, err
-	}
+	return e.setUpCluster(ctx)
+}
 
-	ports, err := freePorts(6)
-	if err != nil {
-		return nil, err
-	}
-	e.kubelet = newKubelet(e.Kube.Client, Namespace, tl)
-	for i, name := range Services {
-		name := name
-		addr := "127.0.0.1:" + strconv.Itoa(ports[i])
-		e.ServiceURLs[name] = "http://" + addr
+// startServices creates a Deployment for every simulated service, run by
+// the kubelet stand-in, and for the datastores (not run: they exist for the
+// policy's targets).
+func (e *Env) startServices(ctx context.Context, authsim string, addr func() string) error {
+	e.kubelet = newKubelet(e.Kube.Client, Namespace, e.tl)
+	for _, name := range Services {
+		a := addr()
+		e.ServiceURLs[name] = "http://" + a
 		w := &workload{
 			name:      name,
 			image:     "ghcr.io/rust-security/" + name + ":1.4.2",
-			healthURL: "http://" + addr + "/health",
-			proc: newProcess(name, bins["authsim"], filepath.Join(dir, name+".stderr.log"),
-				"--listen", addr, "--log-file", e.authLog(name), "--instance-id", name, "--rate", "10"),
+			healthURL: "http://" + a + "/health",
+			proc: binary(filepath.Join(e.dir, name+".stderr.log"), authsim,
+				"--listen", a, "--log-file", e.authLog(name), "--instance-id", name, "--rate", "10"),
 			afterStart: func(ctx context.Context) error { e.reapplySticky(name); return nil },
 		}
 		if err := e.kubelet.add(ctx, w); err != nil {
-			return nil, err
+			return err
 		}
-		say("%s (simulator) at %s, log %s", name, e.ServiceURLs[name], e.authLog(name))
+		e.say("%s (simulator) at %s, log %s", name, e.ServiceURLs[name], e.authLog(name))
 	}
 	for _, name := range []string{"redis", "postgres"} {
 		if err := e.kubelet.add(ctx, &workload{name: name, image: name}); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	e.goBackground(func() { e.kubelet.run(bg) })
+	e.goBackground(func() { e.kubelet.run(e.bg) })
+	return nil
+}
 
-	tmplData := map[string]any{
-		"PostgresDSN":    e.Postgres.DSN("postgres"),
-		"RedisAddr":      e.Redis.Addr,
-		"AuthLogs":       []string{e.authLog("auth-service"), e.authLog("policy-service")},
-		"Cooldown":       opts.Cooldown.String(),
-		"RepeatInterval": opts.RepeatInterval.String(),
+// templateData are the values deploy/demo's templates are filled with.
+func (e *Env) templateData() map[string]any {
+	logs := make([]string, 0, len(Services))
+	for _, s := range Services {
+		logs = append(logs, e.authLog(s))
 	}
-
-	exporterAddr := "127.0.0.1:" + strconv.Itoa(ports[2])
-	e.ExporterURL = "http://" + exporterAddr
-	exporterConfig := filepath.Join(dir, "warden-exporter.yml")
-	if err := e.render("warden-exporter.yml", exporterConfig, tmplData); err != nil {
-		return nil, err
-	}
-	e.exporter = newProcess("warden-exporter", bins["warden-exporter"], filepath.Join(dir, "warden-exporter.log"),
-		"--config.file", exporterConfig, "--web.listen-address", exporterAddr)
-	if err := e.exporter.start(ctx, e.ExporterURL+"/-/ready"); err != nil {
-		return nil, err
-	}
-	say("warden-exporter at %s", e.ExporterURL)
-
-	policy := filepath.Join(dir, "policy.yml")
-	if err := e.render("policy.yml", policy, tmplData); err != nil {
-		return nil, err
-	}
-	e.token = "demo-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	tokenFile := filepath.Join(dir, "webhook-token")
-	if err := os.WriteFile(tokenFile, []byte(e.token+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	for i := 0; i < 2; i++ {
-		addr := "127.0.0.1:" + strconv.Itoa(ports[3+i])
-		id := fmt.Sprintf("warden-remediator-%d", i)
-		logPath := filepath.Join(dir, id+".log")
-		p := newProcess(id, bins["warden-remediator"], logPath,
-			"--config.file", policy, "--web.bearer-token-file", tokenFile, "--kubeconfig", kubeconfig,
-			"--identity", id, "--web.listen-address", addr, "--log.format", "json")
-		if err := p.start(ctx, "http://"+addr+"/-/ready"); err != nil {
-			return nil, err
-		}
-		e.remediator = append(e.remediator, p)
-		e.RemediatorURLs = append(e.RemediatorURLs, "http://"+addr)
-		e.goBackground(func() { followDecisions(bg, id, logPath, e.decisions, tl) })
-	}
-	say("warden-remediator replicas at %s", strings.Join(e.RemediatorURLs, ", "))
-
-	pagerLn, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports[5]))
-	if err != nil {
-		return nil, fmt.Errorf("pager: %w", err)
-	}
-	e.pager = &pager{tl: tl}
-	e.pagerSrv = &http.Server{Handler: e.pager, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = e.pagerSrv.Serve(pagerLn) }()
-
 	webhooks := make([]string, len(e.RemediatorURLs))
 	for i, u := range e.RemediatorURLs {
 		webhooks[i] = u + "/api/v1/alerts"
 	}
-	tmplData["RemediatorURLs"] = webhooks
-	tmplData["TokenFile"] = tokenFile
-	tmplData["PagerURL"] = "http://" + pagerLn.Addr().String() + "/"
-	var amConfig bytes.Buffer
-	if err := e.renderTo("alertmanager.yml", &amConfig, tmplData); err != nil {
-		return nil, err
+	return map[string]any{
+		"PostgresDSN":    e.Postgres.DSN("postgres"),
+		"RedisAddr":      e.Redis.Addr,
+		"AuthLogs":       logs,
+		"Cooldown":       e.opts.Cooldown.String(),
+		"RepeatInterval": e.opts.RepeatInterval.String(),
+		"RemediatorURLs": webhooks,
+		"TokenFile":      e.tokenFile,
+		"PagerURL":       e.pagerURL,
 	}
-	say("starting Alertmanager")
-	if e.Alertmanager, err = testenv.NewAlertmanager(ctx, amConfig.Bytes()); err != nil {
-		return nil, err
-	}
+}
 
-	rulesDir := filepath.Join(dir, "rules")
-	if err := os.MkdirAll(rulesDir, 0o755); err != nil {
-		return nil, err
+func (e *Env) startExporter(ctx context.Context, bin, addr string) error {
+	e.ExporterURL = "http://" + addr
+	config := filepath.Join(e.dir, "warden-exporter.yml")
+	if err := e.render("warden-exporter.yml", config, e.templateData()); err != nil {
+		return err
 	}
-	srcRules, _ := filepath.Glob(filepath.Join(root, "rules", "*.rules.yml"))
-	sort.Strings(srcRules)
-	rules, err := compressRules(srcRules, rulesDir, opts.TimeFactor, 5*time.Second)
+	e.exporter = binary(filepath.Join(e.dir, "warden-exporter.log"), bin, "--config.file", config, "--web.listen-address", addr)
+	if err := startHealthy(ctx, "warden-exporter", e.exporter, e.ExporterURL+"/-/ready"); err != nil {
+		return err
+	}
+	e.say("warden-exporter at %s", e.ExporterURL)
+	return nil
+}
+
+// startRemediators starts the replicas with the demo policy, a webhook
+// token and the least-privilege kubeconfig, and follows their decisions.
+func (e *Env) startRemediators(ctx context.Context, bin, kubeconfig string, addr func() string) error {
+	policy := filepath.Join(e.dir, "policy.yml")
+	if err := e.render("policy.yml", policy, e.templateData()); err != nil {
+		return err
+	}
+	e.token = "demo-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	e.tokenFile = filepath.Join(e.dir, "webhook-token")
+	if err := os.WriteFile(e.tokenFile, []byte(e.token+"\n"), 0o600); err != nil {
+		return err
+	}
+	for i := range remediatorReplicas {
+		a := addr()
+		id := fmt.Sprintf("warden-remediator-%d", i)
+		logPath := filepath.Join(e.dir, id+".log")
+		p := binary(logPath, bin,
+			"--config.file", policy, "--web.bearer-token-file", e.tokenFile, "--kubeconfig", kubeconfig,
+			"--identity", id, "--web.listen-address", a, "--log.format", "json")
+		e.remediator = append(e.remediator, p)
+		if err := startHealthy(ctx, id, p, "http://"+a+"/-/ready"); err != nil {
+			return err
+		}
+		e.RemediatorURLs = append(e.RemediatorURLs, "http://"+a)
+		e.goBackground(func() { followDecisions(e.bg, id, logPath, e.decisions, e.tl) })
+	}
+	e.say("warden-remediator replicas at %s", strings.Join(e.RemediatorURLs, ", "))
+	return nil
+}
+
+// startAlertmanager starts the pager stand-in and Alertmanager, which
+// delivers to every remediator replica and to the pager.
+func (e *Env) startAlertmanager(ctx context.Context, pagerAddr string) error {
+	pagerLn, err := net.Listen("tcp", pagerAddr)
 	if err != nil {
-		return nil, fmt.Errorf("rules: %w", err)
+		return fmt.Errorf("pager: %w", err)
 	}
-	say("starting Prometheus with %d rule files (time compressed %dx)", len(rules), opts.TimeFactor)
+	e.pager = &pager{tl: e.tl}
+	e.pagerSrv = &http.Server{Handler: e.pager, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = e.pagerSrv.Serve(pagerLn) }()
+	e.pagerURL = "http://" + pagerLn.Addr().String() + "/"
+
+	var config bytes.Buffer
+	if err := e.renderTo("alertmanager.yml", &config, e.templateData()); err != nil {
+		return err
+	}
+	e.say("starting Alertmanager")
+	e.Alertmanager, err = testenv.NewAlertmanager(ctx, config.Bytes())
+	return err
+}
+
+// startPrometheus starts Prometheus with rules/ compressed in time,
+// scraping every service the way Kubernetes service discovery would label
+// it, and alerting to the demo's Alertmanager.
+func (e *Env) startPrometheus(ctx context.Context) error {
+	rulesDir := filepath.Join(e.dir, "rules")
+	if err := os.MkdirAll(rulesDir, 0o755); err != nil {
+		return err
+	}
+	srcRules, _ := filepath.Glob(filepath.Join(e.root, "rules", "*.rules.yml"))
+	sort.Strings(srcRules)
+	rules, err := compressRules(srcRules, rulesDir, e.opts.TimeFactor, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+	e.say("starting Prometheus with %d rule files (time compressed %dx)", len(rules), e.opts.TimeFactor)
 	nsLabel := map[string]string{"namespace": Namespace}
+	hostPort := func(u string) string { return strings.TrimPrefix(u, "http://") }
+	var jobs []testenv.ScrapeJob
+	for _, s := range Services {
+		jobs = append(jobs, testenv.ScrapeJob{Name: s, Targets: []string{hostPort(e.ServiceURLs[s])}, Labels: nsLabel})
+	}
+	jobs = append(jobs, testenv.ScrapeJob{Name: "warden-exporter", Targets: []string{hostPort(e.ExporterURL)}, Labels: nsLabel})
 	remTargets := make([]string, len(e.RemediatorURLs))
 	for i, u := range e.RemediatorURLs {
-		remTargets[i] = strings.TrimPrefix(u, "http://")
+		remTargets[i] = hostPort(u)
 	}
+	jobs = append(jobs, testenv.ScrapeJob{Name: "warden-remediator", Targets: remTargets, Labels: nsLabel, HonorLabels: true})
 	e.Prometheus, err = testenv.NewPrometheus(ctx, testenv.PrometheusConfig{
-		Jobs: []testenv.ScrapeJob{
-			{Name: "auth-service", Targets: []string{strings.TrimPrefix(e.ServiceURLs["auth-service"], "http://")}, Labels: nsLabel},
-			{Name: "policy-service", Targets: []string{strings.TrimPrefix(e.ServiceURLs["policy-service"], "http://")}, Labels: nsLabel},
-			{Name: "warden-exporter", Targets: []string{exporterAddr}, Labels: nsLabel},
-			{Name: "warden-remediator", Targets: remTargets, Labels: nsLabel, HonorLabels: true},
-		},
+		Jobs:          jobs,
 		RuleFiles:     rules,
 		Alertmanagers: []string{e.Alertmanager.Addr},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := e.Prometheus.RuleGroups(ctx); err != nil {
-		return nil, fmt.Errorf("rules: %w", err)
+		return fmt.Errorf("rules: %w", err)
 	}
-	e.goBackground(func() { watchAlerts(bg, e.Prometheus, tl) })
-	return e, nil
+	return nil
 }
 
 func (e *Env) goBackground(f func()) {
@@ -342,16 +417,16 @@ func (e *Env) Stop() {
 		_ = e.pagerSrv.Close()
 	}
 	for _, p := range e.remediator {
-		p.stop()
+		stopBinary(p)
 	}
 	if e.exporter != nil {
-		e.exporter.stop()
+		stopBinary(e.exporter)
 	}
 	if e.kubelet != nil {
 		e.kubelet.mu.Lock()
 		for _, w := range e.kubelet.workloads {
 			if w.proc != nil {
-				w.proc.stop()
+				stopBinary(w.proc)
 			}
 		}
 		e.kubelet.mu.Unlock()

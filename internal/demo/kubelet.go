@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"github.com/warden-sre/warden/internal/testenv"
 )
 
 // restartedAtAnnotation is what `kubectl rollout restart` (and the
@@ -24,7 +26,7 @@ const restartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
 type workload struct {
 	name  string
 	image string
-	proc  *process
+	proc  *testenv.Process
 	// healthURL is polled after a (re)start until it answers 200.
 	healthURL string
 	// afterStart runs after every (re)start, e.g. to apply a fault that a
@@ -132,13 +134,7 @@ func (k *kubelet) roll(ctx context.Context, w *workload, d *appsv1.Deployment) e
 	at := d.Spec.Template.Annotations[restartedAtAnnotation]
 	first := w.pod == ""
 	if w.proc != nil {
-		var err error
-		if first {
-			err = w.proc.start(ctx, w.healthURL)
-		} else {
-			err = w.proc.restart(ctx, w.healthURL)
-		}
-		if err != nil {
+		if err := startHealthy(ctx, w.name, w.proc, w.healthURL); err != nil {
 			return err
 		}
 		if w.afterStart != nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -95,7 +94,7 @@ type Alertmanager struct {
 	URL  string
 	Addr string
 	dir  string
-	proc *process
+	proc *Process
 }
 
 // NewAlertmanager starts Alertmanager with the given configuration file
@@ -105,49 +104,19 @@ func NewAlertmanager(ctx context.Context, config []byte) (*Alertmanager, error) 
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "warden-alertmanager-")
+	// No gossip: a single node.
+	s, err := startWebServer(ctx, "alertmanager", bin, config, "--storage.path", "--cluster.listen-address=")
 	if err != nil {
-		return nil, fmt.Errorf("alertmanager temp dir: %w", err)
-	}
-	fail := func(err error) (*Alertmanager, error) {
-		os.RemoveAll(dir)
 		return nil, err
 	}
-	configPath := filepath.Join(dir, "alertmanager.yml")
-	if err := os.WriteFile(configPath, config, 0o644); err != nil {
-		return fail(fmt.Errorf("write alertmanager config: %w", err))
-	}
-	port, err := FreePort()
-	if err != nil {
-		return fail(err)
-	}
-	a := &Alertmanager{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir}
-	a.URL = "http://" + a.Addr
-	cmd := exec.Command(bin,
-		"--config.file="+configPath,
-		"--storage.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+a.Addr,
-		"--web.external-url="+a.URL,
-		"--cluster.listen-address=",
-		"--log.level=info",
-	)
-	logPath := filepath.Join(dir, "alertmanager.log")
-	proc, err := startProcess(cmd, logPath)
-	if err != nil {
-		return fail(err)
-	}
-	a.proc = proc
-	if err := waitHTTP(ctx, a.URL+"/-/ready", 30*time.Second, proc); err != nil {
-		proc.stop(syscall.SIGKILL, time.Second)
-		return fail(fmt.Errorf("alertmanager: %w\n%s", err, Tail(logPath, 20)))
-	}
-	return a, nil
+	return &Alertmanager{URL: s.URL, Addr: s.Addr, dir: s.dir, proc: s.proc}, nil
 }
 
 // StartAlertmanager starts Alertmanager for one test and removes it
-// afterwards.
+// afterwards; it skips the test under -short.
 func StartAlertmanager(t testing.TB, config []byte) *Alertmanager {
 	t.Helper()
+	skipUnderShort(t)
 	a, err := NewAlertmanager(context.Background(), config)
 	if err != nil {
 		t.Fatalf("start alertmanager: %v", err)
@@ -162,7 +131,7 @@ func (a *Alertmanager) LogPath() string { return filepath.Join(a.dir, "alertmana
 // Stop ends the server and removes its directory.
 func (a *Alertmanager) Stop() {
 	if a.proc != nil {
-		a.proc.stop(syscall.SIGTERM, 5*time.Second)
+		a.proc.Stop(syscall.SIGTERM, 5*time.Second)
 	}
 	os.RemoveAll(a.dir)
 }
@@ -258,7 +227,7 @@ func findAMAlert(alerts []AlertmanagerAlert, name string, match map[string]strin
 func (a *Alertmanager) WaitForAlert(ctx context.Context, name string, match map[string]string) (AlertmanagerAlert, error) {
 	var found AlertmanagerAlert
 	var last []AlertmanagerAlert
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		alerts, err := a.Alerts(ctx)
 		if err != nil {
 			return false, nil
@@ -278,7 +247,7 @@ func (a *Alertmanager) WaitForAlert(ctx context.Context, name string, match map[
 // include match remains.
 func (a *Alertmanager) WaitForResolved(ctx context.Context, name string, match map[string]string) error {
 	var last []AlertmanagerAlert
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		alerts, err := a.Alerts(ctx)
 		if err != nil {
 			return false, nil

@@ -3,9 +3,7 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,40 +38,6 @@ func BuildBinary(pkgDir string) (path string, cleanup func(), err error) {
 	return path, cleanup, nil
 }
 
-// WaitHTTP waits up to timeout until url answers 200. It gives up at once
-// when exited (the process that should answer; nil: none) is closed.
-func WaitHTTP(ctx context.Context, url string, timeout time.Duration, exited <-chan struct{}) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	var last error
-	for {
-		select {
-		case <-exited:
-			return errors.New("process exited during start")
-		default:
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return fmt.Errorf("wait for %s: %w", url, err)
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not healthy after %s: %v", timeout, last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // Binary is a running binary under test that serves HTTP with
 // exporter-toolkit's --web.listen-address.
 type Binary struct {
@@ -90,11 +54,12 @@ type Binary struct {
 func (b *Binary) Output() string { return b.output.String() }
 
 // StartBinary starts bin with args and --web.listen-address on a free
-// loopback port, and waits until /-/ready answers 200. At the end of the
+// loopback port, and waits until /-/ready answers 200 (skipped under -short). At the end of the
 // test it sends SIGTERM (SIGKILL 15 s later) and logs the output if the
 // test failed.
 func StartBinary(t testing.TB, bin string, args ...string) *Binary {
 	t.Helper()
+	skipUnderShort(t)
 	name := filepath.Base(bin)
 	port, err := FreePort()
 	if err != nil {
@@ -122,7 +87,7 @@ func StartBinary(t testing.TB, bin string, args ...string) *Binary {
 			t.Logf("%s output:\n%s", name, b.Output())
 		}
 	})
-	if err := WaitHTTP(context.Background(), b.URL+"/-/ready", 15*time.Second, exited); err != nil {
+	if err := WaitHTTP(context.Background(), b.URL+"/-/ready", 30*time.Second, exited); err != nil {
 		select {
 		case <-exited:
 			t.Fatalf("%s exited during start (code %d):\n%s", name, cmd.ProcessState.ExitCode(), b.Output())
@@ -170,20 +135,6 @@ func ContainsLine(body, prefix string) bool {
 		}
 	}
 	return false
-}
-
-// WaitFor polls cond every 100 ms and fails the test when it is still
-// false after timeout.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 // RunBinary runs bin to completion and returns its exit code and combined

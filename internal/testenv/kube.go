@@ -62,10 +62,12 @@ func NewKube(opts ...KubeOption) (*Kube, error) {
 	return &Kube{Config: cfg, Client: client, env: env}, nil
 }
 
-// StartKube starts an API server for one test (prefer one per package via
-// NewKube in TestMain, with a namespace per test).
+// StartKube starts an API server for one test; it skips the test under
+// -short. Prefer one per package through NewLazy, with a namespace per
+// test.
 func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 	t.Helper()
+	skipUnderShort(t)
 	k, err := NewKube(opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -38,9 +38,7 @@ func NewLazy[T any](start func() (T, error), stop func(T)) *Lazy[T] {
 // caller fails the same way, without trying again).
 func (l *Lazy[T]) Get(t testing.TB) T {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a real server; skipped with -short")
-	}
+	skipUnderShort(t)
 	l.once.Do(func() {
 		l.v, l.err = l.start()
 		l.started = l.err == nil
@@ -55,6 +53,17 @@ func (l *Lazy[T]) Get(t testing.TB) T {
 func (l *Lazy[T]) Close() {
 	if l.started && l.stop != nil {
 		l.stop(l.v)
+	}
+}
+
+// skipUnderShort skips a test that needs a real server under -short, so
+// that `go test -short ./...` runs the pure unit tests alone. Every helper
+// that starts a server for one test (the Start* functions) and Lazy.Get
+// call it.
+func skipUnderShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a real server; skipped with -short")
 	}
 }
 

@@ -27,7 +27,7 @@ type Postgres struct {
 	bin     string
 	args    []string
 	cred    *syscall.Credential
-	proc    *process
+	proc    *Process
 }
 
 // PostgresOption changes how PostgreSQL is started.
@@ -129,15 +129,18 @@ func NewPostgres(opts ...PostgresOption) (*Postgres, error) {
 	if p.Port, err = FreePort(); err != nil {
 		return fail(err)
 	}
+	p.proc = NewProcess(filepath.Join(dir, "postgres.log"), p.command)
 	if err := p.Start(); err != nil {
 		return fail(err)
 	}
 	return p, nil
 }
 
-// StartPostgres starts PostgreSQL for one test and removes it afterwards.
+// StartPostgres starts PostgreSQL for one test and removes it afterwards;
+// it skips the test under -short.
 func StartPostgres(t testing.TB, opts ...PostgresOption) *Postgres {
 	t.Helper()
+	skipUnderShort(t)
 	p, err := NewPostgres(opts...)
 	if err != nil {
 		t.Fatalf("start postgres: %v", err)
@@ -148,6 +151,25 @@ func StartPostgres(t testing.TB, opts ...PostgresOption) *Postgres {
 
 // Start (re)starts the server on its port, e.g. after Kill.
 func (p *Postgres) Start() error {
+	if err := p.proc.Start(); err != nil {
+		return err
+	}
+	err := p.proc.WaitReady(context.Background(), 30*time.Second, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, p.DSN("postgres"))
+		if err != nil {
+			return err
+		}
+		return conn.Close(ctx)
+	})
+	if err != nil {
+		return fmt.Errorf("postgres did not become ready: %w", err)
+	}
+	return nil
+}
+
+func (p *Postgres) command() *exec.Cmd {
 	args := append([]string{
 		"-D", p.DataDir, "-k", p.dir, "-p", strconv.Itoa(p.Port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
@@ -155,28 +177,7 @@ func (p *Postgres) Start() error {
 	}, p.args...)
 	cmd := exec.Command(p.bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
-	logPath := filepath.Join(p.dir, "postgres.log")
-	proc, err := startProcess(cmd, logPath)
-	if err != nil {
-		return err
-	}
-	p.proc = proc
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		conn, err := pgx.Connect(ctx, p.DSN("postgres"))
-		if err == nil {
-			conn.Close(ctx)
-			cancel()
-			return nil
-		}
-		cancel()
-		if proc.exited() || time.Now().After(deadline) {
-			proc.stop(syscall.SIGKILL, time.Second)
-			return fmt.Errorf("postgres did not become ready: %w\n%s", err, Tail(logPath, 20))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return cmd
 }
 
 // DSN is a connection string for database db as the superuser postgres.
@@ -213,15 +214,15 @@ func (p *Postgres) CreateDatabase(t testing.TB, name string) string {
 
 // Pause freezes the postmaster and every backend (SIGSTOP): connections
 // stay open and nothing answers.
-func (p *Postgres) Pause() error { return p.proc.pause() }
+func (p *Postgres) Pause() error { return p.proc.Pause() }
 
 // Resume unfreezes the server.
-func (p *Postgres) Resume() error { return p.proc.resume() }
+func (p *Postgres) Resume() error { return p.proc.Resume() }
 
 // Kill ends the server abruptly; Start brings it back on the same port.
 func (p *Postgres) Kill() {
 	if p.proc != nil {
-		p.proc.stop(syscall.SIGKILL, time.Second)
+		p.proc.Stop(syscall.SIGKILL, time.Second)
 		os.Remove(filepath.Join(p.DataDir, "postmaster.pid"))
 	}
 }
@@ -229,7 +230,7 @@ func (p *Postgres) Kill() {
 // Stop shuts the server down (fast shutdown) and removes its files.
 func (p *Postgres) Stop() {
 	if p.proc != nil {
-		p.proc.stop(syscall.SIGINT, 10*time.Second)
+		p.proc.Stop(syscall.SIGINT, 10*time.Second)
 	}
 	os.RemoveAll(p.dir)
 }

@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -57,22 +58,51 @@ func LookBinary(name, env, install string, globs ...string) (string, error) {
 	return "", fmt.Errorf("%s not found (set %s or install it: %s)", name, env, install)
 }
 
-// process is a server started in its own process group, so that pausing or
-// killing it reaches every child (PostgreSQL forks a backend per
-// connection).
-type process struct {
+// Process is a program run in its own process group with its output in a
+// log file: the servers of this package and the demo's own binaries.
+// Pausing or killing it reaches every child (PostgreSQL forks a backend per
+// connection). It can be started again after Stop, with the same command.
+type Process struct {
+	logPath string
+	command func() *exec.Cmd
+
 	mu     sync.Mutex
-	cmd    *exec.Cmd
+	cmd    *exec.Cmd // nil before Start and after Stop
 	done   chan struct{}
-	logf   *os.File
 	paused bool
 }
 
-func startProcess(cmd *exec.Cmd, logPath string) (*process, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+// NewProcess returns a stopped process that Start runs with a fresh command
+// from command each time, appending its stdout and stderr to logPath.
+func NewProcess(logPath string, command func() *exec.Cmd) *Process {
+	return &Process{logPath: logPath, command: command}
+}
+
+// StartProcess is NewProcess followed by Start.
+func StartProcess(logPath string, command func() *exec.Cmd) (*Process, error) {
+	p := NewProcess(logPath, command)
+	if err := p.Start(); err != nil {
+		return nil, err
 	}
+	return p, nil
+}
+
+// LogPath is the file the process writes to.
+func (p *Process) LogPath() string { return p.logPath }
+
+// Start runs the command, unless it is still running. It does not wait
+// for the program to be ready (see WaitReady).
+func (p *Process) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && !isClosed(p.done) {
+		return fmt.Errorf("start %s: already running", p.cmd.Path)
+	}
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	cmd := p.command()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
@@ -81,21 +111,49 @@ func startProcess(cmd *exec.Cmd, logPath string) (*process, error) {
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+		return fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{}), logf: logf}
+	done := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		logf.Close()
-		close(p.done)
+		close(done)
 	}()
-	return p, nil
+	p.cmd, p.done, p.paused = cmd, done, false
+	return nil
 }
 
-// signalGroup signals the server's process group and every descendant:
-// PostgreSQL backends call setsid() and so leave the group, yet a hung
-// server must hang on connections that are already open too.
-func (p *process) signalGroup(sig syscall.Signal) error {
+// Exited is closed once the current run has ended (at once when the
+// process is not running).
+func (p *Process) Exited() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		closed := make(chan struct{})
+		close(closed)
+		return closed
+	}
+	return p.done
+}
+
+// WaitReady polls ready until it returns nil. When it does not within
+// timeout, or the process exits first, it kills the process and returns the
+// last error with the end of the log.
+func (p *Process) WaitReady(ctx context.Context, timeout time.Duration, ready func(context.Context) error) error {
+	if err := waitReady(ctx, timeout, p.Exited(), ready); err != nil {
+		p.Stop(syscall.SIGKILL, time.Second)
+		return fmt.Errorf("%w\n%s", err, Tail(p.logPath, 20))
+	}
+	return nil
+}
+
+// signalGroup signals the process group and every descendant: PostgreSQL
+// backends call setsid() and so leave the group, yet a hung server must
+// hang on connections that are already open too. Call with mu held.
+func (p *Process) signalGroup(sig syscall.Signal) error {
+	if p.cmd == nil {
+		return nil
+	}
 	pid := p.cmd.Process.Pid
 	if err := syscall.Kill(-pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal %v: %w", sig, err)
@@ -149,31 +207,36 @@ func descendants(pid int) []int {
 	return out
 }
 
-// pause stops every process of the server (SIGSTOP): connections stay open
+// Pause stops every process of the group (SIGSTOP): connections stay open
 // and nothing answers, as with a hung server.
-func (p *process) pause() error {
+func (p *Process) Pause() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.paused = true
 	return p.signalGroup(syscall.SIGSTOP)
 }
 
-func (p *process) resume() error {
+// Resume continues a paused process (SIGCONT).
+func (p *Process) Resume() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.paused = false
 	return p.signalGroup(syscall.SIGCONT)
 }
 
-// stop asks the server to exit with sig, waits up to grace, then kills the
-// whole group.
-func (p *process) stop(sig syscall.Signal, grace time.Duration) {
+// Stop asks the process to exit with sig, waits up to grace, then kills
+// the whole group, and returns once every process of it has gone. Stopping
+// a process that is not running does nothing.
+func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
 	if p.paused {
 		_ = p.signalGroup(syscall.SIGCONT)
 		p.paused = false
 	}
-	p.mu.Unlock()
 	// Remember the children now: once the leader is gone they are
 	// reparented and no longer found below it.
 	children := descendants(p.cmd.Process.Pid)
@@ -195,15 +258,7 @@ func (p *process) stop(sig syscall.Signal, grace time.Duration) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	p.cmd = nil
 }
 
 // Tail returns the last lines of a log file, for error messages.
@@ -217,21 +272,4 @@ func Tail(path string, lines int) string {
 		all = all[len(all)-lines:]
 	}
 	return strings.Join(all, "\n")
-}
-
-// waitTCP waits until something accepts connections on addr.
-func waitTCP(addr string, timeout time.Duration, p *process) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if p != nil && p.exited() {
-			return errors.New("process exited")
-		}
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not accepting connections after %s", addr, timeout)
 }

@@ -128,7 +128,7 @@ type Prometheus struct {
 	URL  string
 	Addr string
 	dir  string
-	proc *process
+	proc *Process
 }
 
 // NewPrometheus starts Prometheus with cfg. Stop it with Stop.
@@ -141,50 +141,68 @@ func NewPrometheus(ctx context.Context, cfg PrometheusConfig) (*Prometheus, erro
 	if err != nil {
 		return nil, fmt.Errorf("prometheus config: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "warden-prometheus-")
+	s, err := startWebServer(ctx, "prometheus", bin, raw, "--storage.tsdb.path",
+		"--web.enable-lifecycle", "--scrape.discovery-reload-interval=100ms", "--rules.alert.resend-delay=1s")
 	if err != nil {
-		return nil, fmt.Errorf("prometheus temp dir: %w", err)
-	}
-	fail := func(err error) (*Prometheus, error) {
-		os.RemoveAll(dir)
 		return nil, err
 	}
-	configPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(configPath, raw, 0o644); err != nil {
-		return fail(fmt.Errorf("write prometheus config: %w", err))
+	return &Prometheus{URL: s.URL, Addr: s.Addr, dir: s.dir, proc: s.proc}, nil
+}
+
+// webServer is a server of the Prometheus family (Prometheus,
+// Alertmanager) in a temp dir of its own, listening on a free loopback
+// port.
+type webServer struct {
+	URL, Addr, dir string
+	proc           *Process
+}
+
+// startWebServer writes config to <dir>/<name>.yml, starts bin with it,
+// its storage flag (storageFlag) set to <dir>/data, the address flags and
+// extraArgs, logging to <dir>/<name>.log, and waits until /-/ready answers
+// 200. On error nothing is left behind.
+func startWebServer(ctx context.Context, name, bin string, config []byte, storageFlag string, extraArgs ...string) (webServer, error) {
+	var s webServer
+	dir, err := os.MkdirTemp("", "warden-"+name+"-")
+	if err != nil {
+		return s, fmt.Errorf("%s temp dir: %w", name, err)
+	}
+	fail := func(err error) (webServer, error) {
+		os.RemoveAll(dir)
+		return webServer{}, err
+	}
+	configPath := filepath.Join(dir, name+".yml")
+	if err := os.WriteFile(configPath, config, 0o644); err != nil {
+		return fail(fmt.Errorf("write %s config: %w", name, err))
 	}
 	port, err := FreePort()
 	if err != nil {
 		return fail(err)
 	}
-	p := &Prometheus{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir}
-	p.URL = "http://" + p.Addr
-	cmd := exec.Command(bin,
-		"--config.file="+configPath,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+p.Addr,
-		"--web.external-url="+p.URL,
-		"--web.enable-lifecycle",
-		"--scrape.discovery-reload-interval=100ms",
-		"--rules.alert.resend-delay=1s",
+	s.dir, s.Addr = dir, "127.0.0.1:"+strconv.Itoa(port)
+	s.URL = "http://" + s.Addr
+	args := append([]string{
+		"--config.file=" + configPath,
+		storageFlag + "=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + s.Addr,
+		"--web.external-url=" + s.URL,
 		"--log.level=info",
-	)
-	logPath := filepath.Join(dir, "prometheus.log")
-	proc, err := startProcess(cmd, logPath)
+	}, extraArgs...)
+	s.proc, err = StartProcess(filepath.Join(dir, name+".log"), func() *exec.Cmd { return exec.Command(bin, args...) })
 	if err != nil {
 		return fail(err)
 	}
-	p.proc = proc
-	if err := waitHTTP(ctx, p.URL+"/-/ready", 30*time.Second, proc); err != nil {
-		proc.stop(syscall.SIGKILL, time.Second)
-		return fail(fmt.Errorf("prometheus: %w\n%s", err, Tail(logPath, 20)))
+	if err := s.proc.WaitReady(ctx, 30*time.Second, HTTPReady(s.URL+"/-/ready")); err != nil {
+		return fail(fmt.Errorf("%s: %w", name, err))
 	}
-	return p, nil
+	return s, nil
 }
 
-// StartPrometheus starts Prometheus for one test and removes it afterwards.
+// StartPrometheus starts Prometheus for one test and removes it afterwards;
+// it skips the test under -short.
 func StartPrometheus(t testing.TB, cfg PrometheusConfig) *Prometheus {
 	t.Helper()
+	skipUnderShort(t)
 	p, err := NewPrometheus(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start prometheus: %v", err)
@@ -224,7 +242,7 @@ func (p *Prometheus) Reload(ctx context.Context, cfg PrometheusConfig) error {
 // Stop ends the server and removes its directory.
 func (p *Prometheus) Stop() {
 	if p.proc != nil {
-		p.proc.stop(syscall.SIGTERM, 5*time.Second)
+		p.proc.Stop(syscall.SIGTERM, 5*time.Second)
 	}
 	os.RemoveAll(p.dir)
 }
@@ -347,7 +365,7 @@ func (p *Prometheus) RuleGroups(ctx context.Context) (map[string]int, error) {
 // is in state ("pending" or "firing") and returns it.
 func (p *Prometheus) WaitForAlert(ctx context.Context, name, state string, match map[string]string) (PrometheusAlert, error) {
 	var last []PrometheusAlert
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		alerts, err := p.Alerts(ctx)
 		if err != nil {
 			return false, nil // transient; the deadline reports it
@@ -375,7 +393,7 @@ func (p *Prometheus) WaitForAlert(ctx context.Context, name, state string, match
 // match is pending or firing.
 func (p *Prometheus) WaitForAlertGone(ctx context.Context, name string, match map[string]string) error {
 	var last []PrometheusAlert
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		alerts, err := p.Alerts(ctx)
 		if err != nil {
 			return false, nil
@@ -450,53 +468,4 @@ func labelsMatch(labels, match map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// poll calls cond every interval until it returns true or an error, or ctx
-// ends.
-func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, err := cond()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// waitHTTP waits until url answers 200.
-func waitHTTP(ctx context.Context, url string, timeout time.Duration, p *process) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	var lastErr error
-	err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
-		if p != nil && p.exited() {
-			return false, errors.New("process exited")
-		}
-		resp, err := client.Get(url)
-		if err != nil {
-			lastErr = err
-			return false, nil
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			lastErr = fmt.Errorf("%s: %s", url, resp.Status)
-			return false, nil
-		}
-		return true, nil
-	})
-	if err != nil && lastErr != nil {
-		return fmt.Errorf("%w (last: %v)", err, lastErr)
-	}
-	return err
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +20,7 @@ import (
 // webhook with the bearer token, and the alert resolves when the gauge flips
 // back.
 func TestAlertLoopFromScrapeToWebhook(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	var broken atomic.Int64
@@ -60,8 +59,7 @@ func TestAlertLoopFromScrapeToWebhook(t *testing.T) {
 	defer hook.Close()
 
 	dir := t.TempDir()
-	rules := filepath.Join(dir, "demo.rules.yml")
-	writeFile(t, rules, `groups:
+	rules := WriteFile(t, dir, "demo.rules.yml", `groups:
 - name: demo
   rules:
   - alert: DemoBroken
@@ -69,8 +67,7 @@ func TestAlertLoopFromScrapeToWebhook(t *testing.T) {
     labels: {severity: warning}
     annotations: {summary: demo is broken}
 `)
-	token := filepath.Join(dir, "token")
-	writeFile(t, token, "s3cret\n")
+	token := WriteFile(t, dir, "token", "s3cret\n")
 
 	amConfig, err := WebhookRoute{URL: hook.URL, CredentialsFile: token, SendResolved: true}.YAML()
 	if err != nil {
@@ -90,7 +87,7 @@ func TestAlertLoopFromScrapeToWebhook(t *testing.T) {
 	if groups["demo"] != 1 {
 		t.Fatalf("rule groups = %v, want demo with 1 rule", groups)
 	}
-	if err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	if err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		s, err := prom.Query(ctx, `up{job="demo"}`)
 		return err == nil && len(s) == 1 && s[0].Value == 1 && s[0].Metric["namespace"] == "test", nil
 	}); err != nil {
@@ -104,7 +101,7 @@ func TestAlertLoopFromScrapeToWebhook(t *testing.T) {
 	if _, err := am.WaitForAlert(ctx, "DemoBroken", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	if err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(deliveries) > 0, nil
@@ -128,7 +125,7 @@ func TestAlertLoopFromScrapeToWebhook(t *testing.T) {
 	if err := am.WaitForResolved(ctx, "DemoBroken", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	if err := Poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return deliveries[len(deliveries)-1].status == "resolved", nil
@@ -179,14 +176,10 @@ func TestWebhookRouteRendersFastLoopDefaults(t *testing.T) {
 	}
 }
 
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestStopEndsServersAndRemovesTheirFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Prometheus and Alertmanager; skipped with -short")
+	}
 	cfg, err := WebhookRoute{URL: "http://127.0.0.1:1/"}.YAML()
 	if err != nil {
 		t.Fatal(err)
@@ -216,6 +209,9 @@ func TestStopEndsServersAndRemovesTheirFiles(t *testing.T) {
 }
 
 func TestAlertmanagerRejectsInvalidConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Alertmanager; skipped with -short")
+	}
 	_, err := NewAlertmanager(context.Background(), []byte("route: {receiver: nobody}\nreceivers: []\n"))
 	if err == nil || !strings.Contains(err.Error(), "alertmanager") {
 		t.Fatalf("err = %v, want a start error with the server's log", err)

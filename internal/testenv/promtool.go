@@ -2,7 +2,7 @@ package testenv
 
 import (
 	"bytes"
-	"os"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,20 +11,26 @@ import (
 	"github.com/prometheus/common/expfmt"
 )
 
-const promtoolInstall = "build it with scripts/tools.sh promtool, then eval \"$(scripts/tools.sh env)\" (make test does both)"
-
-// Promtool returns the path of promtool from PROMTOOL, failing the test
-// with the command that builds it when it is unset or not executable.
-func Promtool(t testing.TB) string {
+// Tool returns the path of one of the tools scripts/tools.sh builds
+// (promtool, amtool, kustomize), from the environment variable env or PATH,
+// failing the test with the command that builds it when it is missing.
+// Under -short it skips the test: the fast loop runs without those tools.
+func Tool(t testing.TB, name, env string) string {
 	t.Helper()
-	p := os.Getenv("PROMTOOL")
-	if p == "" {
-		t.Fatalf("PROMTOOL is not set: %s", promtoolInstall)
+	if testing.Short() {
+		t.Skipf("needs %s (scripts/tools.sh); skipped with -short", name)
 	}
-	if _, err := exec.LookPath(p); err != nil {
-		t.Fatalf("PROMTOOL=%s is not an executable (%v): %s", p, err, promtoolInstall)
+	p, err := LookBinary(name, env, fmt.Sprintf("scripts/tools.sh %s, then eval \"$(scripts/tools.sh env)\" (make test does both)", name))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return p
+}
+
+// Promtool is Tool for promtool (PROMTOOL).
+func Promtool(t testing.TB) string {
+	t.Helper()
+	return Tool(t, "promtool", "PROMTOOL")
 }
 
 // CheckMetrics runs `promtool check metrics` on an exposition in the text

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,7 +19,7 @@ type Redis struct {
 	dir  string
 	bin  string
 	args []string
-	proc *process
+	proc *Process
 }
 
 // RedisOption changes how Redis is started.
@@ -51,6 +52,7 @@ func NewRedis(opts ...RedisOption) (*Redis, error) {
 		return nil, err
 	}
 	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, dir: dir, bin: bin, args: o.args}
+	r.proc = NewProcess(filepath.Join(dir, "redis.log"), r.command)
 	if err := r.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -58,9 +60,11 @@ func NewRedis(opts ...RedisOption) (*Redis, error) {
 	return r, nil
 }
 
-// StartRedis starts a Redis server that is removed when the test ends.
+// StartRedis starts a Redis server that is removed when the test ends; it
+// skips the test under -short.
 func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	t.Helper()
+	skipUnderShort(t)
 	r, err := NewRedis(opts...)
 	if err != nil {
 		t.Fatalf("start redis: %v", err)
@@ -71,40 +75,40 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 
 // Start (re)starts the server on its port after Kill.
 func (r *Redis) Start() error {
+	if err := r.proc.Start(); err != nil {
+		return err
+	}
+	if err := r.proc.WaitReady(context.Background(), 30*time.Second, tcpReady(r.Addr)); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
+func (r *Redis) command() *exec.Cmd {
 	args := append([]string{
 		"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", r.dir, "--daemonize", "no", "--protected-mode", "no",
 	}, r.args...)
-	cmd := exec.Command(r.bin, args...)
-	p, err := startProcess(cmd, filepath.Join(r.dir, "redis.log"))
-	if err != nil {
-		return err
-	}
-	if err := waitTCP(r.Addr, 10*time.Second, p); err != nil {
-		p.stop(syscall.SIGKILL, time.Second)
-		return fmt.Errorf("redis: %w\n%s", err, Tail(filepath.Join(r.dir, "redis.log"), 20))
-	}
-	r.proc = p
-	return nil
+	return exec.Command(r.bin, args...)
 }
 
 // Pause freezes the server (SIGSTOP).
-func (r *Redis) Pause() error { return r.proc.pause() }
+func (r *Redis) Pause() error { return r.proc.Pause() }
 
 // Resume unfreezes the server (SIGCONT).
-func (r *Redis) Resume() error { return r.proc.resume() }
+func (r *Redis) Resume() error { return r.proc.Resume() }
 
 // Kill ends the server abruptly; Start brings it back on the same port.
 func (r *Redis) Kill() {
 	if r.proc != nil {
-		r.proc.stop(syscall.SIGKILL, time.Second)
+		r.proc.Stop(syscall.SIGKILL, time.Second)
 	}
 }
 
 // Stop ends the server and removes its directory.
 func (r *Redis) Stop() {
 	if r.proc != nil {
-		r.proc.stop(syscall.SIGTERM, 5*time.Second)
+		r.proc.Stop(syscall.SIGTERM, 5*time.Second)
 	}
 	os.RemoveAll(r.dir)
 }

@@ -2,7 +2,14 @@ package testenv
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,43 +64,133 @@ func TestPostgresPauseResumeAndRestart(t *testing.T) {
 
 func TestRedisKillAndRestart(t *testing.T) {
 	r := StartRedis(t)
-	ping := func() error {
-		c, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	// ping answers within wait: a long wait where an answer is expected,
+	// so a busy machine cannot fail the test, and a short one where none
+	// can come.
+	ping := func(wait time.Duration) error {
+		c, err := net.DialTimeout("tcp", r.Addr, wait)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		_ = c.SetDeadline(time.Now().Add(wait))
 		if _, err := c.Write([]byte("PING\r\n")); err != nil {
 			return err
 		}
 		buf := make([]byte, 7)
-		_, err = c.Read(buf)
+		_, err = io.ReadFull(c, buf)
 		return err
 	}
-	if err := ping(); err != nil {
+	const answers, silent = 30 * time.Second, 500 * time.Millisecond
+	if err := ping(answers); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Pause(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ping(); err == nil {
+	if err := ping(silent); err == nil {
 		t.Fatal("paused redis answered")
 	}
 	if err := r.Resume(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ping(); err != nil {
+	if err := ping(answers); err != nil {
 		t.Fatalf("after resume: %v", err)
 	}
 	r.Kill()
-	if err := ping(); err == nil {
+	if err := ping(silent); err == nil {
 		t.Fatal("killed redis answered")
 	}
 	if err := r.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ping(); err != nil {
+	if err := ping(answers); err != nil {
 		t.Fatalf("after restart: %v", err)
 	}
+}
+
+func TestPollStopsOnTrueOnErrorOrWhenTheContextEnds(t *testing.T) {
+	calls := 0
+	if err := Poll(context.Background(), time.Millisecond, func() (bool, error) { calls++; return calls == 3, nil }); err != nil || calls != 3 {
+		t.Errorf("Poll until the third call: err %v after %d calls", err, calls)
+	}
+	boom := errors.New("boom")
+	if err := Poll(context.Background(), time.Millisecond, func() (bool, error) { return false, boom }); !errors.Is(err, boom) {
+		t.Errorf("Poll with a failing condition: %v, want boom", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Poll(ctx, time.Hour, func() (bool, error) { return false, nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("Poll with an ended context: %v, want context.Canceled", err)
+	}
+}
+
+func TestProcessStopsRestartsAndReportsExit(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "sh.log")
+	p, err := StartProcess(logPath, func() *exec.Cmd { return exec.Command("sh", "-c", "echo started; exec sleep 600") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(syscall.SIGKILL, 0) })
+	// started waits until the shell has written its line n times, so
+	// that Stop does not race the echo.
+	started := func(n int) {
+		t.Helper()
+		err := p.WaitReady(context.Background(), time.Minute, func(context.Context) error {
+			if got := strings.Count(Tail(logPath, 10), "started"); got < n {
+				return fmt.Errorf("%d start lines", got)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	started(1)
+	exited := p.Exited()
+	if isClosed(exited) {
+		t.Fatal("Exited closed while running")
+	}
+	if err := p.Start(); err == nil {
+		t.Fatal("second Start of a running process succeeded")
+	}
+	p.Stop(syscall.SIGTERM, time.Minute)
+	if !isClosed(exited) || !isClosed(p.Exited()) {
+		t.Fatal("Exited not closed after Stop")
+	}
+	p.Stop(syscall.SIGTERM, time.Minute) // stopping a stopped process does nothing
+	if err := p.Start(); err != nil {
+		t.Fatalf("start again: %v", err)
+	}
+	started(2) // the log is appended to across runs
+	if isClosed(p.Exited()) {
+		t.Fatal("Exited closed after the restart")
+	}
+	p.Stop(syscall.SIGTERM, time.Minute)
+}
+
+func TestWaitReadyKillsAProcessThatExitsAndShowsItsLog(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "sh.log")
+	p, err := StartProcess(logPath, func() *exec.Cmd { return exec.Command("sh", "-c", "echo no config file; exit 3") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	never := func(context.Context) error { return errors.New("not yet") }
+	err = p.WaitReady(context.Background(), time.Hour, never)
+	if err == nil || !strings.Contains(err.Error(), "exited") || !strings.Contains(err.Error(), "no config file") {
+		t.Fatalf("WaitReady = %v, want an exit error with the log", err)
+	}
+}
+
+func TestProcessThatExitedByItselfStartsAgain(t *testing.T) {
+	p, err := StartProcess(filepath.Join(t.TempDir(), "true.log"), func() *exec.Cmd { return exec.Command("true") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Exited()
+	if err := p.Start(); err != nil {
+		t.Fatalf("start after the program exited: %v", err)
+	}
+	<-p.Exited()
+	p.Stop(syscall.SIGTERM, time.Minute)
 }
