@@ -1,7 +1,3 @@
-// Package remediator receives Alertmanager webhooks and turns firing alerts
-// into Level-1 fixes, carried out by package actions, under a policy that
-// decides what is allowed and safety checks that keep every alert occurrence
-// to at most one action per target across deliveries, replicas and restarts.
 package remediator
 
 import (

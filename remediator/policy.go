@@ -18,28 +18,6 @@ import (
 	"github.com/warden-sre/warden/remediator/actions"
 )
 
-// Skip reasons. The set is closed so warden_remediator_skipped_total stays
-// bounded.
-const (
-	ReasonNoMatchingRule = "no_matching_rule"
-	ReasonInvalidTarget  = "invalid_target"
-	ReasonNotAllowed     = "not_allowed"
-	ReasonDisabled       = "disabled"
-	ReasonDuplicate      = "duplicate"
-	ReasonCooldown       = "cooldown"
-	ReasonRateLimited    = "rate_limited"
-	ReasonBreakerOpen    = "breaker_open"
-	ReasonOptedOut       = "opted_out"
-	ReasonUnavailable    = "unavailable"
-	ReasonShutdown       = "shutdown"
-)
-
-var skipReasons = []string{
-	ReasonNoMatchingRule, ReasonInvalidTarget, ReasonNotAllowed, ReasonDisabled,
-	ReasonDuplicate, ReasonCooldown, ReasonRateLimited, ReasonBreakerOpen,
-	ReasonOptedOut, ReasonUnavailable, ReasonShutdown,
-}
-
 // maxRenderedLen caps a rendered name before validation, so a template
 // cannot build a huge string out of a large label value.
 const maxRenderedLen = 253
