@@ -606,7 +606,7 @@ rules:
     action: scale
     target: {namespace: %[1]s, deployment: auth-service}
     allow: {namespaces: [%[1]s], deployments: [auth-service]}
-    params: {delta: 1, min_replicas: 1, max_replicas: 1000000}
+    scale: {delta: 1, min_replicas: 1, max_replicas: 1000000}
 `, ns)
 	tr := startRemediator(b, policy, kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) { o.Logger = discardLogger() })
 	w, err := kube.AppsV1().Deployments(ns).Watch(context.Background(), metav1.ListOptions{FieldSelector: "metadata.name=auth-service"})

@@ -647,7 +647,7 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
     allow:
       namespaces: [%s]
       deployments: [auth-service]
-    params: {replicas: 3, max_replicas: 5}
+    scale: {replicas: 3, max_replicas: 5}
 `, ns)
 	testenv.WriteFile(t, dir, "remediator.yml", newPolicy)
 	if code, body := p.reload(t); code != http.StatusOK {
