@@ -52,6 +52,17 @@ func WithBackoff(initial, maxInterval time.Duration) Option {
 	}
 }
 
+// WithMaxAttempts bounds how often one step of an action (a read, a write,
+// one pod's reload request) is tried. By default only the action's timeout
+// bounds the retries.
+func WithMaxAttempts(n int) Option {
+	return func(e *executor) {
+		if n > 0 {
+			e.maxAttempts = n
+		}
+	}
+}
+
 // WithHTTPClient sets the client used for reload requests (for example one
 // trusting a private CA for https endpoints). Its Timeout should be zero or
 // shorter than the action's: the request context carries the deadline.
@@ -98,6 +109,7 @@ type executor struct {
 	identity        string
 	initialInterval time.Duration
 	maxInterval     time.Duration
+	maxAttempts     int // 0: no limit besides the timeout
 }
 
 // NewExecutor returns an Executor acting through kube (restart, scale,
@@ -186,7 +198,8 @@ func (r Request) validate() error {
 	return nil
 }
 
-// retry runs op until it succeeds, returns a permanent error, or ctx ends.
+// retry runs op until it succeeds, returns a permanent error, ctx ends or
+// the attempts set by WithMaxAttempts are used up.
 // Unlike backoff.RetryNotify it keeps the last operation error when the
 // deadline cuts the retries short, so the caller learns why it gave up.
 func (e *executor) retry(ctx context.Context, log *slog.Logger, what string, op func(ctx context.Context) error) error {
@@ -208,6 +221,9 @@ func (e *executor) retry(ctx context.Context, log *slog.Logger, what string, op 
 				err = backoff.Permanent(err)
 			}
 			return err
+		}
+		if e.maxAttempts > 0 && attempts >= e.maxAttempts {
+			return fmt.Errorf("%s: gave up after %d attempts: %w", what, attempts, err)
 		}
 		wait := b.NextBackOff()
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
