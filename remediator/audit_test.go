@@ -22,7 +22,7 @@ func TestRefusedTargetIsRecorded(t *testing.T) {
 	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(a), nil); code != 202 {
 		t.Fatalf("refused alert must still be acknowledged, got %d", code)
 	}
-	testenv.WaitFor(t, 10*time.Second, "not_allowed skip", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "not_allowed skip", func() bool {
 		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonNotAllowed)) == 1
 	})
 	if !strings.Contains(logsOf(t).String(), `reason=not_allowed detail="namespace \"`+other+`\" is not in allow.namespaces"`) {

@@ -34,7 +34,7 @@ func TestShutdownReportsAlertsItCouldNotFinish(t *testing.T) {
 	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(alerts...), nil); code != 202 {
 		t.Fatal(code)
 	}
-	testenv.WaitFor(t, 5*time.Second, "the worker to start", func() bool { return len(tr.queue) == 2 })
+	testenv.WaitFor(t, 30*time.Second, "the worker to start", func() bool { return len(tr.queue) == 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	err := tr.Shutdown(ctx)
@@ -232,7 +232,7 @@ func TestBreakerOpensAfterRefires(t *testing.T) {
 	if code, _, _ := post(t, other.server.URL+"/api/v1/alerts", payload(a), nil); code != 202 {
 		t.Fatal(code)
 	}
-	testenv.WaitFor(t, 10*time.Second, "breaker skip on another replica", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "breaker skip on another replica", func() bool {
 		return testutil.ToFloat64(other.metrics.skipped.WithLabelValues(ReasonBreakerOpen)) == 1
 	})
 }
@@ -248,7 +248,7 @@ func TestOptOutAndDryRunChangeNothing(t *testing.T) {
 	for range 3 {
 		post(t, tr.server.URL+"/api/v1/alerts", payload(a), nil)
 	}
-	testenv.WaitFor(t, 10*time.Second, "dry-run decisions", func() bool { return decisions(tr) == 3 })
+	testenv.WaitFor(t, 30*time.Second, "dry-run decisions", func() bool { return decisions(tr) == 3 })
 	if got := testutil.ToFloat64(tr.metrics.actions.WithLabelValues("restart", "dry_run")); got != 1 {
 		t.Fatalf("dry_run actions %v, want 1 (repeats are duplicates)", got)
 	}
@@ -267,7 +267,7 @@ func TestOptOutAndDryRunChangeNothing(t *testing.T) {
 	}
 	tr.SetPolicy(mustPolicy(t, restartPolicy(ns, "")))
 	post(t, tr.server.URL+"/api/v1/alerts", payload(firing("HighMemoryUsage", "d2", time.Now(), labels)), nil)
-	testenv.WaitFor(t, 10*time.Second, "opt-out skip", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "opt-out skip", func() bool {
 		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonOptedOut)) == 1
 	})
 	time.Sleep(200 * time.Millisecond)
@@ -323,11 +323,11 @@ func TestRemediatorWorksWithShippedRBAC(t *testing.T) {
 	for range 3 {
 		post(t, tr.server.URL+"/api/v1/alerts", payload(a), nil)
 	}
-	testenv.WaitFor(t, 20*time.Second, "decisions", func() bool { return decisions(tr) == 3 })
+	testenv.WaitFor(t, time.Minute, "decisions", func() bool { return decisions(tr) == 3 })
 	if got := testutil.ToFloat64(tr.metrics.actions.WithLabelValues("restart", "success")); got != 1 {
 		t.Fatalf("restart as the restricted user: %v successes, want 1", got)
 	}
-	testenv.WaitFor(t, 5*time.Second, "restart", func() bool { return restarts.Load() == 1 })
+	testenv.WaitFor(t, 30*time.Second, "restart", func() bool { return restarts.Load() == 1 })
 	if n := countEvents(t, admin, ns, "Remediated"); n != 1 {
 		t.Fatalf("%d Remediated events written by the restricted user, want 1", n)
 	}

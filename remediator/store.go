@@ -46,6 +46,8 @@ var stateAnnotations = []string{
 	annoRefires, annoWindowStart, annoBreakerOpenUntil, annoOccurrences,
 }
 
+// encode is the stored form of the state: Lease annotations or the fields
+// of the Redis hash.
 func (s *targetState) encode(t target) map[string]string {
 	m := map[string]string{
 		annoTarget:      t.String(),
@@ -266,6 +268,8 @@ func (s *redisStore) update(ctx context.Context, t target, fn func(st *targetSta
 	return fmt.Errorf("redis state %s: %w", key, errTooManyConflicts)
 }
 
+// redisOptions connect to the database of a Redis target that holds the
+// remediator's own records, not the one flush-cache clears.
 func redisOptions(rt RedisTarget) *redis.Options {
 	o := &redis.Options{
 		Addr:         rt.Address,
@@ -285,6 +289,7 @@ func redisOptions(rt RedisTarget) *redis.Options {
 
 // SetPolicy replaces the policy. Jobs already running finish under the old
 
+// tlsConfigFor verifies the server's certificate against its host name.
 func tlsConfigFor(addr string) *tls.Config {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

@@ -120,7 +120,7 @@ func TestAlertIsNotLostWhileAPIServerIsUnreachable(t *testing.T) {
 	if code != 202 {
 		t.Fatalf("webhook while the API server is unreachable: %d %s, want 202 (queued)", code, body)
 	}
-	testenv.WaitFor(t, 20*time.Second, "a failed attempt to reach the API server", func() bool {
+	testenv.WaitFor(t, time.Minute, "a failed attempt to reach the API server", func() bool {
 		return strings.Contains(logsOf(t).String(), "coordination store unavailable, retrying")
 	})
 	// Stay down through several retries; the webhook keeps answering.
@@ -138,7 +138,7 @@ func TestAlertIsNotLostWhileAPIServerIsUnreachable(t *testing.T) {
 		return testutil.ToFloat64(tr.metrics.actions.WithLabelValues("restart", "success")) == 1
 	})
 	// The repeat delivered during the outage is the same occurrence.
-	testenv.WaitFor(t, 20*time.Second, "the repeat to be recognised", func() bool {
+	testenv.WaitFor(t, time.Minute, "the repeat to be recognised", func() bool {
 		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonDuplicate)) == 1
 	})
 	if n := restarts.Load(); n != 1 {
@@ -222,7 +222,7 @@ rules:
 	// A flush on the target without enabled: true is refused and recorded.
 	tr := replicas[0]
 	post(t, tr.server.URL+"/api/v1/alerts", payload(firing("CacheCorrupt", "cafe02", time.Now(), map[string]string{"cache": "sessions"})), nil)
-	testenv.WaitFor(t, 10*time.Second, "disabled skip", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "disabled skip", func() bool {
 		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonDisabled)) == 1
 	})
 	if n := sessions.DBSize(ctx).Val(); n != 7 {

@@ -114,7 +114,7 @@ func TestWebhookAcceptsDeclinedAlertAndRecordsSkip(t *testing.T) {
 		t.Fatalf("declined alert: got %d %q, want 202 (Alertmanager must not retry)", code, body)
 	}
 	skipped := tr.metrics.skipped.WithLabelValues(ReasonNoMatchingRule)
-	testenv.WaitFor(t, 5*time.Second, "skip to be recorded", func() bool { return testutil.ToFloat64(skipped) == 2 })
+	testenv.WaitFor(t, 30*time.Second, "skip to be recorded", func() bool { return testutil.ToFloat64(skipped) == 2 })
 	if n := len(exec.requests()); n != 0 {
 		t.Fatalf("executor ran %d times for a declined alert", n)
 	}
@@ -133,7 +133,7 @@ func TestWebhookAnswers503WhenQueueIsFullOrShuttingDown(t *testing.T) {
 	if code, body, _ := post(t, url, payload(a(0)), nil); code != 202 {
 		t.Fatalf("first: %d %s", code, body)
 	}
-	testenv.WaitFor(t, 5*time.Second, "worker to take the first alert", func() bool { return len(tr.queue) == 0 })
+	testenv.WaitFor(t, 30*time.Second, "worker to take the first alert", func() bool { return len(tr.queue) == 0 })
 	time.Sleep(50 * time.Millisecond)
 	if code, _, _ := post(t, url, payload(a(1), a(2)), nil); code != 202 {
 		t.Fatalf("filling the queue: %d", code)

@@ -444,7 +444,7 @@ func deployAlert(alertname, ns, fingerprint string) alert {
 
 func waitMetric(t *testing.T, p *remediatorProc, line string) {
 	t.Helper()
-	testenv.WaitFor(t, 20*time.Second, "metric line "+line, func() bool { return testenv.ContainsLine(p.metrics(t), line) })
+	testenv.WaitFor(t, time.Minute, "metric line "+line, func() bool { return testenv.ContainsLine(p.metrics(t), line) })
 }
 
 // auditLines returns the audit log lines ("remediation decision") that
