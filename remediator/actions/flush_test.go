@@ -87,7 +87,7 @@ func TestFlushAuthenticationAndUnreachableServer(t *testing.T) {
 	fill(t, redisDB(t, r.Addr, "s3cret", 1), "cache", 3)
 	ex := NewExecutor(nil, testLogger(t), WithBackoff(20*time.Millisecond, 100*time.Millisecond))
 
-	_, err := ex.Run(context.Background(), Request{Kind: FlushCache, Redis: RedisTarget{Address: r.Addr, Password: "wrong", DB: 1}, Timeout: 5 * time.Second})
+	_, err := ex.Run(context.Background(), Request{Kind: FlushCache, Redis: RedisTarget{Address: r.Addr, Password: "wrong", DB: 1}, Timeout: time.Minute})
 	if err == nil || Reason(err) != ReasonForbidden || IsTransient(err) {
 		t.Errorf("wrong password: %v (reason %q); want permanent forbidden", err, Reason(err))
 	}
@@ -142,7 +142,7 @@ func TestFlushOverTLS(t *testing.T) {
 	target := RedisTarget{Name: "tls", Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort)), DB: 2, TLS: true}
 
 	// Without the CA the server is not trusted: a permanent failure.
-	_, err = NewExecutor(nil, testLogger(t)).Run(context.Background(), Request{Kind: FlushCache, Redis: target, Timeout: 5 * time.Second})
+	_, err = NewExecutor(nil, testLogger(t)).Run(context.Background(), Request{Kind: FlushCache, Redis: target, Timeout: time.Minute})
 	if err == nil || IsTransient(err) || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("untrusted server: %v; want a permanent certificate error", err)
 	}

@@ -275,7 +275,7 @@ func TestReloadAgainstLoopbackPods(t *testing.T) {
 		port, servers := startReloadServers(t, []string{"127.0.0.1", "127.0.0.2"}, []int{204, 200})
 		createWorkload(t, client, ns, "auth", 2, withPodIPs("127.0.0.1", "127.0.0.2"))
 		ex := NewExecutor(client, testLogger(t), WithBackoff(10*time.Millisecond, 50*time.Millisecond))
-		res, err := ex.Run(context.Background(), Request{Kind: Reload, Namespace: ns, Deployment: "auth", ReloadPort: port, ReloadPath: "/-/reload?full=1", Timeout: 5 * time.Second})
+		res, err := ex.Run(context.Background(), Request{Kind: Reload, Namespace: ns, Deployment: "auth", ReloadPort: port, ReloadPath: "/-/reload?full=1", Timeout: time.Minute})
 		if err != nil {
 			t.Fatalf("reload: %v", err)
 		}
@@ -293,7 +293,7 @@ func TestReloadAgainstLoopbackPods(t *testing.T) {
 		port, servers := startReloadServers(t, []string{"127.0.0.1"}, []int{200})
 		createWorkload(t, client, ns, "auth", 1, withPodIPs("127.0.0.1"), withNotReady())
 		ex := NewExecutor(client, testLogger(t))
-		_, err := ex.Run(context.Background(), Request{Kind: Reload, Namespace: ns, Deployment: "auth", ReloadPort: port, ReloadPath: "/-/reload", Timeout: 2 * time.Second})
+		_, err := ex.Run(context.Background(), Request{Kind: Reload, Namespace: ns, Deployment: "auth", ReloadPort: port, ReloadPath: "/-/reload", Timeout: time.Minute})
 		if !errors.Is(err, ErrNoReadyPods) {
 			t.Fatalf("reload: %v, want ErrNoReadyPods", err)
 		}
