@@ -219,6 +219,12 @@ func TestConfigCheck(t *testing.T) {
 			wantOut:  []string{"field cooldwon not found"},
 		},
 		{
+			name:     "a parameter block of another action",
+			policy:   strings.Replace(restartPolicy("r", "A", "ns"), "    action: restart\n", "    action: restart\n    scale: {max_replicas: 5}\n", 1),
+			wantCode: 1,
+			wantOut:  []string{"rules[0].scale: only valid for action scale, not restart"},
+		},
+		{
 			name:     "bad matcher syntax",
 			policy:   strings.Replace(restartPolicy("r", "A", "ns"), `matchers: ['alertname="A"']`, `matchers: ['{alertname="A"']`, 1),
 			wantCode: 1,
