@@ -12,6 +12,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -274,6 +275,20 @@ func (e *executor) getDeploymentSelector(ctx context.Context, log *slog.Logger, 
 		return nil, nil, invalidf("deployment %s/%s has no usable selector", req.Namespace, req.Deployment)
 	}
 	return d, selector, nil
+}
+
+// listPods lists the pods matching the Deployment's selector.
+func (e *executor) listPods(ctx context.Context, log *slog.Logger, req Request, selector labels.Selector) (*corev1.PodList, error) {
+	var list *corev1.PodList
+	err := e.retry(ctx, log, "list pods", func(ctx context.Context) error {
+		var err error
+		list, err = e.kube.CoreV1().Pods(req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
+		if err != nil {
+			return fmt.Errorf("list pods of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
+		}
+		return nil
+	})
+	return list, err
 }
 
 func optedOut(annotations map[string]string) bool {

@@ -103,15 +103,7 @@ func (e *executor) getOwnedPod(ctx context.Context, log *slog.Logger, req Reques
 // countLivePods counts the workload's pods that are neither terminating
 // nor finished: the base of the blast-radius cap.
 func (e *executor) countLivePods(ctx context.Context, log *slog.Logger, req Request, d *appsv1.Deployment, selector labels.Selector) (int, error) {
-	var list *corev1.PodList
-	err := e.retry(ctx, log, "list pods", func(ctx context.Context) error {
-		var err error
-		list, err = e.kube.CoreV1().Pods(req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
-		if err != nil {
-			return fmt.Errorf("list pods of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
-		}
-		return nil
-	})
+	list, err := e.listPods(ctx, log, req, selector)
 	if err != nil {
 		return 0, err
 	}

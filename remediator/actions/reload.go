@@ -14,7 +14,6 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // reloadParallelism bounds concurrent reload requests for large workloads.
@@ -100,15 +99,7 @@ func (e *executor) readyPods(ctx context.Context, log *slog.Logger, req Request)
 	if err != nil {
 		return nil, err
 	}
-	var list *corev1.PodList
-	err = e.retry(ctx, log, "list pods", func(ctx context.Context) error {
-		var err error
-		list, err = e.kube.CoreV1().Pods(req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
-		if err != nil {
-			return fmt.Errorf("list pods of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
-		}
-		return nil
-	})
+	list, err := e.listPods(ctx, log, req, selector)
 	if err != nil {
 		return nil, err
 	}
