@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	amtemplate "github.com/prometheus/alertmanager/template"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -24,76 +24,26 @@ const (
 	outcomeResolved = "resolved"
 )
 
-// metrics are the remediator's own metrics; the names are a contract with
-// the rules and dashboards.
-type metrics struct {
-	actions         *prometheus.CounterVec
-	skipped         *prometheus.CounterVec
-	webhookRequests *prometheus.CounterVec
-	webhookDuration prometheus.Histogram
-	queueDepth      prometheus.GaugeFunc
-	actionDuration  *prometheus.HistogramVec
-	breakerOpen     *prometheus.GaugeVec
-	escalations     *prometheus.CounterVec
-}
+// Skip reasons. The set is closed so warden_remediator_skipped_total stays
+// bounded.
+const (
+	ReasonNoMatchingRule = "no_matching_rule"
+	ReasonInvalidTarget  = "invalid_target"
+	ReasonNotAllowed     = "not_allowed"
+	ReasonDisabled       = "disabled"
+	ReasonDuplicate      = "duplicate"
+	ReasonCooldown       = "cooldown"
+	ReasonRateLimited    = "rate_limited"
+	ReasonBreakerOpen    = "breaker_open"
+	ReasonOptedOut       = "opted_out"
+	ReasonUnavailable    = "unavailable"
+	ReasonShutdown       = "shutdown"
+)
 
-var webhookCodes = []int{202, 400, 401, 405, 413, 415, 503}
-
-func newMetrics(reg prometheus.Registerer, queueDepth func() float64) (*metrics, error) {
-	m := &metrics{
-		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "warden_remediator_actions_total",
-			Help: "Actions carried out, by action and outcome (success, failed, dry_run).",
-		}, []string{"action", "outcome"}),
-		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "warden_remediator_skipped_total",
-			Help: "Decisions not to act, by reason.",
-		}, []string{"reason"}),
-		webhookRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "warden_remediator_webhook_requests_total",
-			Help: "Webhook requests, by HTTP status code of the reply.",
-		}, []string{"code"}),
-		webhookDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "warden_remediator_webhook_duration_seconds",
-			Help:    "Time to answer a webhook request (decode, authenticate, queue).",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
-		}),
-		queueDepth: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "warden_remediator_queue_depth",
-			Help: "Alerts accepted and waiting for a worker.",
-		}, queueDepth),
-		actionDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "warden_remediator_action_duration_seconds",
-			Help:    "Time an action took, retries and verification included.",
-			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
-		}, []string{"action"}),
-		breakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "warden_remediator_breaker_open",
-			Help: "1 while the circuit breaker of a target is open (no more actions; escalated to Level 2), 0 when closed.",
-		}, []string{"namespace", "target"}),
-		escalations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "warden_remediator_escalations_total",
-			Help: "Times a target's circuit breaker opened and the problem was escalated to Level 2.",
-		}, []string{"namespace", "target"}),
-	}
-	for _, c := range []prometheus.Collector{m.actions, m.skipped, m.webhookRequests, m.webhookDuration, m.queueDepth, m.actionDuration, m.breakerOpen, m.escalations} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register metrics: %w", err)
-		}
-	}
-	for _, k := range []actions.Kind{actions.Restart, actions.Scale, actions.Recycle, actions.FlushCache, actions.Reload} {
-		for _, o := range []string{"success", "failed", "dry_run"} {
-			m.actions.WithLabelValues(string(k), o)
-		}
-		m.actionDuration.WithLabelValues(string(k))
-	}
-	for _, r := range skipReasons {
-		m.skipped.WithLabelValues(r)
-	}
-	for _, c := range webhookCodes {
-		m.webhookRequests.WithLabelValues(strconv.Itoa(c))
-	}
-	return m, nil
+var skipReasons = []string{
+	ReasonNoMatchingRule, ReasonInvalidTarget, ReasonNotAllowed, ReasonDisabled,
+	ReasonDuplicate, ReasonCooldown, ReasonRateLimited, ReasonBreakerOpen,
+	ReasonOptedOut, ReasonUnavailable, ReasonShutdown,
 }
 
 // record is one decision, as audited.
@@ -112,6 +62,28 @@ type record struct {
 	// Executed: the executor ran (its duration goes into the histogram).
 	Executed bool
 	Object   string // from actions.Result, e.g. "Deployment/auth-service"
+}
+
+// newRecord starts the record of one decision on one alert.
+func newRecord(a *amtemplate.Alert, d decision) record {
+	rec := record{
+		Alertname:   a.Labels["alertname"],
+		Fingerprint: a.Fingerprint,
+		StartsAt:    a.StartsAt,
+		Target:      d.Target,
+		DryRun:      d.DryRun,
+	}
+	if d.Rule != nil {
+		rec.Rule = d.Rule.Name
+		rec.Action = d.Rule.Action
+	}
+	return rec
+}
+
+// skipped records a decision not to act.
+func (rec record) skipped(reason, detail string) record {
+	rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, reason, detail
+	return rec
 }
 
 // audit writes the decision as one log line, counts it and, when the target
@@ -212,7 +184,7 @@ func (r *Remediator) createEvent(ctx context.Context, t target, reason, eventTyp
 	}
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := r.kube.CoreV1().Events(t.Namespace).Create(ectx, ev, metav1.CreateOptions{FieldManager: fieldManager}); err != nil {
+	if _, err := r.kube.CoreV1().Events(t.Namespace).Create(ectx, ev, metav1.CreateOptions{FieldManager: actions.FieldManager}); err != nil {
 		r.logger.Warn("cannot record event", "namespace", t.Namespace, "target", t.String(), "reason", reason, "err", err)
 	}
 }

@@ -2,8 +2,11 @@ package remediator
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"text/template"
@@ -13,31 +16,510 @@ import (
 	"github.com/prometheus/alertmanager/pkg/labels"
 	amtemplate "github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/warden-sre/warden/internal/secret"
 	"github.com/warden-sre/warden/remediator/actions"
 )
 
-// Skip reasons. The set is closed so warden_remediator_skipped_total stays
-// bounded.
+// Policy is the remediator's configuration file: which alerts lead to which
+// actions, on which targets, under which safety limits.
+type Policy struct {
+	// Mode is first_match (the first matching rule acts) or all_matches.
+	Mode string `yaml:"mode"`
+	// DryRun evaluates and records every decision but changes nothing.
+	DryRun    bool            `yaml:"dry_run"`
+	Defaults  Defaults        `yaml:"defaults"`
+	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	Breaker   BreakerConfig   `yaml:"breaker"`
+	Redis     []RedisTarget   `yaml:"redis"`
+	Rules     []Rule          `yaml:"rules"`
+}
+
+// Policy modes.
 const (
-	ReasonNoMatchingRule = "no_matching_rule"
-	ReasonInvalidTarget  = "invalid_target"
-	ReasonNotAllowed     = "not_allowed"
-	ReasonDisabled       = "disabled"
-	ReasonDuplicate      = "duplicate"
-	ReasonCooldown       = "cooldown"
-	ReasonRateLimited    = "rate_limited"
-	ReasonBreakerOpen    = "breaker_open"
-	ReasonOptedOut       = "opted_out"
-	ReasonUnavailable    = "unavailable"
-	ReasonShutdown       = "shutdown"
+	ModeFirstMatch = "first_match"
+	ModeAllMatches = "all_matches"
 )
 
-var skipReasons = []string{
-	ReasonNoMatchingRule, ReasonInvalidTarget, ReasonNotAllowed, ReasonDisabled,
-	ReasonDuplicate, ReasonCooldown, ReasonRateLimited, ReasonBreakerOpen,
-	ReasonOptedOut, ReasonUnavailable, ReasonShutdown,
+// Defaults apply to rules that do not set their own value.
+type Defaults struct {
+	// Cooldown is the minimum time between two actions on one target.
+	Cooldown time.Duration `yaml:"cooldown"`
+	// Timeout bounds one action, retries included.
+	Timeout time.Duration `yaml:"timeout"`
+	// RetryFor bounds how long a queued job keeps retrying when the
+	// coordination store (Kubernetes API, Redis) cannot be reached.
+	RetryFor time.Duration `yaml:"retry_for"`
+}
+
+// RateLimitConfig caps actions across all targets.
+type RateLimitConfig struct {
+	// ActionsPerHour is a sliding one-hour window per replica; 0 means no
+	// limit.
+	ActionsPerHour int `yaml:"actions_per_hour"`
+}
+
+// BreakerConfig says when the circuit breaker of a target opens.
+type BreakerConfig struct {
+	// Failures is the number of failed actions on a target within Window
+	// that opens the breaker.
+	Failures int `yaml:"failures"`
+	// Refires is the number of times an alert fires again after it was
+	// remediated, within Window, that opens the breaker.
+	Refires int `yaml:"refires"`
+	// Window is the period over which failures and refires are counted.
+	Window time.Duration `yaml:"window"`
+	// OpenFor is how long an open breaker refuses actions.
+	OpenFor time.Duration `yaml:"open_for"`
+}
+
+// RedisTarget is a Redis database that flush-cache rules may clear.
+type RedisTarget struct {
+	Name     string `yaml:"name"`
+	Address  string `yaml:"address"`
+	Username string `yaml:"username"`
+	// PasswordFile is read when the policy is loaded or reloaded.
+	PasswordFile string `yaml:"password_file"`
+	TLS          bool   `yaml:"tls"`
+	DB           int    `yaml:"db"`
+	// Enabled must be true for flush-cache to run against this target;
+	// otherwise every flush is refused and recorded.
+	Enabled bool `yaml:"enabled"`
+	// CoordinationDB holds the remediator's own state for this target
+	// (dedupe, cooldown, breaker). It must differ from DB, which the flush
+	// clears.
+	CoordinationDB int `yaml:"coordination_db"`
+
+	password string
+}
+
+// Rule maps matching alerts to one action. The action's parameters sit in
+// the block named after it; a block for another action is an error.
+type Rule struct {
+	Name     string         `yaml:"name"`
+	Matchers []string       `yaml:"matchers"`
+	Action   actions.Kind   `yaml:"action"`
+	Target   TargetTemplate `yaml:"target"`
+	Allow    Allowlist      `yaml:"allow"`
+	DryRun   bool           `yaml:"dry_run"`
+	Cooldown time.Duration  `yaml:"cooldown"`
+	Timeout  time.Duration  `yaml:"timeout"`
+
+	Scale   *ScaleConfig   `yaml:"scale"`
+	Recycle *RecycleConfig `yaml:"recycle"`
+	Reload  *ReloadConfig  `yaml:"reload"`
+	Flush   *FlushConfig   `yaml:"flush"`
+
+	compiled *compiledRule
+}
+
+// TargetTemplate names the target with text/template over the alert
+// (.Labels, .Annotations, .Fingerprint).
+type TargetTemplate struct {
+	Namespace  string `yaml:"namespace"`
+	Deployment string `yaml:"deployment"`
+	Pod        string `yaml:"pod"`
+	Redis      string `yaml:"redis"`
+}
+
+// Allowlist is the set of names a rule may act on. It comes from the policy
+// only; a rendered name outside it is refused.
+type Allowlist struct {
+	Namespaces   []string `yaml:"namespaces"`
+	Deployments  []string `yaml:"deployments"`
+	RedisTargets []string `yaml:"redis_targets"`
+}
+
+// ScaleConfig sets or changes a Deployment's replicas within bounds.
+type ScaleConfig struct {
+	// Exactly one of Replicas (set) and Delta (add, may be negative).
+	Replicas    *int32 `yaml:"replicas"`
+	Delta       *int32 `yaml:"delta"`
+	MinReplicas int32  `yaml:"min_replicas"`
+	MaxReplicas int32  `yaml:"max_replicas"`
+}
+
+// RecycleConfig bounds how many pods of a workload are recycled.
+type RecycleConfig struct {
+	// MaxFraction of the workload's pods may be recycled within the
+	// cooldown.
+	MaxFraction float64 `yaml:"max_fraction"`
+}
+
+// ReloadConfig is the HTTP request sent to every ready pod.
+type ReloadConfig struct {
+	Scheme string `yaml:"scheme"`
+	Port   int    `yaml:"port"`
+	Path   string `yaml:"path"`
+	Method string `yaml:"method"`
+}
+
+// FlushConfig is the block of flush-cache. It has no settings: the
+// database and its credentials belong to the redis target the rule names.
+type FlushConfig struct{}
+
+// DefaultPolicy holds the values used for fields a policy file leaves out.
+var DefaultPolicy = Policy{
+	Mode: ModeFirstMatch,
+	Defaults: Defaults{
+		Cooldown: 10 * time.Minute,
+		Timeout:  2 * time.Minute,
+		RetryFor: 15 * time.Minute,
+	},
+	RateLimit: RateLimitConfig{ActionsPerHour: 20},
+	Breaker: BreakerConfig{
+		Failures: 3,
+		Refires:  3,
+		Window:   time.Hour,
+		OpenFor:  time.Hour,
+	},
+}
+
+// Defaults of the per-action blocks, for fields a rule leaves out.
+var (
+	DefaultRecycleConfig = RecycleConfig{MaxFraction: 0.25}
+	DefaultReloadConfig  = ReloadConfig{Scheme: "http", Path: "/-/reload", Method: "POST"}
+)
+
+// LoadPolicy reads, validates and compiles a policy file.
+func LoadPolicy(path string) (*Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	p, err := ParsePolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// ParsePolicy decodes a policy strictly (unknown fields are errors), applies
+// defaults, validates it, compiles it and reads its password files.
+func ParsePolicy(b []byte) (*Policy, error) {
+	return parsePolicy(b, slog.New(slog.DiscardHandler))
+}
+
+func parsePolicy(b []byte, logger *slog.Logger) (*Policy, error) {
+	p := DefaultPolicy
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&p); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
+	p.applyDefaults()
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("invalid policy: %w", err)
+	}
+	if err := p.compile(logger); err != nil {
+		return nil, fmt.Errorf("invalid policy: %w", err)
+	}
+	if err := p.readSecrets(); err != nil {
+		return nil, fmt.Errorf("invalid policy: %w", err)
+	}
+	return &p, nil
+}
+
+// applyDefaults fills in what the rules leave out: the policy's cooldown
+// and timeout, and the defaults of the block of the rule's own action. A
+// block for another action is left alone, so that validate reports it.
+func (p *Policy) applyDefaults() {
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if r.Cooldown == 0 {
+			r.Cooldown = p.Defaults.Cooldown
+		}
+		if r.Timeout == 0 {
+			r.Timeout = p.Defaults.Timeout
+		}
+		switch r.Action {
+		case actions.Scale:
+			if r.Scale == nil {
+				r.Scale = &ScaleConfig{}
+			}
+		case actions.Recycle:
+			if r.Recycle == nil {
+				r.Recycle = &RecycleConfig{}
+			}
+			if r.Recycle.MaxFraction == 0 {
+				r.Recycle.MaxFraction = DefaultRecycleConfig.MaxFraction
+			}
+		case actions.Reload:
+			if r.Reload == nil {
+				r.Reload = &ReloadConfig{}
+			}
+			c, def := r.Reload, DefaultReloadConfig
+			if c.Scheme == "" {
+				c.Scheme = def.Scheme
+			}
+			if c.Path == "" {
+				c.Path = def.Path
+			}
+			if c.Method == "" {
+				c.Method = def.Method
+			}
+		case actions.FlushCache:
+			if r.Flush == nil {
+				r.Flush = &FlushConfig{}
+			}
+		}
+	}
+}
+
+// validate checks a policy after applyDefaults; every error names the
+// field it is about.
+func (p *Policy) validate() error {
+	if err := p.validateSettings(); err != nil {
+		return err
+	}
+	redisNames := map[string]bool{}
+	for i := range p.Redis {
+		r := &p.Redis[i]
+		path := fmt.Sprintf("redis[%d]", i)
+		if redisNames[r.Name] {
+			return fmt.Errorf("%s.name: %q is already used", path, r.Name)
+		}
+		if err := r.validate(path); err != nil {
+			return err
+		}
+		redisNames[r.Name] = true
+	}
+	ruleNames := map[string]bool{}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		path := fmt.Sprintf("rules[%d]", i)
+		if r.Name == "" {
+			return fmt.Errorf("%s.name: required", path)
+		}
+		if ruleNames[r.Name] {
+			return fmt.Errorf("%s.name: %q is already used", path, r.Name)
+		}
+		ruleNames[r.Name] = true
+		if err := r.validate(path, redisNames); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Policy) validateSettings() error {
+	switch p.Mode {
+	case ModeFirstMatch, ModeAllMatches:
+	default:
+		return fmt.Errorf("mode: must be %s or %s, got %q", ModeFirstMatch, ModeAllMatches, p.Mode)
+	}
+	if p.Defaults.Cooldown < 0 {
+		return errors.New("defaults.cooldown: must not be negative")
+	}
+	if p.Defaults.Timeout <= 0 {
+		return errors.New("defaults.timeout: must be positive")
+	}
+	if p.Defaults.RetryFor <= 0 {
+		return errors.New("defaults.retry_for: must be positive")
+	}
+	if p.RateLimit.ActionsPerHour < 0 {
+		return errors.New("rate_limit.actions_per_hour: must not be negative (0 means no limit)")
+	}
+	b := p.Breaker
+	if b.Failures < 1 {
+		return errors.New("breaker.failures: must be at least 1")
+	}
+	if b.Refires < 1 {
+		return errors.New("breaker.refires: must be at least 1")
+	}
+	if b.Window <= 0 {
+		return errors.New("breaker.window: must be positive")
+	}
+	if b.OpenFor <= 0 {
+		return errors.New("breaker.open_for: must be positive")
+	}
+	return nil
+}
+
+func (r *RedisTarget) validate(path string) error {
+	if r.Name == "" {
+		return fmt.Errorf("%s.name: required", path)
+	}
+	if r.Address == "" || !strings.Contains(r.Address, ":") {
+		return fmt.Errorf("%s.address: must be host:port, got %q", path, r.Address)
+	}
+	if r.DB < 0 || r.DB > 15 {
+		return fmt.Errorf("%s.db: must be between 0 and 15", path)
+	}
+	if r.CoordinationDB < 0 || r.CoordinationDB > 15 {
+		return fmt.Errorf("%s.coordination_db: must be between 0 and 15", path)
+	}
+	if r.CoordinationDB == r.DB {
+		return fmt.Errorf("%s.coordination_db: must differ from db %d (the flush would erase the remediator's own records)", path, r.DB)
+	}
+	return nil
+}
+
+// readSecrets reads the Redis password files, at every load and reload.
+func (p *Policy) readSecrets() error {
+	for i := range p.Redis {
+		r := &p.Redis[i]
+		if r.PasswordFile == "" {
+			continue
+		}
+		pw, err := secret.ReadFile(r.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("redis[%d].password_file: %w", i, err)
+		}
+		r.password = pw
+	}
+	return nil
+}
+
+// actionBlocks names each action's parameter block.
+var actionBlocks = []struct {
+	field string
+	kind  actions.Kind
+	set   func(r *Rule) bool
+}{
+	{"scale", actions.Scale, func(r *Rule) bool { return r.Scale != nil }},
+	{"recycle", actions.Recycle, func(r *Rule) bool { return r.Recycle != nil }},
+	{"reload", actions.Reload, func(r *Rule) bool { return r.Reload != nil }},
+	{"flush", actions.FlushCache, func(r *Rule) bool { return r.Flush != nil }},
+}
+
+func (r *Rule) validate(path string, redisNames map[string]bool) error {
+	if len(r.Matchers) == 0 {
+		return fmt.Errorf("%s.matchers: at least one matcher is required", path)
+	}
+	if r.Cooldown < 0 {
+		return fmt.Errorf("%s.cooldown: must not be negative", path)
+	}
+	if r.Timeout < 0 {
+		return fmt.Errorf("%s.timeout: must not be negative", path)
+	}
+	switch r.Action {
+	case actions.Restart, actions.Scale, actions.Recycle, actions.Reload, actions.FlushCache:
+	case "":
+		return fmt.Errorf("%s.action: required", path)
+	default:
+		return fmt.Errorf("%s.action: unknown action %q (want restart, scale, recycle, flush-cache or reload)", path, r.Action)
+	}
+	for _, b := range actionBlocks {
+		if b.kind != r.Action && b.set(r) {
+			return fmt.Errorf("%s.%s: only valid for action %s, not %s", path, b.field, b.kind, r.Action)
+		}
+	}
+	if r.Action == actions.FlushCache {
+		return r.validateRedisTarget(path, redisNames)
+	}
+	if err := r.validateKubeTarget(path); err != nil {
+		return err
+	}
+	switch r.Action {
+	case actions.Scale:
+		return r.Scale.validate(path + ".scale")
+	case actions.Recycle:
+		if r.Target.Pod == "" {
+			return fmt.Errorf("%s.target.pod: required for action %s", path, r.Action)
+		}
+		return r.Recycle.validate(path + ".recycle")
+	case actions.Reload:
+		return r.Reload.validate(path + ".reload")
+	}
+	return nil
+}
+
+// validateKubeTarget checks the target and allowlist of an action on a
+// Deployment.
+func (r *Rule) validateKubeTarget(path string) error {
+	if r.Target.Namespace == "" {
+		return fmt.Errorf("%s.target.namespace: required for action %s", path, r.Action)
+	}
+	if r.Target.Deployment == "" {
+		return fmt.Errorf("%s.target.deployment: required for action %s", path, r.Action)
+	}
+	if len(r.Allow.Namespaces) == 0 {
+		return fmt.Errorf("%s.allow.namespaces: required for action %s (the policy, not the alert, names the namespaces)", path, r.Action)
+	}
+	if len(r.Allow.Deployments) == 0 {
+		return fmt.Errorf("%s.allow.deployments: required for action %s", path, r.Action)
+	}
+	if r.Target.Redis != "" || len(r.Allow.RedisTargets) > 0 {
+		return fmt.Errorf("%s: redis target settings are only valid for action %s", path, actions.FlushCache)
+	}
+	if r.Target.Pod != "" && r.Action != actions.Recycle {
+		return fmt.Errorf("%s.target.pod: only valid for action %s", path, actions.Recycle)
+	}
+	return nil
+}
+
+// validateRedisTarget checks the target and allowlist of flush-cache.
+func (r *Rule) validateRedisTarget(path string, redisNames map[string]bool) error {
+	if r.Target.Redis == "" {
+		return fmt.Errorf("%s.target.redis: required for action %s", path, r.Action)
+	}
+	if len(r.Allow.RedisTargets) == 0 {
+		return fmt.Errorf("%s.allow.redis_targets: required for action %s", path, r.Action)
+	}
+	for j, n := range r.Allow.RedisTargets {
+		if !redisNames[n] {
+			return fmt.Errorf("%s.allow.redis_targets[%d]: %q is not a configured redis target", path, j, n)
+		}
+	}
+	if r.Target.Namespace != "" || r.Target.Deployment != "" || r.Target.Pod != "" {
+		return fmt.Errorf("%s.target: only redis is valid for action %s", path, r.Action)
+	}
+	return nil
+}
+
+func (c *ScaleConfig) validate(path string) error {
+	if (c.Replicas == nil) == (c.Delta == nil) {
+		return fmt.Errorf("%s: set exactly one of replicas or delta", path)
+	}
+	if c.MaxReplicas < 1 {
+		return fmt.Errorf("%s.max_replicas: must be at least 1", path)
+	}
+	if c.MinReplicas < 0 || c.MinReplicas > c.MaxReplicas {
+		return fmt.Errorf("%s.min_replicas: must be between 0 and max_replicas", path)
+	}
+	if c.Replicas != nil && (*c.Replicas < c.MinReplicas || *c.Replicas > c.MaxReplicas) {
+		return fmt.Errorf("%s.replicas: must be between min_replicas and max_replicas", path)
+	}
+	if c.Delta != nil && *c.Delta == 0 {
+		return fmt.Errorf("%s.delta: must not be 0", path)
+	}
+	return nil
+}
+
+func (c *RecycleConfig) validate(path string) error {
+	if c.MaxFraction <= 0 || c.MaxFraction > 1 {
+		return fmt.Errorf("%s.max_fraction: must be in (0, 1]", path)
+	}
+	return nil
+}
+
+func (c *ReloadConfig) validate(path string) error {
+	if c.Port < 1 || c.Port > 65535 {
+		return fmt.Errorf("%s.port: must be between 1 and 65535", path)
+	}
+	if c.Scheme != "http" && c.Scheme != "https" {
+		return fmt.Errorf("%s.scheme: must be http or https", path)
+	}
+	if !strings.HasPrefix(c.Path, "/") {
+		return fmt.Errorf("%s.path: must start with /", path)
+	}
+	if c.Method != "POST" && c.Method != "PUT" && c.Method != "GET" {
+		return fmt.Errorf("%s.method: must be POST, PUT or GET", path)
+	}
+	return nil
+}
+
+// redisTarget returns the configured Redis target with the given name.
+func (p *Policy) redisTarget(name string) (*RedisTarget, bool) {
+	for i := range p.Redis {
+		if p.Redis[i].Name == name {
+			return &p.Redis[i], true
+		}
+	}
+	return nil, false
 }
 
 // maxRenderedLen caps a rendered name before validation, so a template
@@ -201,7 +683,7 @@ func (p *Policy) evaluate(a *amtemplate.Alert, globalDryRun bool) []decision {
 		if !r.compiled.matchers.Matches(lset) {
 			continue
 		}
-		out = append(out, p.decide(r, a, globalDryRun))
+		out = append(out, p.ruleDecision(r, a, globalDryRun))
 		if p.Mode == ModeFirstMatch {
 			break
 		}
@@ -212,24 +694,19 @@ func (p *Policy) evaluate(a *amtemplate.Alert, globalDryRun bool) []decision {
 	return out
 }
 
-func (p *Policy) decide(r *Rule, a *amtemplate.Alert, globalDryRun bool) decision {
+// ruleDecision renders the target of one matching rule and checks it
+// against the rule's allowlist.
+func (p *Policy) ruleDecision(r *Rule, a *amtemplate.Alert, globalDryRun bool) decision {
 	d := decision{
 		Rule:     r,
 		DryRun:   globalDryRun || p.DryRun || r.DryRun,
 		Cooldown: r.Cooldown,
 	}
-	if d.Cooldown == 0 {
-		d.Cooldown = p.Defaults.Cooldown
-	}
-	timeout := r.Timeout
-	if timeout == 0 {
-		timeout = p.Defaults.Timeout
-	}
 	d.Request = actions.Request{
 		Kind:    r.Action,
 		Reason:  fmt.Sprintf("alert %s (fingerprint %s)", a.Labels["alertname"], a.Fingerprint),
 		DryRun:  d.DryRun,
-		Timeout: timeout,
+		Timeout: r.Timeout,
 	}
 	c := r.compiled
 	skip := func(reason, detail string) decision {
@@ -281,22 +758,22 @@ func (p *Policy) decide(r *Rule, a *amtemplate.Alert, globalDryRun bool) decisio
 	d.Request.Deployment = deploy
 	switch r.Action {
 	case actions.Scale:
-		d.Request.Replicas = r.Params.Replicas
-		d.Request.Delta = r.Params.Delta
-		d.Request.MinReplicas = r.Params.MinReplicas
-		d.Request.MaxReplicas = r.Params.MaxReplicas
+		d.Request.Replicas = r.Scale.Replicas
+		d.Request.Delta = r.Scale.Delta
+		d.Request.MinReplicas = r.Scale.MinReplicas
+		d.Request.MaxReplicas = r.Scale.MaxReplicas
 	case actions.Recycle:
 		pod, err := renderName(c.pod, a, false)
 		if err != nil {
 			return skip(ReasonInvalidTarget, err.Error())
 		}
 		d.Request.Pod = pod
-		d.Request.MaxFraction = r.Params.MaxFraction
+		d.Request.MaxFraction = r.Recycle.MaxFraction
 	case actions.Reload:
-		d.Request.ReloadScheme = r.Params.Scheme
-		d.Request.ReloadPort = r.Params.Port
-		d.Request.ReloadPath = r.Params.Path
-		d.Request.ReloadMethod = r.Params.Method
+		d.Request.ReloadScheme = r.Reload.Scheme
+		d.Request.ReloadPort = r.Reload.Port
+		d.Request.ReloadPath = r.Reload.Path
+		d.Request.ReloadMethod = r.Reload.Method
 	}
 	return d
 }

@@ -23,7 +23,7 @@ rules:
     action: scale
     target: {namespace: rust-security, deployment: '{{ .Labels.deployment }}'}
     allow: {namespaces: [rust-security], deployments: [auth-service]}
-    params: {delta: 1, min_replicas: 2, max_replicas: 5}
+    scale: {delta: 1, min_replicas: 2, max_replicas: 5}
 `
 
 func mustPolicy(t testing.TB, yaml string) *Policy {
@@ -68,13 +68,24 @@ func TestParsePolicyRejectsInvalidPolicies(t *testing.T) {
 		{"no allowlist", "rules:" + strings.Replace(okRule, "allow: {namespaces: [ns], deployments: [d]}", "allow: {deployments: [d]}", 1), "rules[0].allow.namespaces: required"},
 		{"bad template", "rules:" + strings.Replace(okRule, "deployment: d}", "deployment: '{{ .Labels.x'}", 1), "rules[0].target.deployment"},
 		{"scale without bounds", "rules:" + strings.Replace(okRule, "action: restart", "action: scale", 1), "exactly one of replicas or delta"},
-		{"scale replicas out of bounds", "rules:" + strings.Replace(okRule, "action: restart", "action: scale\n    params: {replicas: 9, max_replicas: 5}", 1), "params.replicas"},
+		{"scale replicas out of bounds", "rules:" + strings.Replace(okRule, "action: restart", "action: scale\n    scale: {replicas: 9, max_replicas: 5}", 1), "rules[0].scale.replicas"},
 		{"recycle without pod", "rules:" + strings.Replace(okRule, "action: restart", "action: recycle", 1), "target.pod: required"},
-		{"reload without port", "rules:" + strings.Replace(okRule, "action: restart", "action: reload", 1), "params.port"},
+		{"reload without port", "rules:" + strings.Replace(okRule, "action: restart", "action: reload", 1), "rules[0].reload.port"},
+		{"recycle fraction out of range", "rules:" + strings.NewReplacer("action: restart", "action: recycle\n    recycle: {max_fraction: 1.5}", "deployment: d}", "deployment: d, pod: p}").Replace(okRule), "rules[0].recycle.max_fraction"},
+		{"reload bad method", "rules:" + strings.Replace(okRule, "action: restart", "action: reload\n    reload: {port: 8080, method: DELETE}", 1), "rules[0].reload.method"},
+		// One block per action: a parameter of another action is an error
+		// naming the field, never silently ignored.
+		{"restart with a scale block", "rules:" + strings.Replace(okRule, "action: restart", "action: restart\n    scale: {max_replicas: 5}", 1), "rules[0].scale: only valid for action scale"},
+		{"scale with a reload block", "rules:" + strings.Replace(okRule, "action: restart", "action: scale\n    scale: {delta: 1, max_replicas: 5}\n    reload: {port: 80}", 1), "rules[0].reload: only valid for action reload"},
+		{"flush-cache with a recycle block", "redis: [{name: c, address: 'h:1', coordination_db: 1}]\nrules:\n  - name: f\n    matchers: ['a=\"b\"']\n    action: flush-cache\n    target: {redis: c}\n    allow: {redis_targets: [c]}\n    recycle: {max_fraction: 1}\n", "rules[0].recycle: only valid for action recycle"},
+		{"restart with a pod target", "rules:" + strings.Replace(okRule, "deployment: d}", "deployment: d, pod: p}", 1), "rules[0].target.pod: only valid for action recycle"},
+		{"parameter of another action inside a block", "rules:" + strings.Replace(okRule, "action: restart", "action: scale\n    scale: {delta: 1, max_replicas: 5, max_fraction: 0.5}", 1), "field max_fraction not found"},
+		{"the old flat params block", "rules:" + strings.Replace(okRule, "action: restart", "action: scale\n    params: {delta: 1, max_replicas: 5}", 1), "field params not found"},
 		{"flush unknown redis", "rules:\n  - name: f\n    matchers: ['a=\"b\"']\n    action: flush-cache\n    target: {redis: c}\n    allow: {redis_targets: [c]}\n", `"c" is not a configured redis target`},
 		{"redis coordination db equals db", "redis: [{name: c, address: 'h:6379', db: 3, coordination_db: 3}]\n", "coordination_db: must differ"},
 		{"redis without port", "redis: [{name: c, address: h, coordination_db: 1}]\n", "redis[0].address"},
 		{"missing password file", "redis: [{name: c, address: 'h:1', coordination_db: 1, password_file: /nonexistent/x}]\n", "redis[0].password_file"},
+		{"empty password file", "redis: [{name: c, address: 'h:1', coordination_db: 1, password_file: /dev/null}]\n", "redis[0].password_file"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,7 +180,7 @@ rules:
     action: scale
     target: {namespace: ns, deployment: '{{ .Labels.job | lower }}'}
     allow: {namespaces: [ns], deployments: [api]}
-    params: {replicas: 3, min_replicas: 2, max_replicas: 4}
+    scale: {replicas: 3, min_replicas: 2, max_replicas: 4}
     cooldown: 1m
     dry_run: true
   - name: recycle
@@ -225,4 +236,36 @@ func FuzzRenderTarget(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParsePolicyFillsDefaultsOfTheRuleAndItsAction(t *testing.T) {
+	p := mustPolicy(t, `
+defaults: {cooldown: 7m, timeout: 40s}
+rules:
+  - name: reload
+    matchers: ['alertname="Stale"']
+    action: reload
+    target: {namespace: ns, deployment: api}
+    allow: {namespaces: [ns], deployments: [api]}
+    reload: {port: 8080}
+    timeout: 5s
+  - name: recycle
+    matchers: ['alertname="Leak"']
+    action: recycle
+    target: {namespace: ns, deployment: api, pod: '{{ .Labels.pod }}'}
+    allow: {namespaces: [ns], deployments: [api]}
+`)
+	reload, recycle := p.Rules[0], p.Rules[1]
+	if want := (ReloadConfig{Scheme: "http", Port: 8080, Path: "/-/reload", Method: "POST"}); *reload.Reload != want {
+		t.Errorf("reload block %+v, want %+v", *reload.Reload, want)
+	}
+	if reload.Cooldown != 7*time.Minute || reload.Timeout != 5*time.Second {
+		t.Errorf("reload rule cooldown %s, timeout %s; want 7m from defaults and its own 5s", reload.Cooldown, reload.Timeout)
+	}
+	if recycle.Recycle == nil || recycle.Recycle.MaxFraction != 0.25 || recycle.Timeout != 40*time.Second {
+		t.Errorf("recycle rule without a block: %+v, timeout %s; want max_fraction 0.25 and the default timeout", recycle.Recycle, recycle.Timeout)
+	}
+	if reload.Scale != nil || reload.Recycle != nil || recycle.Reload != nil {
+		t.Error("defaults filled a block of another action")
+	}
 }

@@ -1,3 +1,7 @@
+// Package remediator receives Alertmanager webhooks and turns firing alerts
+// into Level-1 fixes, carried out by package actions, under a policy that
+// decides what is allowed and safety checks that keep every alert occurrence
+// to at most one action per target across deliveries, replicas and restarts.
 package remediator
 
 import (
@@ -158,23 +162,6 @@ func (r *Remediator) newSnapshot(p *Policy) *snapshot {
 	return s
 }
 
-func redisOptions(rt RedisTarget) *redis.Options {
-	o := &redis.Options{
-		Addr:         rt.Address,
-		Username:     rt.Username,
-		Password:     rt.password,
-		DB:           rt.CoordinationDB,
-		DialTimeout:  5 * time.Second,
-		ReadTimeout:  5 * time.Second,
-		WriteTimeout: 5 * time.Second,
-		PoolSize:     4,
-	}
-	if rt.TLS {
-		o.TLSConfig = tlsConfigFor(rt.Address)
-	}
-	return o
-}
-
 // SetPolicy replaces the policy. Jobs already running finish under the old
 // one; its Redis clients are closed once they are done.
 func (r *Remediator) SetPolicy(p *Policy) {
@@ -267,8 +254,10 @@ func (r *Remediator) Ready() bool {
 	return !r.closed
 }
 
-// handle processes one alert: evaluate the policy, then for each decision
-// coordinate, act and audit.
+// handle processes one alert: it evaluates the policy and, for each
+// decision, coordinates and acts, then audits the decision. Every path
+// through the handlers below returns its record, so each decision is
+// audited here, once.
 func (r *Remediator) handle(ctx context.Context, j job) {
 	// The read lock keeps SetPolicy from retiring the snapshot between
 	// Load and Add.
@@ -278,29 +267,17 @@ func (r *Remediator) handle(ctx context.Context, j job) {
 	r.swapMu.RUnlock()
 	defer snap.users.Done()
 	a := &j.alert
-	decisions := snap.policy.evaluate(a, r.dryRun)
-	for _, d := range decisions {
-		base := record{
-			Alertname:   a.Labels["alertname"],
-			Fingerprint: a.Fingerprint,
-			StartsAt:    a.StartsAt,
-			Target:      d.Target,
-			DryRun:      d.DryRun,
+	for _, d := range snap.policy.evaluate(a, r.dryRun) {
+		rec := newRecord(a, d)
+		switch {
+		case a.Status == "resolved":
+			rec = r.handleResolved(ctx, snap, d, rec)
+		case d.SkipReason != "":
+			rec = rec.skipped(d.SkipReason, d.Detail)
+		default:
+			rec = r.handleFiring(ctx, snap, a, d, rec)
 		}
-		if d.Rule != nil {
-			base.Rule = d.Rule.Name
-			base.Action = d.Rule.Action
-		}
-		if a.Status == "resolved" {
-			r.handleResolved(ctx, snap, d, base)
-			continue
-		}
-		if d.SkipReason != "" {
-			base.Outcome, base.Reason, base.Detail = outcomeSkipped, d.SkipReason, d.Detail
-			r.audit(ctx, base)
-			continue
-		}
-		r.handleFiring(ctx, snap, j, d, base)
+		r.audit(ctx, rec)
 	}
 }
 
@@ -315,20 +292,18 @@ func (r *Remediator) storeFor(snap *snapshot, t target) (stateStore, error) {
 	return s, nil
 }
 
-func (r *Remediator) handleResolved(ctx context.Context, snap *snapshot, d decision, rec record) {
+// handleResolved closes out the record of the latest action for the alert
+// on the target. A resolved alert never triggers an action.
+func (r *Remediator) handleResolved(ctx context.Context, snap *snapshot, d decision, rec record) record {
 	rec.Outcome = outcomeResolved
-	if d.SkipReason != "" {
+	switch d.SkipReason {
+	case ReasonNoMatchingRule, ReasonNotAllowed, ReasonInvalidTarget:
 		// Nothing was ever done for an alert the policy refuses.
-		if d.SkipReason == ReasonNoMatchingRule || d.SkipReason == ReasonNotAllowed || d.SkipReason == ReasonInvalidTarget {
-			rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, d.SkipReason, d.Detail
-			r.audit(ctx, rec)
-			return
-		}
+		return rec.skipped(d.SkipReason, d.Detail)
 	}
 	store, err := r.storeFor(snap, d.Target)
 	if err != nil || d.DryRun {
-		r.audit(ctx, rec)
-		return
+		return rec
 	}
 	changed := false
 	err = retryStore(ctx, snap.policy.Defaults.RetryFor, func() error {
@@ -348,7 +323,7 @@ func (r *Remediator) handleResolved(ctx context.Context, snap *snapshot, d decis
 		rec.Detail = "no open action for this alert"
 		rec.Reason = ReasonDuplicate
 	}
-	r.audit(ctx, rec)
+	return rec
 }
 
 func (r *Remediator) retryLogger(t target) func(error, time.Duration) {
@@ -357,62 +332,66 @@ func (r *Remediator) retryLogger(t target) func(error, time.Duration) {
 	}
 }
 
-func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, j job, d decision, rec record) {
-	p := snap.policy
-	a := &j.alert
-	start := r.now()
-	occ := occurrence{
-		Key:         occurrenceKey(a.Fingerprint, a.StartsAt, string(d.Rule.Action)),
-		Fingerprint: a.Fingerprint,
-		Pod:         d.Request.Pod,
-	}
+// handleFiring decides on a firing alert whose target the policy allows:
+// claim the occurrence in the target's state record, act, record the
+// outcome.
+func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemplate.Alert, d decision, rec record) record {
 	store, err := r.storeFor(snap, d.Target)
 	if err != nil {
-		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, ReasonUnavailable, err.Error()
-		r.audit(ctx, rec)
-		return
+		return rec.skipped(ReasonUnavailable, err.Error())
 	}
 	in := claimInput{
-		Occ: occ, Recycle: d.Rule.Action == actions.Recycle, Cooldown: d.Cooldown,
-		Breaker: p.Breaker, RateOK: true,
+		Occ: occurrence{
+			Key:         occurrenceKey(a.Fingerprint, a.StartsAt, string(d.Rule.Action)),
+			Fingerprint: a.Fingerprint,
+			Pod:         d.Request.Pod,
+		},
+		Recycle:  d.Rule.Action == actions.Recycle,
+		Cooldown: d.Cooldown,
+		Breaker:  snap.policy.Breaker,
+		RateOK:   true,
+	}
+	if d.DryRun {
+		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
+	}
+	return r.claimAndAct(ctx, snap.policy, store, d, in, rec)
+}
+
+// dryRunFiring reads the coordination state but never writes it, so a
+// later real run is not held back by a cooldown that did nothing. Repeated
+// deliveries are recognised in process memory instead.
+func (r *Remediator) dryRunFiring(ctx context.Context, p *Policy, store stateStore, d decision, in claimInput, rec record) record {
+	seen := in.Occ.Key + "|" + d.Target.Namespace + "/" + d.Target.String()
+	if !r.dryRunSeen.add(seen) {
+		return rec.skipped(ReasonDuplicate, "")
+	}
+	var st targetState
+	err := retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
+		st, err = store.read(ctx, d.Target)
+		return err
+	}, r.retryLogger(d.Target))
+	if err != nil {
+		r.dryRunSeen.remove(seen)
+		return rec.skipped(unavailableReason(ctx), err.Error())
+	}
+	in.Now = r.now()
+	v := claim(&st, in)
+	if !v.Proceed {
+		return rec.skipped(v.Reason, v.Detail)
 	}
 	req := d.Request
+	req.RecentlyRecycled = v.RecentlyRecycled
+	return r.execute(ctx, req, rec)
+}
 
-	if d.DryRun {
-		// Dry-run reads the coordination state but never writes it, so a
-		// later real run is not held back by a cooldown that did nothing.
-		if !r.dryRunSeen.add(occ.Key + "|" + d.Target.Namespace + "/" + d.Target.String()) {
-			rec.Outcome, rec.Reason = outcomeSkipped, ReasonDuplicate
-			r.audit(ctx, rec)
-			return
-		}
-		var st targetState
-		err := retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
-			st, err = store.read(ctx, d.Target)
-			return err
-		}, r.retryLogger(d.Target))
-		if err != nil {
-			r.dryRunSeen.remove(occ.Key + "|" + d.Target.Namespace + "/" + d.Target.String())
-			rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, unavailableReason(ctx), err.Error()
-			r.audit(ctx, rec)
-			return
-		}
-		in.Now = r.now()
-		v := claim(&st, in)
-		if !v.Proceed {
-			rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, v.Reason, v.Detail
-			r.audit(ctx, rec)
-			return
-		}
-		req.RecentlyRecycled = v.RecentlyRecycled
-		r.execute(ctx, req, rec, start, nil)
-		return
-	}
-
+// claimAndAct writes the claim conditionally; only the replica whose write
+// succeeds runs the action, and then stores its outcome.
+func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStore, d decision, in claimInput, rec record) record {
+	start := r.now()
 	rateOK, cancelRate := r.limiter.reserve(r.now())
 	in.RateOK = rateOK
 	var v verdict
-	err = retryStore(ctx, p.Defaults.RetryFor, func() error {
+	err := retryStore(ctx, p.Defaults.RetryFor, func() error {
 		return store.update(ctx, d.Target, func(st *targetState) bool {
 			in.Now = r.now()
 			v = claim(st, in)
@@ -421,12 +400,11 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, j job, d 
 	}, r.retryLogger(d.Target))
 	if err != nil {
 		cancelRate()
-		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, unavailableReason(ctx), err.Error()
-		rec.Duration = r.now().Sub(start)
 		r.logger.Error("alert not handled: coordination store unreachable; Alertmanager's next repeat of this alert will be handled (at most once)",
 			"alertname", rec.Alertname, "fingerprint", rec.Fingerprint, "target", d.Target.String(), "err", err)
-		r.audit(ctx, rec)
-		return
+		rec = rec.skipped(unavailableReason(ctx), err.Error())
+		rec.Duration = r.now().Sub(start)
+		return rec
 	}
 	r.metrics.breakerOpen.WithLabelValues(d.Target.Namespace, d.Target.String()).Set(boolGauge(v.BreakerOpen))
 	if v.Opened {
@@ -434,33 +412,44 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, j job, d 
 	}
 	if !v.Proceed {
 		cancelRate()
-		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, v.Reason, v.Detail
+		rec = rec.skipped(v.Reason, v.Detail)
 		rec.Duration = r.now().Sub(start)
-		r.audit(ctx, rec)
-		return
+		return rec
 	}
+	req := d.Request
 	req.RecentlyRecycled = v.RecentlyRecycled
-	r.execute(ctx, req, rec, start, func(outcome string) {
-		var opened bool
-		err := retryStore(ctx, p.Defaults.RetryFor, func() error {
-			return store.update(ctx, d.Target, func(st *targetState) bool {
-				opened = finish(st, occ.Key, outcome, r.now(), p.Breaker)
-				return true
-			})
-		}, r.retryLogger(d.Target))
-		if err != nil {
-			r.logger.Error("cannot record action outcome", "target", d.Target.String(), "namespace", d.Target.Namespace, "outcome", outcome, "err", err)
-			return
-		}
-		if opened {
-			r.escalate(ctx, d.Target, rec.Alertname, fmt.Sprintf("%d failed actions within %s", p.Breaker.Failures, p.Breaker.Window))
-		}
-	})
+	rec = r.execute(ctx, req, rec)
+	r.recordOutcome(ctx, p, store, d.Target, in.Occ.Key, rec)
+	return rec
 }
 
-// execute runs the action, records the outcome through done (nil for dry
-// runs) and audits it.
-func (r *Remediator) execute(ctx context.Context, req actions.Request, rec record, start time.Time, done func(outcome string)) {
+// recordOutcome stores the outcome of a claimed action (failures, breaker)
+// and escalates when this failure opened the breaker.
+func (r *Remediator) recordOutcome(ctx context.Context, p *Policy, store stateStore, t target, key string, rec record) {
+	outcome := rec.Outcome
+	if outcome == outcomeSkipped {
+		// Opt-out is not a failure of the fix; it does not count towards
+		// the breaker.
+		outcome = ReasonOptedOut
+	}
+	var opened bool
+	err := retryStore(ctx, p.Defaults.RetryFor, func() error {
+		return store.update(ctx, t, func(st *targetState) bool {
+			opened = finish(st, key, outcome, r.now(), p.Breaker)
+			return true
+		})
+	}, r.retryLogger(t))
+	if err != nil {
+		r.logger.Error("cannot record action outcome", "target", t.String(), "namespace", t.Namespace, "outcome", outcome, "err", err)
+		return
+	}
+	if opened {
+		r.escalate(ctx, t, rec.Alertname, fmt.Sprintf("%d failed actions within %s", p.Breaker.Failures, p.Breaker.Window))
+	}
+}
+
+// execute runs the action and returns the record with its outcome.
+func (r *Remediator) execute(ctx context.Context, req actions.Request, rec record) record {
 	actx, cancel := context.WithTimeout(ctx, req.Timeout)
 	t0 := r.now()
 	res, err := r.exec.Run(actx, req)
@@ -482,16 +471,7 @@ func (r *Remediator) execute(ctx context.Context, req actions.Request, rec recor
 			rec.Detail = "not verified: " + res.Detail
 		}
 	}
-	if done != nil {
-		// Opt-out is not a failure of the fix; it does not count towards
-		// the breaker.
-		outcome := rec.Outcome
-		if outcome == outcomeSkipped {
-			outcome = ReasonOptedOut
-		}
-		done(outcome)
-	}
-	r.audit(ctx, rec)
+	return rec
 }
 
 func unavailableReason(ctx context.Context) string {

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -229,12 +227,4 @@ func (r *Remediator) ReadyHandler() http.Handler {
 		}
 		_, _ = io.WriteString(w, "Ready.\n")
 	})
-}
-
-func tlsConfigFor(addr string) *tls.Config {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	return &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 }

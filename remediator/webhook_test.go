@@ -1,176 +1,21 @@
 package remediator
 
 import (
+	"github.com/warden-sre/warden/internal/testenv"
+
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/alertmanager/notify/webhook"
 	amtemplate "github.com/prometheus/alertmanager/template"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
-
-	"github.com/warden-sre/warden/remediator/actions"
 )
-
-// recordingExecutor records requests instead of acting.
-type recordingExecutor struct {
-	mu    sync.Mutex
-	reqs  []actions.Request
-	err   error
-	block chan struct{} // when set, Run waits for it
-}
-
-func (e *recordingExecutor) Run(ctx context.Context, req actions.Request) (actions.Result, error) {
-	if e.block != nil {
-		select {
-		case <-e.block:
-		case <-ctx.Done():
-			return actions.Result{}, ctx.Err()
-		}
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.reqs = append(e.reqs, req)
-	return actions.Result{Changed: !req.DryRun, Verified: !req.DryRun, Object: "Deployment/" + req.Deployment}, e.err
-}
-
-func (e *recordingExecutor) requests() []actions.Request {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]actions.Request(nil), e.reqs...)
-}
-
-const testToken = "s3cret-token"
-
-type testRemediator struct {
-	*Remediator
-	reg    *prometheus.Registry
-	server *httptest.Server
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-// startRemediator runs a Remediator with its webhook on a loopback server.
-func startRemediator(t testing.TB, policyYAML string, kube kubernetes.Interface, exec actions.Executor, mod func(*Options)) *testRemediator {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	opts := Options{
-		Kube:       kube,
-		Executor:   exec,
-		Logger:     testLogger(t),
-		Registerer: reg,
-		Identity:   "test-" + fmt.Sprint(time.Now().UnixNano()),
-		Auth:       Auth{BearerToken: testToken},
-	}
-	if mod != nil {
-		mod(&opts)
-	}
-	r, err := New(opts, mustPolicy(t, policyYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tr := &testRemediator{Remediator: r, reg: reg, cancel: cancel, done: make(chan struct{})}
-	go func() { r.Run(ctx); close(tr.done) }()
-	mux := http.NewServeMux()
-	mux.Handle("/api/v1/alerts", r.WebhookHandler())
-	mux.Handle("/webhook", r.WebhookHandler())
-	mux.Handle("/-/ready", r.ReadyHandler())
-	tr.server = httptest.NewServer(mux)
-	t.Cleanup(func() {
-		tr.server.Close()
-		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
-		defer c()
-		_ = r.Shutdown(sctx)
-		cancel()
-		<-tr.done
-	})
-	return tr
-}
-
-func testLogger(t testing.TB) *slogLogger {
-	return newTestLogger(t)
-}
-
-func payload(alerts ...amtemplate.Alert) []byte {
-	msg := webhook.Message{
-		Data: &amtemplate.Data{
-			Receiver: "warden", Status: "firing", Alerts: alerts,
-			GroupLabels: amtemplate.KV{}, CommonLabels: amtemplate.KV{}, CommonAnnotations: amtemplate.KV{},
-			ExternalURL: "http://alertmanager:9093",
-		},
-		Version:  "4",
-		GroupKey: `{}:{alertname="HighMemoryUsage"}`,
-	}
-	b, err := json.Marshal(msg)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-func firing(name, fp string, startsAt time.Time, labels map[string]string) amtemplate.Alert {
-	l := amtemplate.KV{"alertname": name}
-	for k, v := range labels {
-		l[k] = v
-	}
-	return amtemplate.Alert{Status: "firing", Labels: l, Annotations: amtemplate.KV{}, StartsAt: startsAt, Fingerprint: fp}
-}
-
-func post(t testing.TB, url string, body []byte, hdr map[string]string) (int, string, http.Header) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	for k, v := range hdr {
-		if v == "" {
-			req.Header.Del(k)
-		} else {
-			req.Header.Set(k, v)
-		}
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-const declinePolicy = `
-rules:
-  - name: restart-auth
-    matchers: ['alertname="HighMemoryUsage"']
-    action: restart
-    target: {namespace: rust-security, deployment: auth-service}
-    allow: {namespaces: [rust-security], deployments: [auth-service]}
-`
 
 func TestWebhookRejectsBadRequests(t *testing.T) {
 	exec := &recordingExecutor{}
@@ -269,7 +114,7 @@ func TestWebhookAcceptsDeclinedAlertAndRecordsSkip(t *testing.T) {
 		t.Fatalf("declined alert: got %d %q, want 202 (Alertmanager must not retry)", code, body)
 	}
 	skipped := tr.metrics.skipped.WithLabelValues(ReasonNoMatchingRule)
-	waitFor(t, 5*time.Second, "skip to be recorded", func() bool { return testutil.ToFloat64(skipped) == 2 })
+	testenv.WaitFor(t, 30*time.Second, "skip to be recorded", func() bool { return testutil.ToFloat64(skipped) == 2 })
 	if n := len(exec.requests()); n != 0 {
 		t.Fatalf("executor ran %d times for a declined alert", n)
 	}
@@ -288,7 +133,7 @@ func TestWebhookAnswers503WhenQueueIsFullOrShuttingDown(t *testing.T) {
 	if code, body, _ := post(t, url, payload(a(0)), nil); code != 202 {
 		t.Fatalf("first: %d %s", code, body)
 	}
-	waitFor(t, 5*time.Second, "worker to take the first alert", func() bool { return len(tr.queue) == 0 })
+	testenv.WaitFor(t, 30*time.Second, "worker to take the first alert", func() bool { return len(tr.queue) == 0 })
 	time.Sleep(50 * time.Millisecond)
 	if code, _, _ := post(t, url, payload(a(1), a(2)), nil); code != 202 {
 		t.Fatalf("filling the queue: %d", code)
@@ -324,39 +169,6 @@ func TestWebhookAnswers503WhenQueueIsFullOrShuttingDown(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonCooldown)); got != 2 {
 		t.Fatalf("cooldown skips %v, want 2", got)
-	}
-}
-
-func TestMetricsLint(t *testing.T) {
-	tr := startRemediator(t, declinePolicy, fake.NewClientset(), &recordingExecutor{}, nil)
-	tr.metrics.breakerOpen.WithLabelValues("ns", "deployment/x").Set(0)
-	tr.metrics.escalations.WithLabelValues("ns", "deployment/x")
-	problems, err := testutil.GatherAndLint(tr.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
-	mfs, err := tr.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]bool{
-		"warden_remediator_actions_total": false, "warden_remediator_skipped_total": false,
-		"warden_remediator_webhook_requests_total": false, "warden_remediator_webhook_duration_seconds": false,
-		"warden_remediator_queue_depth": false, "warden_remediator_action_duration_seconds": false,
-		"warden_remediator_breaker_open": false, "warden_remediator_escalations_total": false,
-	}
-	for _, mf := range mfs {
-		if _, ok := want[mf.GetName()]; ok {
-			want[mf.GetName()] = true
-		}
-	}
-	for name, seen := range want {
-		if !seen {
-			t.Errorf("metric %s not exposed", name)
-		}
 	}
 }
 
@@ -414,28 +226,4 @@ func BenchmarkWebhookAck(b *testing.B) {
 			}
 		}
 	})
-}
-
-func TestShutdownReportsAlertsItCouldNotFinish(t *testing.T) {
-	exec := &recordingExecutor{block: make(chan struct{})}
-	defer close(exec.block)
-	tr := startRemediator(t, strings.Replace(declinePolicy, "rules:", "defaults: {cooldown: 0s}\nrules:", 1), fake.NewClientset(), exec, func(o *Options) { o.Workers = 1 })
-	t0 := time.Now()
-	var alerts []amtemplate.Alert
-	for i := range 3 {
-		alerts = append(alerts, firing("HighMemoryUsage", fmt.Sprintf("f%d", i), t0, nil))
-	}
-	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(alerts...), nil); code != 202 {
-		t.Fatal(code)
-	}
-	waitFor(t, 5*time.Second, "the worker to start", func() bool { return len(tr.queue) == 2 })
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	err := tr.Shutdown(ctx)
-	if err == nil || !strings.Contains(err.Error(), "2 queued alerts not handled") {
-		t.Fatalf("Shutdown = %v, want a report of 2 unhandled alerts", err)
-	}
-	if n := logsOf(t).count("queued alerts dropped"); n != 1 {
-		t.Fatalf("%d drop log lines, want 1", n)
-	}
 }

@@ -16,18 +16,17 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-
+	"github.com/warden-sre/warden/internal/kubeclient"
 	"github.com/warden-sre/warden/internal/redislog"
 	"github.com/warden-sre/warden/internal/reload"
+	"github.com/warden-sre/warden/internal/secret"
 	"github.com/warden-sre/warden/internal/selfmetrics"
 	"github.com/warden-sre/warden/remediator"
 	"github.com/warden-sre/warden/remediator/actions"
@@ -41,154 +40,211 @@ const defaultListenAddress = ":10188"
 func main() { os.Exit(run()) }
 
 func run() int {
-	app := kingpin.New("warden-remediator", "Receives Alertmanager webhooks and performs safe Level-1 fixes, at most once per alert occurrence and target.")
-	var (
-		configFile     = app.Flag("config.file", "Remediation policy (YAML).").Default("remediator.yml").String()
-		configCheck    = app.Flag("config.check", "Validate the policy and the web configuration, then exit.").Bool()
-		tokenFile      = app.Flag("web.bearer-token-file", "File with the bearer token Alertmanager sends (http_config.authorization.credentials_file).").String()
-		basicUser      = app.Flag("web.basic-auth.username", "Username Alertmanager sends with basic auth.").String()
-		basicPassFile  = app.Flag("web.basic-auth.password-file", "File with the basic-auth password.").String()
-		noAuth         = app.Flag("no-auth", "Accept webhook requests without any authentication (testing only; logs a warning).").Bool()
-		maxBody        = app.Flag("web.max-body-bytes", "Largest webhook body accepted (larger: 413).").Default("1048576").Int64()
-		queueSize      = app.Flag("queue.size", "Alerts accepted but not yet handled; when full the webhook answers 503 so Alertmanager retries.").Default("1000").Int()
-		workers        = app.Flag("queue.workers", "Alerts handled concurrently.").Default("4").Int()
-		kubeconfig     = app.Flag("kubeconfig", "Kubeconfig file; empty means in-cluster configuration.").Default("").String()
-		dryRun         = app.Flag("dry-run", "Evaluate and record every decision, change nothing (overrides the policy).").Bool()
-		identity       = app.Flag("identity", "Name of this replica in Leases and Events (default: $POD_NAME, else the host name).").Default("").String()
-		gracePeriod    = app.Flag("shutdown.grace-period", "On SIGTERM, time to finish queued alerts before exiting.").Default("30s").Duration()
-		webFlagsConfig = kingpinflag.AddFlags(app, defaultListenAddress)
-		logConfig      = &promslog.Config{}
-	)
-	promslogflag.AddFlags(app, logConfig)
-	app.Version(version.Print("warden-remediator"))
-	app.HelpFlag.Short('h')
-	if _, err := app.Parse(os.Args[1:]); err != nil {
+	f, err := parseFlags(os.Args[1:])
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	logger := promslog.New(logConfig)
+	logger := promslog.New(f.log)
 	// go-redis reports failed dials on its own; the flush's outcome says so.
 	redislog.Install(logger)
 
-	loadAuth := func(requireAuth bool) (remediator.Auth, error) {
-		a := remediator.Auth{Username: *basicUser, Disabled: *noAuth}
-		if *tokenFile != "" {
-			t, err := readSecret(*tokenFile)
-			if err != nil {
-				return a, fmt.Errorf("--web.bearer-token-file: %w", err)
-			}
-			a.BearerToken = t
-		}
-		if *basicUser != "" {
-			if *basicPassFile == "" {
-				return a, errors.New("--web.basic-auth.username needs --web.basic-auth.password-file")
-			}
-			p, err := readSecret(*basicPassFile)
-			if err != nil {
-				return a, fmt.Errorf("--web.basic-auth.password-file: %w", err)
-			}
-			a.Password = p
-		} else if *basicPassFile != "" {
-			return a, errors.New("--web.basic-auth.password-file needs --web.basic-auth.username")
-		}
-		if requireAuth && !a.Configured() && !a.Disabled {
-			return a, errors.New("no webhook authentication configured: set --web.bearer-token-file and/or --web.basic-auth.username with --web.basic-auth.password-file (or --no-auth to accept anyone)")
-		}
-		return a, nil
-	}
-
-	policy, err := remediator.LoadPolicy(*configFile)
-	if err != nil {
-		logger.Error("cannot load policy", "file", *configFile, "err", err)
+	policy, auth, ok := f.loadConfig(logger)
+	if !ok {
 		return 1
 	}
-	// --config.check validates the policy alone; credentials are checked
-	// when given.
-	auth, err := loadAuth(!*configCheck)
-	if err != nil {
-		logger.Error("invalid authentication settings", "err", err)
-		return 1
-	}
-	if *webFlagsConfig.WebConfigFile != "" {
-		if err := web.Validate(*webFlagsConfig.WebConfigFile); err != nil {
-			logger.Error("invalid web configuration", "file", *webFlagsConfig.WebConfigFile, "err", err)
-			return 1
-		}
-	}
-	if *configCheck {
-		fmt.Printf("%s: %d rules, %d redis targets, mode %s: OK\n", *configFile, len(policy.Rules), len(policy.Redis), policy.Mode)
+	if f.configCheck {
+		fmt.Printf("%s: %d rules, %d redis targets, mode %s: OK\n", f.configFile, len(policy.Rules), len(policy.Redis), policy.Mode)
 		return 0
 	}
 	if auth.Disabled {
 		logger.Warn("webhook authentication is DISABLED (--no-auth): anyone who can reach the listen address can trigger remediation")
 	}
-	if *dryRun || policy.DryRun {
+	if f.dryRun || policy.DryRun {
 		logger.Warn("dry-run: decisions are recorded, nothing is changed")
 	}
 
-	restConfig, err := kubeConfig(*kubeconfig)
-	if err != nil {
-		logger.Error("kubernetes configuration", "err", err)
-		return 1
-	}
-	restConfig.UserAgent = "warden-remediator"
-	// Duplicate deliveries each read a Lease; client-go's default of 5 QPS
-	// would turn an Alertmanager burst into a backlog.
-	restConfig.QPS, restConfig.Burst = 50, 100
-	kube, err := kubernetes.NewForConfig(restConfig)
+	kube, _, err := kubeclient.New(kubeclient.Options{
+		Kubeconfig: f.kubeconfig,
+		UserAgent:  "warden-remediator",
+		// Duplicate deliveries each read a Lease; client-go's default of 5
+		// QPS would turn an Alertmanager burst into a backlog.
+		QPS:   50,
+		Burst: 100,
+	})
 	if err != nil {
 		logger.Error("kubernetes client", "err", err)
 		return 1
 	}
-	id := *identity
-	if id == "" {
-		id = os.Getenv("POD_NAME")
-	}
-	if id == "" {
-		id, _ = os.Hostname()
-	}
-
+	id := f.replicaIdentity()
 	reg := selfmetrics.NewRegistry("warden_remediator")
-	exec := actions.NewExecutor(kube, logger.With("component", "actions"), actions.WithIdentity(id))
 	rem, err := remediator.New(remediator.Options{
 		Kube:         kube,
-		Executor:     exec,
+		Executor:     actions.NewExecutor(kube, logger.With("component", "actions"), actions.WithIdentity(id)),
 		Logger:       logger.With("component", "remediator"),
 		Registerer:   reg,
 		Identity:     id,
-		QueueSize:    *queueSize,
-		Workers:      *workers,
-		DryRun:       *dryRun,
+		QueueSize:    f.queueSize,
+		Workers:      f.workers,
+		DryRun:       f.dryRun,
 		Auth:         auth,
-		MaxBodyBytes: *maxBody,
+		MaxBodyBytes: f.maxBody,
 	}, policy)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
+	reloader := f.newReloader(rem, logger)
+	reg.MustRegister(reloader)
+	reloader.Loaded()
 
-	reloader := reload.New(reload.Options{
+	server := &http.Server{
+		Handler:           newMux(rem, reg, reloader, logger),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	logger.Info("starting warden-remediator", "version", version.Info(), "identity", id,
+		"listen", strings.Join(*f.web.WebListenAddresses, ","), "rules", len(policy.Rules))
+	return serve(f, rem, server, reloader, logger)
+}
+
+// flags are the command line.
+type flags struct {
+	configFile    string
+	configCheck   bool
+	tokenFile     string
+	basicUser     string
+	basicPassFile string
+	noAuth        bool
+	maxBody       int64
+	queueSize     int
+	workers       int
+	kubeconfig    string
+	dryRun        bool
+	identity      string
+	gracePeriod   time.Duration
+	web           *web.FlagConfig
+	log           *promslog.Config
+}
+
+func parseFlags(args []string) (*flags, error) {
+	app := kingpin.New("warden-remediator", "Receives Alertmanager webhooks and performs safe Level-1 fixes, at most once per alert occurrence and target.")
+	f := &flags{log: &promslog.Config{}}
+	app.Flag("config.file", "Remediation policy (YAML).").Default("remediator.yml").StringVar(&f.configFile)
+	app.Flag("config.check", "Validate the policy and the web configuration, then exit.").BoolVar(&f.configCheck)
+	app.Flag("web.bearer-token-file", "File with the bearer token Alertmanager sends (http_config.authorization.credentials_file).").StringVar(&f.tokenFile)
+	app.Flag("web.basic-auth.username", "Username Alertmanager sends with basic auth.").StringVar(&f.basicUser)
+	app.Flag("web.basic-auth.password-file", "File with the basic-auth password.").StringVar(&f.basicPassFile)
+	app.Flag("no-auth", "Accept webhook requests without any authentication (testing only; logs a warning).").BoolVar(&f.noAuth)
+	app.Flag("web.max-body-bytes", "Largest webhook body accepted (larger: 413).").Default("1048576").Int64Var(&f.maxBody)
+	app.Flag("queue.size", "Alerts accepted but not yet handled; when full the webhook answers 503 so Alertmanager retries.").Default("1000").IntVar(&f.queueSize)
+	app.Flag("queue.workers", "Alerts handled concurrently.").Default("4").IntVar(&f.workers)
+	app.Flag("kubeconfig", "Kubeconfig file; empty means in-cluster configuration.").Default("").StringVar(&f.kubeconfig)
+	app.Flag("dry-run", "Evaluate and record every decision, change nothing (overrides the policy).").BoolVar(&f.dryRun)
+	app.Flag("identity", "Name of this replica in Leases and Events (default: $POD_NAME, else the host name).").Default("").StringVar(&f.identity)
+	app.Flag("shutdown.grace-period", "On SIGTERM, time to finish queued alerts before exiting.").Default("30s").DurationVar(&f.gracePeriod)
+	f.web = kingpinflag.AddFlags(app, defaultListenAddress)
+	promslogflag.AddFlags(app, f.log)
+	app.Version(version.Print("warden-remediator"))
+	app.HelpFlag.Short('h')
+	if _, err := app.Parse(args); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// loadConfig reads the policy, the webhook credentials and the web
+// configuration, logging what is wrong. --config.check validates the
+// policy alone; credentials are checked when given.
+func (f *flags) loadConfig(logger *slog.Logger) (*remediator.Policy, remediator.Auth, bool) {
+	policy, err := remediator.LoadPolicy(f.configFile)
+	if err != nil {
+		logger.Error("cannot load policy", "file", f.configFile, "err", err)
+		return nil, remediator.Auth{}, false
+	}
+	auth, err := f.loadAuth(!f.configCheck)
+	if err != nil {
+		logger.Error("invalid authentication settings", "err", err)
+		return nil, remediator.Auth{}, false
+	}
+	if *f.web.WebConfigFile != "" {
+		if err := web.Validate(*f.web.WebConfigFile); err != nil {
+			logger.Error("invalid web configuration", "file", *f.web.WebConfigFile, "err", err)
+			return nil, remediator.Auth{}, false
+		}
+	}
+	return policy, auth, true
+}
+
+// loadAuth reads the webhook credentials from their files. With
+// requireAuth, having none is an error unless --no-auth is given.
+func (f *flags) loadAuth(requireAuth bool) (remediator.Auth, error) {
+	a := remediator.Auth{Username: f.basicUser, Disabled: f.noAuth}
+	if f.tokenFile != "" {
+		t, err := secret.ReadFile(f.tokenFile)
+		if err != nil {
+			return a, fmt.Errorf("--web.bearer-token-file: %w", err)
+		}
+		a.BearerToken = t
+	}
+	switch {
+	case f.basicUser != "" && f.basicPassFile == "":
+		return a, errors.New("--web.basic-auth.username needs --web.basic-auth.password-file")
+	case f.basicUser == "" && f.basicPassFile != "":
+		return a, errors.New("--web.basic-auth.password-file needs --web.basic-auth.username")
+	case f.basicUser != "":
+		p, err := secret.ReadFile(f.basicPassFile)
+		if err != nil {
+			return a, fmt.Errorf("--web.basic-auth.password-file: %w", err)
+		}
+		a.Password = p
+	}
+	if requireAuth && !a.Configured() && !a.Disabled {
+		return a, errors.New("no webhook authentication configured: set --web.bearer-token-file and/or --web.basic-auth.username with --web.basic-auth.password-file (or --no-auth to accept anyone)")
+	}
+	return a, nil
+}
+
+// replicaIdentity names this replica: --identity, else $POD_NAME, else
+// the host name.
+func (f *flags) replicaIdentity() string {
+	if f.identity != "" {
+		return f.identity
+	}
+	if id := os.Getenv("POD_NAME"); id != "" {
+		return id
+	}
+	id, _ := os.Hostname()
+	return id
+}
+
+// newReloader re-reads the policy and the credential files on SIGHUP and
+// POST /-/reload; a failed reload keeps what is in force.
+func (f *flags) newReloader(rem *remediator.Remediator, logger *slog.Logger) *reload.Reloader {
+	return reload.New(reload.Options{
 		Namespace:      "warden_remediator",
 		Subject:        "policy",
 		SuccessfulHelp: "1 if the last policy (re)load succeeded, 0 if it failed and the previous policy stays in force.",
 		TimestampHelp:  "Unix time of the last successful policy (re)load.",
 	}, func() error {
-		p, err := remediator.LoadPolicy(*configFile)
+		p, err := remediator.LoadPolicy(f.configFile)
 		if err == nil {
 			var a remediator.Auth
-			if a, err = loadAuth(true); err == nil {
+			if a, err = f.loadAuth(true); err == nil {
 				rem.SetPolicy(p)
 				rem.SetAuth(a)
-				logger.Info("policy reloaded", "file", *configFile, "rules", len(p.Rules))
+				logger.Info("policy reloaded", "file", f.configFile, "rules", len(p.Rules))
 				return nil
 			}
 		}
-		logger.Error("reload failed, keeping the previous policy", "file", *configFile, "err", err)
+		logger.Error("reload failed, keeping the previous policy", "file", f.configFile, "err", err)
 		return err
 	})
-	reg.MustRegister(reloader)
-	reloader.Loaded()
+}
 
+func newMux(rem *remediator.Remediator, reg *prometheus.Registry, reloader *reload.Reloader, logger *slog.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/alerts", rem.WebhookHandler())
 	mux.Handle("/webhook", rem.WebhookHandler())
@@ -204,14 +260,13 @@ func run() int {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("warden-remediator\n\nPOST /api/v1/alerts  Alertmanager webhook (version 4)\n/metrics /-/healthy /-/ready /-/reload\n"))
 	})
-	server := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	return mux
+}
 
+// serve runs the workers and the web server until a signal or a server
+// failure, then stops accepting alerts, finishes what was acknowledged
+// within the grace period, and returns the exit code.
+func serve(f *flags, rem *remediator.Remediator, server *http.Server, reloader *reload.Reloader, logger *slog.Logger) int {
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
 	workersDone := make(chan struct{})
@@ -220,10 +275,7 @@ func run() int {
 		close(workersDone)
 	}()
 	serveErr := make(chan error, 1)
-	go func() {
-		logger.Info("starting warden-remediator", "version", version.Info(), "identity", id, "listen", strings.Join(*webFlagsConfig.WebListenAddresses, ","), "rules", len(policy.Rules))
-		serveErr <- web.ListenAndServe(server, webFlagsConfig, logger)
-	}()
+	go func() { serveErr <- web.ListenAndServe(server, f.web, logger) }()
 
 	hupCtx, stopHUP := context.WithCancel(context.Background())
 	reloader.HandleSIGHUP(hupCtx)
@@ -232,7 +284,7 @@ func run() int {
 	code := 0
 	select {
 	case s := <-signals:
-		logger.Info("shutting down", "signal", s.String(), "grace_period", *gracePeriod)
+		logger.Info("shutting down", "signal", s.String(), "grace_period", f.gracePeriod)
 	case err := <-serveErr:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("web server failed", "err", err)
@@ -242,7 +294,7 @@ func run() int {
 	stopHUP()
 	// Stop accepting (the webhook answers 503, /-/ready fails) and finish
 	// what was acknowledged, within the grace period.
-	graceCtx, cancel := context.WithTimeout(context.Background(), *gracePeriod)
+	graceCtx, cancel := context.WithTimeout(context.Background(), f.gracePeriod)
 	defer cancel()
 	if err := rem.Shutdown(graceCtx); err != nil {
 		logger.Error("shutdown incomplete", "err", err)
@@ -253,31 +305,4 @@ func run() int {
 	defer cancelHTTP()
 	_ = server.Shutdown(httpCtx)
 	return code
-}
-
-func kubeConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		c, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("in-cluster configuration (set --kubeconfig outside a cluster): %w", err)
-		}
-		return c, nil
-	}
-	c, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-	}
-	return c, nil
-}
-
-func readSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return s, nil
 }

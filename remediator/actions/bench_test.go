@@ -22,7 +22,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // time from calling Run to the API server's answer to the PATCH, i.e. when
 // the change is stored.
 func BenchmarkRestart(b *testing.B) {
-	k := needKube(b)
+	k := kubeServer.Get(b)
 	ns := createNamespace(b, k.Client)
 	createWorkload(b, k.Client, ns, "auth-service", 0)
 
@@ -66,7 +66,7 @@ func BenchmarkRestart(b *testing.B) {
 // BenchmarkRestartDryRun is the same path with a server-side dry-run patch:
 // what a dry-run policy costs.
 func BenchmarkRestartDryRun(b *testing.B) {
-	k := needKube(b)
+	k := kubeServer.Get(b)
 	ns := createNamespace(b, k.Client)
 	createWorkload(b, k.Client, ns, "auth-service", 0)
 	ex := NewExecutor(k.Client, testLogger(b))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -48,6 +49,17 @@ func WithBackoff(initial, maxInterval time.Duration) Option {
 		}
 		if maxInterval > 0 {
 			e.maxInterval = maxInterval
+		}
+	}
+}
+
+// WithMaxAttempts bounds how often one step of an action (a read, a write,
+// one pod's reload request) is tried. By default only the action's timeout
+// bounds the retries.
+func WithMaxAttempts(n int) Option {
+	return func(e *executor) {
+		if n > 0 {
+			e.maxAttempts = n
 		}
 	}
 }
@@ -98,6 +110,7 @@ type executor struct {
 	identity        string
 	initialInterval time.Duration
 	maxInterval     time.Duration
+	maxAttempts     int // 0: no limit besides the timeout
 }
 
 // NewExecutor returns an Executor acting through kube (restart, scale,
@@ -186,7 +199,8 @@ func (r Request) validate() error {
 	return nil
 }
 
-// retry runs op until it succeeds, returns a permanent error, or ctx ends.
+// retry runs op until it succeeds, returns a permanent error, ctx ends or
+// the attempts set by WithMaxAttempts are used up.
 // Unlike backoff.RetryNotify it keeps the last operation error when the
 // deadline cuts the retries short, so the caller learns why it gave up.
 func (e *executor) retry(ctx context.Context, log *slog.Logger, what string, op func(ctx context.Context) error) error {
@@ -208,6 +222,9 @@ func (e *executor) retry(ctx context.Context, log *slog.Logger, what string, op 
 				err = backoff.Permanent(err)
 			}
 			return err
+		}
+		if e.maxAttempts > 0 && attempts >= e.maxAttempts {
+			return fmt.Errorf("%s: gave up after %d attempts: %w", what, attempts, err)
 		}
 		wait := b.NextBackOff()
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
@@ -258,6 +275,20 @@ func (e *executor) getDeploymentSelector(ctx context.Context, log *slog.Logger, 
 		return nil, nil, invalidf("deployment %s/%s has no usable selector", req.Namespace, req.Deployment)
 	}
 	return d, selector, nil
+}
+
+// listPods lists the pods matching the Deployment's selector.
+func (e *executor) listPods(ctx context.Context, log *slog.Logger, req Request, selector labels.Selector) (*corev1.PodList, error) {
+	var list *corev1.PodList
+	err := e.retry(ctx, log, "list pods", func(ctx context.Context) error {
+		var err error
+		list, err = e.kube.CoreV1().Pods(req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
+		if err != nil {
+			return fmt.Errorf("list pods of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
+		}
+		return nil
+	})
+	return list, err
 }
 
 func optedOut(annotations map[string]string) bool {

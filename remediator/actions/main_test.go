@@ -1,37 +1,26 @@
 package actions
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-// kube is one API server for the package; each test works in its own
-// namespace. kubeErr says why it is missing, and tests that need it fail with
-// that message (unit tests still run).
-var (
-	kube    *testenv.Kube
-	kubeErr error
-)
+// kubeServer is one API server for the package, started by the first test
+// that needs it; each test works in its own namespace. With -short it does
+// not start and those tests are skipped.
+var kubeServer = testenv.NewLazy(func() (*testenv.Kube, error) { return testenv.NewKube() }, (*testenv.Kube).Stop)
 
-func TestMain(m *testing.M) {
-	kube, kubeErr = testenv.NewKube()
-	if kubeErr != nil {
-		fmt.Fprintln(os.Stderr, "kube-apiserver unavailable, API-server tests will fail:", kubeErr)
-	}
-	code := m.Run()
-	if kube != nil {
-		kube.Stop()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.RunAndStop(m, kubeServer)) }
 
-func needKube(t testing.TB) *testenv.Kube {
+// startRedis starts a Redis server of the test's own: the flush tests
+// stop it or start it with their own settings. It is skipped with -short,
+// like every test that needs a real server.
+func startRedis(t *testing.T, opts ...testenv.RedisOption) *testenv.Redis {
 	t.Helper()
-	if kube == nil {
-		t.Fatalf("this test needs a real kube-apiserver: %v", kubeErr)
+	if testing.Short() {
+		t.Skip("needs a real server; skipped with -short")
 	}
-	return kube
+	return testenv.StartRedis(t, opts...)
 }

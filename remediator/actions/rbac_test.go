@@ -150,7 +150,7 @@ func bindShippedRBAC(t testing.TB, admin kubernetes.Interface, ns string) {
 // until the RBAC authorizer has seen the binding in ns.
 func restrictedClient(t testing.TB, ns string) kubernetes.Interface {
 	t.Helper()
-	k := needKube(t)
+	k := kubeServer.Get(t)
 	cfg, err := k.AddUser(remediatorUser, "system:serviceaccounts", "system:serviceaccounts:rust-security", "system:authenticated")
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func restrictedClient(t testing.TB, ns string) kubernetes.Interface {
 // The manifests as shipped are accepted by the API server (server-side dry
 // run in their own namespace).
 func TestRBACManifestIsAcceptedByTheAPIServer(t *testing.T) {
-	k := needKube(t)
+	k := kubeServer.Get(t)
 	rbac := loadRBAC(t)
 	ctx := context.Background()
 	ns := rbac.serviceAccount.Namespace
@@ -196,7 +196,7 @@ func TestRBACManifestIsAcceptedByTheAPIServer(t *testing.T) {
 }
 
 func TestActionsWorkWithOnlyTheShippedRBAC(t *testing.T) {
-	k := needKube(t)
+	k := kubeServer.Get(t)
 	ns := createNamespace(t, k.Client)
 	unbound := createNamespace(t, k.Client)
 	bindShippedRBAC(t, k.Client, ns)
@@ -321,13 +321,12 @@ func TestActionsWorkWithOnlyTheShippedRBAC(t *testing.T) {
 	}
 
 	// An action outside the bound namespace fails at once with reason forbidden.
-	start := time.Now()
-	_, err = ex.Run(ctx, Request{Kind: Restart, Namespace: unbound, Deployment: "auth-service", Timeout: 10 * time.Second})
+	_, err = ex.Run(ctx, Request{Kind: Restart, Namespace: unbound, Deployment: "auth-service", Timeout: time.Minute})
 	if !apierrors.IsForbidden(err) || Reason(err) != ReasonForbidden || IsTransient(err) {
 		t.Errorf("restart in %s: %v (reason %q); want permanent forbidden", unbound, err, Reason(err))
 	}
-	if time.Since(start) > 2*time.Second {
-		t.Errorf("forbidden restart took %s: it was retried", time.Since(start))
+	if err != nil && strings.Contains(err.Error(), "attempts") {
+		t.Errorf("forbidden restart was retried: %v", err)
 	}
 	if d := getDeployment(t, k.Client, unbound, "auth-service"); d.Generation != 1 {
 		t.Errorf("deployment in %s changed", unbound)

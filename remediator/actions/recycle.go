@@ -41,42 +41,71 @@ func (e *executor) recycle(ctx context.Context, log *slog.Logger, req Request) (
 	if err != nil {
 		return res, err
 	}
-	pods := e.kube.CoreV1().Pods(req.Namespace)
+	pod, err := e.getOwnedPod(ctx, log, req, d, selector)
+	if err != nil {
+		return res, err
+	}
+	if pod.DeletionTimestamp != nil {
+		res.Detail = "pod is already terminating; nothing to do"
+		return res, nil
+	}
+	live, err := e.countLivePods(ctx, log, req, d, selector)
+	if err != nil {
+		return res, err
+	}
+	allowed := recycleAllowance(req.MaxFraction, live)
+	if req.RecentlyRecycled+1 > allowed {
+		return res, permanent(fmt.Errorf("recycle pod %s/%s: %w: %d recently recycled, max fraction %v of %d pods allows %d",
+			req.Namespace, req.Pod, ErrBlastRadius, req.RecentlyRecycled, req.MaxFraction, live, allowed))
+	}
+	pdbBlocksDryRun, err := e.evictPod(ctx, log, req, pod)
+	if err != nil {
+		return res, err
+	}
+	if req.DryRun {
+		res.Detail = fmt.Sprintf("dry run: would evict pod (uid %s, %d of %d allowed by max fraction)", pod.UID, req.RecentlyRecycled+1, allowed)
+		if pdbBlocksDryRun {
+			res.Detail = "dry run: a PodDisruptionBudget currently blocks evicting this pod"
+		}
+		log.Debug("recycle checked", "pdb_blocks", pdbBlocksDryRun)
+		return res, nil
+	}
+	res.Changed = true
+	res.Verified, res.Detail = e.verifyEviction(ctx, log, req, pod)
+	log.Debug("pod recycled", "verified", res.Verified, "live_pods", live)
+	return res, nil
+}
 
+// getOwnedPod reads the pod and refuses one that opted out or that does
+// not belong to the Deployment.
+func (e *executor) getOwnedPod(ctx context.Context, log *slog.Logger, req Request, d *appsv1.Deployment, selector labels.Selector) (*corev1.Pod, error) {
 	var pod *corev1.Pod
-	err = e.retry(ctx, log, "get pod", func(ctx context.Context) error {
+	err := e.retry(ctx, log, "get pod", func(ctx context.Context) error {
 		var err error
-		pod, err = pods.Get(ctx, req.Pod, metav1.GetOptions{})
+		pod, err = e.kube.CoreV1().Pods(req.Namespace).Get(ctx, req.Pod, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("get pod %s/%s: %w", req.Namespace, req.Pod, err)
 		}
 		return nil
 	})
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	if optedOut(pod.Annotations) {
-		return res, permanent(fmt.Errorf("pod %s/%s: %w", req.Namespace, req.Pod, ErrOptedOut))
+		return nil, permanent(fmt.Errorf("pod %s/%s: %w", req.Namespace, req.Pod, ErrOptedOut))
 	}
 	if !ownedBy(pod, d, selector) {
-		return res, permanent(fmt.Errorf("pod %s/%s, deployment %s: %w", req.Namespace, req.Pod, req.Deployment, ErrNotOwned))
+		return nil, permanent(fmt.Errorf("pod %s/%s, deployment %s: %w", req.Namespace, req.Pod, req.Deployment, ErrNotOwned))
 	}
-	if pod.DeletionTimestamp != nil {
-		res.Detail = "pod is already terminating; nothing to do"
-		return res, nil
-	}
+	return pod, nil
+}
 
-	var list *corev1.PodList
-	err = e.retry(ctx, log, "list pods", func(ctx context.Context) error {
-		var err error
-		list, err = pods.List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
-		if err != nil {
-			return fmt.Errorf("list pods of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
-		}
-		return nil
-	})
+// countLivePods counts the workload's pods that are neither terminating
+// nor finished: the base of the blast-radius cap.
+func (e *executor) countLivePods(ctx context.Context, log *slog.Logger, req Request, d *appsv1.Deployment, selector labels.Selector) (int, error) {
+	list, err := e.listPods(ctx, log, req, selector)
 	if err != nil {
-		return res, err
+		return 0, err
 	}
 	live := 0
 	for i := range list.Items {
@@ -85,12 +114,13 @@ func (e *executor) recycle(ctx context.Context, log *slog.Logger, req Request) (
 			live++
 		}
 	}
-	allowed := recycleAllowance(req.MaxFraction, live)
-	if req.RecentlyRecycled+1 > allowed {
-		return res, permanent(fmt.Errorf("recycle pod %s/%s: %w: %d recently recycled, max fraction %v of %d pods allows %d",
-			req.Namespace, req.Pod, ErrBlastRadius, req.RecentlyRecycled, req.MaxFraction, live, allowed))
-	}
+	return live, nil
+}
 
+// evictPod evicts exactly the pod that was checked, retrying while a
+// PodDisruptionBudget refuses. In a dry run a refusal is not an error; it
+// is reported through pdbBlocksDryRun.
+func (e *executor) evictPod(ctx context.Context, log *slog.Logger, req Request, pod *corev1.Pod) (pdbBlocksDryRun bool, err error) {
 	eviction := &policyv1.Eviction{
 		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
 		// Evict exactly the pod that was checked, not a namesake created since.
@@ -99,7 +129,7 @@ func (e *executor) recycle(ctx context.Context, log *slog.Logger, req Request) (
 			DryRun:        dryRunOpt(req.DryRun),
 		},
 	}
-	pdbBlocksDryRun := false
+	pods := e.kube.CoreV1().Pods(req.Namespace)
 	err = e.retry(ctx, log, "evict pod", func(ctx context.Context) error {
 		err := e.evict(ctx, eviction)
 		switch {
@@ -118,26 +148,19 @@ func (e *executor) recycle(ctx context.Context, log *slog.Logger, req Request) (
 		}
 		return fmt.Errorf("evict pod %s/%s: %w", req.Namespace, req.Pod, err)
 	})
-	if err != nil {
-		if isPDBRefusal(err) {
-			return res, fmt.Errorf("%w: %w", ErrPDBBlocked, err)
-		}
-		return res, err
+	if err != nil && isPDBRefusal(err) {
+		return false, fmt.Errorf("%w: %w", ErrPDBBlocked, err)
 	}
-	if req.DryRun {
-		res.Detail = fmt.Sprintf("dry run: would evict pod (uid %s, %d of %d allowed by max fraction)", pod.UID, req.RecentlyRecycled+1, allowed)
-		if pdbBlocksDryRun {
-			res.Detail = "dry run: a PodDisruptionBudget currently blocks evicting this pod"
-		}
-		log.Debug("recycle checked", "pdb_blocks", pdbBlocksDryRun)
-		return res, nil
-	}
-	res.Changed = true
+	return pdbBlocksDryRun, err
+}
 
+// verifyEviction reads the pod back: gone, replaced or terminating is
+// verified.
+func (e *executor) verifyEviction(ctx context.Context, log *slog.Logger, req Request, pod *corev1.Pod) (verified bool, detail string) {
 	var after *corev1.Pod
-	verr := e.retry(ctx, log, "verify eviction", func(ctx context.Context) error {
+	err := e.retry(ctx, log, "verify eviction", func(ctx context.Context) error {
 		var err error
-		after, err = pods.Get(ctx, req.Pod, metav1.GetOptions{})
+		after, err = e.kube.CoreV1().Pods(req.Namespace).Get(ctx, req.Pod, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			after, err = nil, nil
 		}
@@ -147,23 +170,18 @@ func (e *executor) recycle(ctx context.Context, log *slog.Logger, req Request) (
 		return nil
 	})
 	switch {
-	case verr != nil:
-		res.Detail = fmt.Sprintf("evicted, but read-back failed: %v", verr)
+	case err != nil:
+		return false, fmt.Sprintf("evicted, but read-back failed: %v", err)
 	case after == nil || after.UID != pod.UID:
-		res.Verified = true
-		res.Detail = "pod evicted and deleted"
+		return true, "pod evicted and deleted"
 	case after.DeletionTimestamp != nil:
-		res.Verified = true
 		grace := int64(0)
 		if after.DeletionGracePeriodSeconds != nil {
 			grace = *after.DeletionGracePeriodSeconds
 		}
-		res.Detail = fmt.Sprintf("pod evicted, terminating (grace period %ds)", grace)
-	default:
-		res.Detail = "eviction accepted but the pod is not terminating"
+		return true, fmt.Sprintf("pod evicted, terminating (grace period %ds)", grace)
 	}
-	log.Debug("pod recycled", "verified", res.Verified, "live_pods", live)
-	return res, nil
+	return false, "eviction accepted but the pod is not terminating"
 }
 
 // evict posts to the pod's policy/v1 eviction subresource, as EvictV1 does,

@@ -14,7 +14,6 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // reloadParallelism bounds concurrent reload requests for large workloads.
@@ -49,31 +48,9 @@ func (e *executor) reload(ctx context.Context, log *slog.Logger, req Request) (R
 		return res, invalidf("reload path %q is not a plain path", req.ReloadPath)
 	}
 
-	_, selector, err := e.getDeploymentSelector(ctx, log, req)
+	targets, err := e.readyPods(ctx, log, req)
 	if err != nil {
 		return res, err
-	}
-	var list *corev1.PodList
-	err = e.retry(ctx, log, "list pods", func(ctx context.Context) error {
-		var err error
-		list, err = e.kube.CoreV1().Pods(req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
-		if err != nil {
-			return fmt.Errorf("list pods of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return res, err
-	}
-	var targets []*corev1.Pod
-	for i := range list.Items {
-		p := &list.Items[i]
-		if p.DeletionTimestamp == nil && p.Status.PodIP != "" && podReady(p) {
-			targets = append(targets, p)
-		}
-	}
-	if len(targets) == 0 {
-		return res, permanent(fmt.Errorf("reload deployment %s/%s: %w (%d pods match the selector)", req.Namespace, req.Deployment, ErrNoReadyPods, len(list.Items)))
 	}
 	names := make([]string, len(targets))
 	for i, p := range targets {
@@ -85,29 +62,15 @@ func (e *executor) reload(ctx context.Context, log *slog.Logger, req Request) (R
 		return res, nil
 	}
 
-	errs := make([]error, len(targets))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, reloadParallelism)
-	for i, p := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			u := url.URL{
-				Scheme:   scheme,
-				Host:     net.JoinHostPort(p.Status.PodIP, strconv.Itoa(req.ReloadPort)),
-				Path:     path.Path,
-				RawQuery: path.RawQuery,
-			}
-			plog := log.With("pod", p.Name)
-			errs[i] = e.retry(ctx, plog, "reload "+p.Name, func(ctx context.Context) error {
-				return e.callReload(ctx, method, u.String())
-			})
-		}()
-	}
-	wg.Wait()
-
+	errs := e.callEveryPod(ctx, log, targets, func(p *corev1.Pod) string {
+		u := url.URL{
+			Scheme:   scheme,
+			Host:     net.JoinHostPort(p.Status.PodIP, strconv.Itoa(req.ReloadPort)),
+			Path:     path.Path,
+			RawQuery: path.RawQuery,
+		}
+		return u.String()
+	}, method)
 	var failed []string
 	for i, err := range errs {
 		if err != nil {
@@ -127,6 +90,53 @@ func (e *executor) reload(ctx context.Context, log *slog.Logger, req Request) (R
 	res.Detail = fmt.Sprintf("%s %s answered 2xx on all %d ready pods: %s", method, req.ReloadPath, len(targets), strings.Join(names, ", "))
 	log.Debug("workload reloaded", "pods", len(targets))
 	return res, nil
+}
+
+// readyPods lists the Deployment's pods that are ready, have an IP and are
+// not terminating; none is a permanent error.
+func (e *executor) readyPods(ctx context.Context, log *slog.Logger, req Request) ([]*corev1.Pod, error) {
+	_, selector, err := e.getDeploymentSelector(ctx, log, req)
+	if err != nil {
+		return nil, err
+	}
+	list, err := e.listPods(ctx, log, req, selector)
+	if err != nil {
+		return nil, err
+	}
+	var ready []*corev1.Pod
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.DeletionTimestamp == nil && p.Status.PodIP != "" && podReady(p) {
+			ready = append(ready, p)
+		}
+	}
+	if len(ready) == 0 {
+		return nil, permanent(fmt.Errorf("reload deployment %s/%s: %w (%d pods match the selector)", req.Namespace, req.Deployment, ErrNoReadyPods, len(list.Items)))
+	}
+	return ready, nil
+}
+
+// callEveryPod sends the reload request to each pod, at most
+// reloadParallelism at a time, each retried on its own. The errors are in
+// the pods' order; nil means the pod answered 2xx.
+func (e *executor) callEveryPod(ctx context.Context, log *slog.Logger, pods []*corev1.Pod, urlOf func(*corev1.Pod) string, method string) []error {
+	errs := make([]error, len(pods))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, reloadParallelism)
+	for i, p := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			u := urlOf(p)
+			errs[i] = e.retry(ctx, log.With("pod", p.Name), "reload "+p.Name, func(ctx context.Context) error {
+				return e.callReload(ctx, method, u)
+			})
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 func (e *executor) callReload(ctx context.Context, method, target string) error {

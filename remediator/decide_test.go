@@ -2,7 +2,6 @@ package remediator
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 )
@@ -136,54 +135,5 @@ func TestOccurrenceHistoryIsBounded(t *testing.T) {
 	}
 	if len(st.Occurrences) != maxOccurrences || st.Occurrences[maxOccurrences-1].Key != fmt.Sprint(maxOccurrences+9) {
 		t.Fatalf("history has %d entries", len(st.Occurrences))
-	}
-}
-
-func TestDecodeStateRejectsEditedAnnotations(t *testing.T) {
-	for _, m := range []map[string]string{
-		{annoFailures: "many"},
-		{annoLastActionTime: "yesterday"},
-		{annoOccurrences: "[{"},
-	} {
-		if _, err := decodeState(m); err == nil || !permanentStoreError(err) {
-			t.Errorf("decodeState(%v) = %v, want a permanent error", m, err)
-		}
-	}
-}
-
-func TestLeaseName(t *testing.T) {
-	short := leaseName(target{Kind: "deployment", Name: "auth-service"})
-	if short != "warden-deployment-auth-service" {
-		t.Fatalf("leaseName = %q", short)
-	}
-	long := strings.Repeat("a", 200)
-	n1 := leaseName(target{Kind: "deployment", Name: long})
-	n2 := leaseName(target{Kind: "deployment", Name: long + "b"})
-	if len(n1) > 63 || n1 == n2 {
-		t.Fatalf("long names: %q (%d), %q", n1, len(n1), n2)
-	}
-}
-
-func TestRateLimiter(t *testing.T) {
-	l := newRateLimiter(2)
-	t0 := time.Now()
-	ok1, _ := l.reserve(t0)
-	ok2, cancel2 := l.reserve(t0.Add(time.Second))
-	ok3, _ := l.reserve(t0.Add(2 * time.Second))
-	if !ok1 || !ok2 || ok3 {
-		t.Fatalf("reserve: %v %v %v", ok1, ok2, ok3)
-	}
-	cancel2()
-	if ok, _ := l.reserve(t0.Add(3 * time.Second)); !ok {
-		t.Fatal("cancelled reservation not returned")
-	}
-	if ok, _ := l.reserve(t0.Add(time.Hour + time.Second)); !ok {
-		t.Fatal("window did not slide")
-	}
-	l.setLimit(0)
-	for range 100 {
-		if ok, _ := l.reserve(t0); !ok {
-			t.Fatal("limit 0 must mean unlimited")
-		}
 	}
 }

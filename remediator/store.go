@@ -3,12 +3,13 @@ package remediator
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -18,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"github.com/warden-sre/warden/remediator/actions"
 )
 
 // Annotations on the coordination Lease (and fields of the Redis hash) that
@@ -32,49 +35,19 @@ const (
 	annoWindowStart      = "warden.io/window-start"
 	annoBreakerOpenUntil = "warden.io/breaker-open-until"
 	annoOccurrences      = "warden.io/occurrences"
-
-	fieldManager = "warden-remediator"
-	// maxOccurrences bounds the remembered occurrence keys per target. A
-	// delivery of an occurrence older than the last maxOccurrences actions
-	// on the target falls back to the cooldown check.
-	maxOccurrences = 32
-	// maxUpdateAttempts bounds optimistic-concurrency retries of one
-	// decision; every conflict means another writer made progress.
-	maxUpdateAttempts = 50
 )
+
+// maxUpdateAttempts bounds optimistic-concurrency retries of one decision;
+// every conflict means another writer made progress.
+const maxUpdateAttempts = 50
 
 var stateAnnotations = []string{
 	annoTarget, annoLastOccurrence, annoLastActionTime, annoLastOutcome, annoFailures,
 	annoRefires, annoWindowStart, annoBreakerOpenUntil, annoOccurrences,
 }
 
-// occurrence identifies one firing of one alert for one action: Alertmanager
-// repeats, retries and HA peers all carry the same fingerprint and startsAt.
-type occurrence struct {
-	Key         string `json:"key"`
-	Fingerprint string `json:"fp"`
-	Pod         string `json:"pod,omitempty"`
-	// At is when the action was claimed.
-	At       time.Time `json:"at"`
-	Resolved bool      `json:"resolved,omitempty"`
-	Outcome  string    `json:"outcome,omitempty"`
-}
-
-func occurrenceKey(fingerprint string, startsAt time.Time, action string) string {
-	return fingerprint + "@" + startsAt.UTC().Format(time.RFC3339Nano) + "/" + action
-}
-
-// targetState is what the coordination store remembers about one target.
-type targetState struct {
-	Occurrences      []occurrence
-	LastActionAt     time.Time
-	LastOutcome      string
-	Failures         int
-	Refires          int
-	WindowStart      time.Time
-	BreakerOpenUntil time.Time
-}
-
+// encode is the stored form of the state: Lease annotations or the fields
+// of the Redis hash.
 func (s *targetState) encode(t target) map[string]string {
 	m := map[string]string{
 		annoTarget:      t.String(),
@@ -141,151 +114,6 @@ func decodeState(m map[string]string) (targetState, error) {
 		return s, fmt.Errorf("%w: %w", errCorruptState, errors.Join(errs...))
 	}
 	return s, nil
-}
-
-// verdict is the result of claim.
-type verdict struct {
-	Proceed bool
-	Reason  string // skip reason when !Proceed
-	Detail  string
-	// Write: the state changed and must be stored.
-	Write bool
-	// Opened: this decision opened the breaker (escalate once it is stored).
-	Opened bool
-	// BreakerOpen is the breaker state after the decision.
-	BreakerOpen bool
-	// RecentlyRecycled counts pods of the workload recycled within the
-	// cooldown (recycle only).
-	RecentlyRecycled int
-}
-
-// claimInput is everything claim needs besides the stored state.
-type claimInput struct {
-	Occ      occurrence
-	Recycle  bool
-	Now      time.Time
-	Cooldown time.Duration
-	Breaker  BreakerConfig
-	RateOK   bool
-}
-
-// claim decides whether the occurrence may act on the target and, if so,
-// records the claim in st. It is pure: the caller stores st only when
-// verdict.Write is set, through a conditional write, so that of several
-// replicas deciding on the same state exactly one claim is stored.
-func claim(st *targetState, in claimInput) verdict {
-	now := in.Now
-	for _, o := range st.Occurrences {
-		if o.Key == in.Occ.Key {
-			return verdict{Reason: ReasonDuplicate, Detail: "occurrence already handled at " + o.At.UTC().Format(time.RFC3339), BreakerOpen: now.Before(st.BreakerOpenUntil)}
-		}
-	}
-	var v verdict
-	if !st.BreakerOpenUntil.IsZero() {
-		if now.Before(st.BreakerOpenUntil) {
-			return verdict{Reason: ReasonBreakerOpen, Detail: "circuit breaker open until " + st.BreakerOpenUntil.UTC().Format(time.RFC3339), BreakerOpen: true}
-		}
-		// Half-open: the breaker expired; the next action is a new trial.
-		st.BreakerOpenUntil = time.Time{}
-		st.Failures, st.Refires = 0, 0
-		st.WindowStart = now
-		v.Write = true
-	}
-	if st.WindowStart.IsZero() || now.Sub(st.WindowStart) > in.Breaker.Window {
-		st.WindowStart = now
-		st.Failures, st.Refires = 0, 0
-		v.Write = true
-	}
-	if in.Recycle {
-		for _, o := range st.Occurrences {
-			if o.Pod == "" || now.Sub(o.At) >= in.Cooldown {
-				continue
-			}
-			if o.Pod == in.Occ.Pod {
-				v.Reason, v.Detail = ReasonCooldown, fmt.Sprintf("pod %s recycled %s ago (cooldown %s)", o.Pod, now.Sub(o.At).Round(time.Second), in.Cooldown)
-				return v
-			}
-			v.RecentlyRecycled++
-		}
-	} else if !st.LastActionAt.IsZero() && now.Sub(st.LastActionAt) < in.Cooldown {
-		v.Reason, v.Detail = ReasonCooldown, fmt.Sprintf("last action %s ago (cooldown %s)", now.Sub(st.LastActionAt).Round(time.Second), in.Cooldown)
-		return v
-	}
-	for _, o := range st.Occurrences {
-		if o.Fingerprint == in.Occ.Fingerprint && now.Sub(o.At) <= in.Breaker.Window {
-			// The same alert fires again after it was remediated: the fix
-			// is not holding.
-			st.Refires++
-			v.Write = true
-			if st.Refires >= in.Breaker.Refires {
-				st.BreakerOpenUntil = now.Add(in.Breaker.OpenFor)
-				v.Reason = ReasonBreakerOpen
-				v.Detail = fmt.Sprintf("alert fired again %d times after remediation within %s", st.Refires, in.Breaker.Window)
-				v.Opened, v.BreakerOpen = true, true
-				return v
-			}
-			break
-		}
-	}
-	if !in.RateOK {
-		v.Reason, v.Detail = ReasonRateLimited, "global action rate limit reached"
-		return v
-	}
-	occ := in.Occ
-	occ.At = now
-	st.Occurrences = append(st.Occurrences, occ)
-	if n := len(st.Occurrences); n > maxOccurrences {
-		st.Occurrences = append([]occurrence(nil), st.Occurrences[n-maxOccurrences:]...)
-	}
-	if !in.Recycle {
-		st.LastActionAt = now
-	}
-	st.LastOutcome = "claimed"
-	v.Proceed, v.Write = true, true
-	return v
-}
-
-// finish records the outcome of an action that claim allowed. It returns
-// true when this failure opened the breaker.
-func finish(st *targetState, key, outcome string, now time.Time, b BreakerConfig) (opened bool) {
-	for i := range st.Occurrences {
-		if st.Occurrences[i].Key == key {
-			st.Occurrences[i].Outcome = outcome
-		}
-	}
-	st.LastOutcome = outcome
-	switch outcome {
-	case outcomeActed:
-		st.Failures = 0
-	case outcomeFailed:
-		if st.WindowStart.IsZero() || now.Sub(st.WindowStart) > b.Window {
-			st.WindowStart = now
-			st.Failures, st.Refires = 0, 0
-		}
-		st.Failures++
-		if st.Failures >= b.Failures && !now.Before(st.BreakerOpenUntil) {
-			st.BreakerOpenUntil = now.Add(b.OpenFor)
-			return true
-		}
-	}
-	return false
-}
-
-// resolve marks the latest action for the alert as resolved. It returns
-// false when there is nothing to record.
-func resolve(st *targetState, fingerprint string) bool {
-	for i := len(st.Occurrences) - 1; i >= 0; i-- {
-		o := &st.Occurrences[i]
-		if o.Fingerprint != fingerprint {
-			continue
-		}
-		if o.Resolved {
-			return false
-		}
-		o.Resolved = true
-		return true
-	}
-	return false
 }
 
 // stateStore keeps targetState where every replica sees it and writes it
@@ -370,10 +198,10 @@ func (s *leaseStore) update(ctx context.Context, t target, fn func(st *targetSta
 		l.Spec.HolderIdentity = ptr.To(s.identity)
 		l.Spec.RenewTime = &now
 		if exists {
-			_, err = leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: fieldManager})
+			_, err = leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: actions.FieldManager})
 		} else {
 			l.Spec.AcquireTime = &now
-			_, err = leases.Create(ctx, l, metav1.CreateOptions{FieldManager: fieldManager})
+			_, err = leases.Create(ctx, l, metav1.CreateOptions{FieldManager: actions.FieldManager})
 		}
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 			continue // another replica wrote first: decide again on its state
@@ -440,56 +268,34 @@ func (s *redisStore) update(ctx context.Context, t target, fn func(st *targetSta
 	return fmt.Errorf("redis state %s: %w", key, errTooManyConflicts)
 }
 
-// rateLimiter is a sliding one-hour window of action claims in this
-// process. Replicas do not share it: with N replicas the effective limit is
-// at most N times the configured one (documented in docs/remediator.md).
-type rateLimiter struct {
-	mu     sync.Mutex
-	limit  int
-	window time.Duration
-	times  []time.Time
+// redisOptions connect to the database of a Redis target that holds the
+// remediator's own records, not the one flush-cache clears.
+func redisOptions(rt RedisTarget) *redis.Options {
+	o := &redis.Options{
+		Addr:         rt.Address,
+		Username:     rt.Username,
+		Password:     rt.password,
+		DB:           rt.CoordinationDB,
+		DialTimeout:  5 * time.Second,
+		ReadTimeout:  5 * time.Second,
+		WriteTimeout: 5 * time.Second,
+		PoolSize:     4,
+	}
+	if rt.TLS {
+		o.TLSConfig = tlsConfigFor(rt.Address)
+	}
+	return o
 }
 
-func newRateLimiter(limit int) *rateLimiter {
-	return &rateLimiter{limit: limit, window: time.Hour}
-}
+// SetPolicy replaces the policy. Jobs already running finish under the old
 
-func (l *rateLimiter) setLimit(limit int) {
-	l.mu.Lock()
-	l.limit = limit
-	l.mu.Unlock()
-}
-
-// reserve takes a slot if one is free. cancel gives it back (the action
-// was not claimed after all).
-func (l *rateLimiter) reserve(now time.Time) (ok bool, cancel func()) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.limit == 0 {
-		return true, func() {}
+// tlsConfigFor verifies the server's certificate against its host name.
+func tlsConfigFor(addr string) *tls.Config {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
 	}
-	cut := 0
-	for cut < len(l.times) && now.Sub(l.times[cut]) >= l.window {
-		cut++
-	}
-	l.times = l.times[cut:]
-	if len(l.times) >= l.limit {
-		return false, func() {}
-	}
-	l.times = append(l.times, now)
-	var once sync.Once
-	return true, func() {
-		once.Do(func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			for i := len(l.times) - 1; i >= 0; i-- {
-				if l.times[i].Equal(now) {
-					l.times = append(l.times[:i], l.times[i+1:]...)
-					return
-				}
-			}
-		})
-	}
+	return &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 }
 
 // permanentStoreError reports errors that waiting will not fix.
