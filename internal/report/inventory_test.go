@@ -1,0 +1,105 @@
+package report
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/warden-sre/warden/internal/inventory"
+)
+
+// notInInventory are series the reports read that internal/inventory does
+// not list yet: Prometheus writes ALERTS for every alerting rule, and
+// cAdvisor exports container_cpu_usage_seconds_total beside the
+// container_memory_working_set_bytes the inventory already has.
+var notInInventory = map[string]bool{
+	"ALERTS":                            true,
+	"container_cpu_usage_seconds_total": true,
+}
+
+// TestEveryQueryUsesKnownMetrics parses every expression of every report
+// and checks its metric names against the inventory (and counter-only
+// functions against metric types), so a misspelt or removed metric fails
+// here rather than as "no data" in a report.
+func TestEveryQueryUsesKnownMetrics(t *testing.T) {
+	for _, kind := range Kinds {
+		def, err := Define(kind, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range def.Sections {
+			for _, c := range s.Checks {
+				for _, q := range c.Queries() {
+					t.Run(string(kind)+"/"+c.Title, func(t *testing.T) {
+						if _, err := inventory.Check(q); err != nil {
+							if rest := unexpected(err); len(rest) > 0 {
+								t.Errorf("%s / %s: %v", s.Title, c.Title, errors.Join(rest...))
+							}
+						}
+						names, err := inventory.MetricNames(q)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if len(names) == 0 {
+							t.Errorf("%s / %s: %q reads no metric", s.Title, c.Title, q)
+						}
+					})
+				}
+			}
+		}
+	}
+}
+
+// unexpected drops the inventory's complaints about the names in
+// notInInventory and returns the rest.
+func unexpected(err error) []error {
+	var leaves []error
+	var walk func(error)
+	walk = func(e error) {
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			if inner := u.Unwrap(); inner != nil {
+				walk(inner)
+				return
+			}
+			leaves = append(leaves, e)
+		default:
+			leaves = append(leaves, e)
+		}
+	}
+	walk(err)
+	var out []error
+	for _, e := range leaves {
+		allowed := false
+		for name := range notInInventory {
+			if strings.HasPrefix(e.Error(), `metric "`+name+`" is not produced`) {
+				allowed = true
+			}
+		}
+		if !allowed {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func TestUnknownReportKindIsAnError(t *testing.T) {
+	if _, err := Define("yearly", Options{}); err == nil || !strings.Contains(err.Error(), "daily, weekly, monthly, security") {
+		t.Fatalf("Define(yearly) error = %v; want one naming the reports", err)
+	}
+}
+
+func TestUnexpectedKeepsOnlyUnlistedComplaints(t *testing.T) {
+	_, err := inventory.Check(`ALERTS + no_such_metric + rate(pg_up[5m])`)
+	if err == nil {
+		t.Fatal("inventory.Check accepted an unknown metric")
+	}
+	got := unexpected(err)
+	if len(got) != 2 || !strings.Contains(errors.Join(got...).Error(), "no_such_metric") || !strings.Contains(errors.Join(got...).Error(), "rate() applied to gauge") {
+		t.Fatalf("unexpected(%v) = %v; want the complaints about no_such_metric and rate(pg_up) only", err, got)
+	}
+}
