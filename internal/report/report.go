@@ -250,13 +250,18 @@ func (r *Report) Failed() (failed, total int) {
 // is recorded in its check and the others still run; the returned error
 // joins the failures.
 func Build(ctx context.Context, api API, kind Kind, at time.Time, opts Options) (*Report, error) {
-	opts = opts.withDefaults()
 	def, err := Define(kind, opts)
 	if err != nil {
 		return nil, err
 	}
+	return Run(ctx, api, def, at, opts)
+}
+
+// Run runs the checks of a definition at the time at, as Build does.
+func Run(ctx context.Context, api API, def Definition, at time.Time, opts Options) (*Report, error) {
+	opts = opts.withDefaults()
 	q := &querier{api: api, at: at, window: def.Window, timeout: opts.QueryTimeout}
-	rep := &Report{Kind: kind, Title: def.Title, At: at, Window: def.Window}
+	rep := &Report{Kind: def.Kind, Title: def.Title, At: at, Window: def.Window}
 	var errs []error
 	for _, s := range def.Sections {
 		sr := SectionResult{Title: s.Title, Intro: s.Intro}
