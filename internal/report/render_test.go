@@ -131,7 +131,7 @@ func TestRendering(t *testing.T) {
 				{Header: "forecast", Query: `predict_linear(pg_database_size_bytes[30d], 2592000)`, Unit: Bytes},
 			}},
 			api: &fakeAPI{instant: map[string]model.Value{
-				`pg_database_size_bytes`: join(vec(1024, "datname", "small"), vec(3*1024*1024*1024, "datname", "auth")),
+				`pg_database_size_bytes`:                               join(vec(1024, "datname", "small"), vec(3*1024*1024*1024, "datname", "auth")),
 				`predict_linear(pg_database_size_bytes[30d], 2592000)`: vec(4*1024*1024*1024, "datname", "auth"),
 			}},
 			wantMD:   []string{"| datname | size | forecast |", "| auth | 3 GiB | 4 GiB |\n| small | 1 KiB | – |"},
