@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -21,8 +22,27 @@ const maxChartSeries = 10
 // placed inline in HTML. Series names are label values: vgsvg escapes
 // every text it writes. It returns "" when no series has a finite point.
 func chartSVG(r Result) (string, error) {
+	p, err := chartPlot(r)
+	if err != nil || p == nil {
+		return "", err
+	}
+	c := vgsvg.New(18*vg.Centimeter, 8*vg.Centimeter)
+	p.Draw(draw.New(c))
+	var buf bytes.Buffer
+	if _, err := c.WriteTo(&buf); err != nil {
+		return "", fmt.Errorf("chart %s: %w", r.Title, err)
+	}
+	out := buf.Bytes()
+	if i := bytes.Index(out, []byte("<svg")); i >= 0 {
+		out = out[i:]
+	}
+	return string(out), nil
+}
+
+// chartPlot lays out the chart; nil when no series has a finite point.
+func chartPlot(r Result) (*plot.Plot, error) {
 	p := plot.New()
-	p.X.Tick.Marker = plot.TimeTicks{Format: "Jan 02\n15:04"}
+	p.X.Tick.Marker = timeTicks{}
 	p.Y.Tick.Marker = unitTicks{unit: r.Unit}
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
@@ -44,7 +64,7 @@ func chartSVG(r Result) (string, error) {
 		}
 		l, err := plotter.NewLine(xys)
 		if err != nil {
-			return "", fmt.Errorf("chart %s: %w", r.Title, err)
+			return nil, fmt.Errorf("chart %s: %w", r.Title, err)
 		}
 		l.Color = plotutil.Color(lines)
 		l.Width = vg.Points(1.5)
@@ -53,7 +73,7 @@ func chartSVG(r Result) (string, error) {
 		lines++
 	}
 	if lines == 0 {
-		return "", nil
+		return nil, nil
 	}
 	// The Y axis starts at 0 for non-negative data, so that growth is not
 	// exaggerated.
@@ -63,17 +83,9 @@ func chartSVG(r Result) (string, error) {
 	if p.Y.Max == p.Y.Min {
 		p.Y.Max = p.Y.Min + 1
 	}
-	c := vgsvg.New(18*vg.Centimeter, 8*vg.Centimeter)
-	p.Draw(draw.New(c))
-	var buf bytes.Buffer
-	if _, err := c.WriteTo(&buf); err != nil {
-		return "", fmt.Errorf("chart %s: %w", r.Title, err)
-	}
-	out := buf.Bytes()
-	if i := bytes.Index(out, []byte("<svg")); i >= 0 {
-		out = out[i:]
-	}
-	return string(out), nil
+	// Headroom for the legend in the top left corner.
+	p.Y.Max += (p.Y.Max - p.Y.Min) * 0.08 * float64(lines+1)
+	return p, nil
 }
 
 // unitTicks places ticks as plot.DefaultTicks does and labels them in the
@@ -86,6 +98,30 @@ func (t unitTicks) Ticks(min, max float64) []plot.Tick {
 		if ticks[i].Label != "" {
 			ticks[i].Label = t.unit.Format(ticks[i].Value)
 		}
+	}
+	return ticks
+}
+
+// timeTicks places time ticks on round hours or days (UTC), which
+// plot.TimeTicks does not: its ticks fall wherever the numbers are round.
+type timeTicks struct{}
+
+func (timeTicks) Ticks(min, max float64) []plot.Tick {
+	span := time.Duration(max-min) * time.Second
+	step, format := 24*time.Hour, "Jan 02"
+	switch {
+	case span <= 2*24*time.Hour:
+		step, format = 4*time.Hour, "Jan 02\n15:04"
+	case span > 10*24*time.Hour:
+		step = 5 * 24 * time.Hour
+	}
+	t := time.Unix(int64(math.Ceil(min)), 0).UTC().Truncate(step)
+	if float64(t.Unix()) < min {
+		t = t.Add(step)
+	}
+	var ticks []plot.Tick
+	for ; float64(t.Unix()) <= max; t = t.Add(step) {
+		ticks = append(ticks, plot.Tick{Value: float64(t.Unix()), Label: t.Format(format)})
 	}
 	return ticks
 }

@@ -54,6 +54,9 @@ func (u Unit) Format(v float64) string {
 	case Days:
 		return trimFloat(v, 1) + " days"
 	case PerSecond:
+		if math.Abs(v) < 10 {
+			return trimFloat(v, 2) + "/s"
+		}
 		return formatNumber(v) + "/s"
 	case Cores:
 		return trimFloat(v, 3) + " cores"
@@ -75,10 +78,10 @@ func (u Unit) Format(v float64) string {
 	return formatNumber(v)
 }
 
-// formatNumber rounds to whole numbers from 10 on (increase() extrapolates,
+// formatNumber rounds to whole numbers from 1 on (increase() extrapolates,
 // so counts are rarely whole) and groups thousands.
 func formatNumber(v float64) string {
-	if math.Abs(v) < 10 {
+	if math.Abs(v) < 1 {
 		return trimFloat(v, 2)
 	}
 	s := strconv.FormatFloat(math.Round(v), 'f', 0, 64)

@@ -25,26 +25,26 @@ type fakeAPI struct {
 	asked   []string
 }
 
-func (f *fakeAPI) Query(_ context.Context, q string, _ time.Time, _ ...v1.Option) (model.Value, v1.Warnings, error) {
+func (f *fakeAPI) Query(_ context.Context, q string, _ time.Time, _ ...v1.Option) (model.Value, v1.Warnings, v1.Infos, error) {
 	f.asked = append(f.asked, q)
 	if err := f.fail[q]; err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if v, ok := f.instant[q]; ok {
-		return v, nil, nil
+		return v, nil, nil, nil
 	}
-	return model.Vector{}, nil, nil
+	return model.Vector{}, nil, nil, nil
 }
 
-func (f *fakeAPI) QueryRange(_ context.Context, q string, _ v1.Range, _ ...v1.Option) (model.Value, v1.Warnings, error) {
+func (f *fakeAPI) QueryRange(_ context.Context, q string, _ v1.Range, _ ...v1.Option) (model.Value, v1.Warnings, v1.Infos, error) {
 	f.asked = append(f.asked, q)
 	if err := f.fail[q]; err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if v, ok := f.ranges[q]; ok {
-		return v, nil, nil
+		return v, nil, nil, nil
 	}
-	return model.Matrix{}, nil, nil
+	return model.Matrix{}, nil, nil, nil
 }
 
 func vec(v float64, labels ...string) model.Vector {
@@ -251,7 +251,8 @@ func TestFormat(t *testing.T) {
 		want string
 	}{
 		{Count, 0, "0"},
-		{Count, 2.5, "2.5"},
+		{Count, 0.25, "0.25"},
+		{Count, 2.5, "3"},
 		{Count, 1234567.4, "1,234,567"},
 		{Count, -1500, "-1,500"},
 		{Bytes, 512, "512 B"},

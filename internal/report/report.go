@@ -28,8 +28,8 @@ import (
 // API is the part of the Prometheus HTTP API a report needs;
 // v1.API satisfies it.
 type API interface {
-	Query(ctx context.Context, query string, ts time.Time, opts ...v1.Option) (model.Value, v1.Warnings, error)
-	QueryRange(ctx context.Context, query string, r v1.Range, opts ...v1.Option) (model.Value, v1.Warnings, error)
+	Query(ctx context.Context, query string, ts time.Time, opts ...v1.Option) (model.Value, v1.Warnings, v1.Infos, error)
+	QueryRange(ctx context.Context, query string, r v1.Range, opts ...v1.Option) (model.Value, v1.Warnings, v1.Infos, error)
 }
 
 // Kind names a report.
@@ -350,7 +350,7 @@ func (q *querier) run(ctx context.Context, c Check) (Result, error) {
 		}
 		ctx, cancel := context.WithTimeout(ctx, q.timeout)
 		defer cancel()
-		val, _, err := q.api.QueryRange(ctx, c.Query, v1.Range{Start: q.at.Add(-q.window), End: q.at, Step: step}, v1.WithTimeout(q.timeout))
+		val, _, _, err := q.api.QueryRange(ctx, c.Query, v1.Range{Start: q.at.Add(-q.window), End: q.at, Step: step}, v1.WithTimeout(q.timeout))
 		if err != nil {
 			return res, fmt.Errorf("query range %q: %w", c.Query, err)
 		}
@@ -434,7 +434,7 @@ func (q *querier) missing(ctx context.Context, expr string) (string, error) {
 func (q *querier) instant(ctx context.Context, expr string) (model.Vector, error) {
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
-	val, _, err := q.api.Query(ctx, expr, q.at, v1.WithTimeout(q.timeout))
+	val, _, _, err := q.api.Query(ctx, expr, q.at, v1.WithTimeout(q.timeout))
 	if err != nil {
 		return nil, fmt.Errorf("query %q: %w", expr, err)
 	}
