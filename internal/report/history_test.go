@@ -101,8 +101,10 @@ func history() map[string][]series {
 			{`target="main",datname="auth_service",schemaname="public",relname="users"`, always(func(t time.Time) float64 { return 50*mib + mib*since(t)/86400 })},
 			{`target="main",datname="auth_service",schemaname="other",relname="other"`, constant(20 * mib)},
 		},
-		"redis_up":                {{`target="session-cache"`, constant(1)}},
-		"redis_memory_used_bytes": {{`target="session-cache"`, always(func(t time.Time) float64 { return 200*mib + 50*mib*math.Sin(since(t)/86400*2*math.Pi) + 2*mib*since(t)/86400 })}},
+		"redis_up": {{`target="session-cache"`, constant(1)}},
+		"redis_memory_used_bytes": {{`target="session-cache"`, always(func(t time.Time) float64 {
+			return 200*mib + 50*mib*math.Sin(since(t)/86400*2*math.Pi) + 2*mib*since(t)/86400
+		})}},
 		"node_filesystem_avail_bytes": {
 			{`instance="node-1",mountpoint="/var/lib/postgresql/data",fstype="ext4",device="/dev/sdb"`, always(func(t time.Time) float64 { return 40*gib - 0.5*gib*since(t)/86400 })},
 			{`instance="node-1",mountpoint="/",fstype="ext4",device="/dev/sda1"`, constant(30 * gib)},
