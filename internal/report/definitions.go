@@ -13,6 +13,10 @@ const day = 24 * time.Hour
 // services, as the runbook names them.
 const services = `auth-service|policy-service`
 
+// remediatorProducer exists whenever warden-remediator is scraped; its
+// per-target series only once a target was handled.
+const remediatorProducer = "warden_remediator_build_info"
+
 // Filesystems that are not disks, as rules/platform.rules.yml excludes them.
 const realFilesystems = `fstype!~"tmpfs|ramfs|squashfs|nsfs|fuse.lxcfs"`
 
@@ -490,6 +494,7 @@ func security() Definition {
 						},
 						Empty:           "No escalation.",
 						AbsentMeansNone: true,
+						Producer:        remediatorProducer,
 					},
 				},
 			},
@@ -574,6 +579,7 @@ func remediatorChecks(window string) []Check {
 		},
 		Empty:           "No escalation.",
 		AbsentMeansNone: true,
+		Producer:        remediatorProducer,
 	}, {
 		Type:   Table,
 		Title:  "Circuit breakers open now",
@@ -583,5 +589,6 @@ func remediatorChecks(window string) []Check {
 		},
 		Empty:           "No breaker open.",
 		AbsentMeansNone: true,
+		Producer:        remediatorProducer,
 	}}
 }

@@ -191,6 +191,10 @@ func history() map[string][]series {
 				return 1, true
 			}},
 		},
+		"warden_remediator_build_info": {
+			{`version="0.4.0",revision="abc123",instance="remediator-0"`, constant(1)},
+			{`version="0.4.0",revision="abc123",instance="remediator-1"`, constant(1)},
+		},
 		"warden_remediator_breaker_open": {
 			{`namespace="rust-security",target="deployment/auth-service",instance="remediator-0"`, always(func(t time.Time) float64 {
 				if t.Before(historyEnd.Add(-4 * time.Hour)) {

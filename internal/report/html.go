@@ -52,6 +52,11 @@ func HTML(w io.Writer, r *Report) error {
 						}
 						block.Table = append(block.Table, cells)
 					}
+					for ci, m := range res.ColumnMissing {
+						if m != "" {
+							block.Notes = append(block.Notes, res.Columns[ci].Header+": no data ("+m+")")
+						}
+					}
 				case Chart:
 					svg, err := chartSVG(res)
 					if err != nil {
@@ -107,6 +112,7 @@ type htmlBlock struct {
 	Header              []string
 	Labels              int // leading label columns of Header
 	Table               [][]string
+	Notes               []string
 	SVG                 template.HTML
 	Queries             []htmlQuery
 }
@@ -165,7 +171,8 @@ nav ul { columns: 2; }
 <tr>{{range .Header}}<th>{{.}}</th>{{end}}</tr>
 {{range .Table}}<tr>{{range $i, $c := .}}{{if lt $i $labels}}<td>{{$c}}</td>{{else}}<td class="num">{{$c}}</td>{{end}}{{end}}</tr>
 {{end}}</table>{{end}}
-{{end}}
+{{range .Notes}}<p class="status">{{.}}</p>
+{{end}}{{end}}
 <details><summary>PromQL</summary><ul>{{range .Queries}}<li>{{with .Name}}{{.}}: {{end}}<code>{{.Query}}</code></li>{{end}}</ul></details>
 {{end}}{{end}}
 </section>

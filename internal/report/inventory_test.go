@@ -29,7 +29,11 @@ func TestEveryQueryUsesKnownMetrics(t *testing.T) {
 		}
 		for _, s := range def.Sections {
 			for _, c := range s.Checks {
-				for _, q := range c.Queries() {
+				queries := c.Queries()
+				if c.Producer != "" {
+					queries = append(queries, c.Producer)
+				}
+				for _, q := range queries {
 					t.Run(string(kind)+"/"+c.Title, func(t *testing.T) {
 						if _, err := inventory.Check(q); err != nil {
 							if rest := unexpected(err); len(rest) > 0 {

@@ -106,6 +106,11 @@ func mdTable(b *bufio.Writer, r Result) {
 		fmt.Fprintf(b, "| %s |\n", strings.Join(cells, " | "))
 	}
 	b.WriteString("\n")
+	for i, m := range r.ColumnMissing {
+		if m != "" {
+			fmt.Fprintf(b, "%s: no data (%s)\n\n", mdEscape(r.Columns[i].Header), mdEscape(m))
+		}
+	}
 }
 
 func cellText(u Unit, c Cell) string {

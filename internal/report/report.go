@@ -108,8 +108,10 @@ type Check struct {
 	Empty string
 	// AbsentMeansNone is set for metrics that only exist once something
 	// happened (ALERTS, per-target counters): their absence is Empty, not
-	// missing data.
+	// missing data, as long as Producer (a metric that always exists while
+	// the producer is scraped) has series in the window.
 	AbsentMeansNone bool
+	Producer        string
 }
 
 // Queries returns every PromQL expression the check runs.
@@ -194,6 +196,10 @@ type Result struct {
 	Missing string
 	// Empty is true when the answer is empty and every metric exists.
 	Empty bool
+	// ColumnMissing says, per table column, why a column other than the
+	// first has no value in any row ("" when it has values or when its
+	// metrics exist).
+	ColumnMissing []string
 
 	Value  float64  // Stat
 	Rows   []Row    // Table
@@ -324,6 +330,18 @@ func (q *querier) run(ctx context.Context, c Check) (Result, error) {
 			if err != nil {
 				return res, err
 			}
+			if len(vec) == 0 {
+				missing, err := q.missing(ctx, col.Query)
+				if err != nil {
+					return res, err
+				}
+				if missing != "" {
+					if res.ColumnMissing == nil {
+						res.ColumnMissing = make([]string, len(c.Columns))
+					}
+					res.ColumnMissing[ci+1] = missing
+				}
+			}
 			join := col.JoinOn
 			if len(join) == 0 {
 				join = c.Labels
@@ -382,6 +400,16 @@ func (q *querier) run(ctx context.Context, c Check) (Result, error) {
 // empty decides whether an empty answer is missing data or a real "none".
 func (q *querier) empty(ctx context.Context, res Result, expr string) (Result, error) {
 	if res.AbsentMeansNone {
+		if res.Producer != "" {
+			missing, err := q.missing(ctx, res.Producer)
+			if err != nil {
+				return res, err
+			}
+			if missing != "" {
+				res.Missing = missing
+				return res, nil
+			}
+		}
 		res.Empty = true
 		return res, nil
 	}
