@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		promConfig   = app.Flag("prometheus.config.file", "HTTP client configuration for Prometheus (YAML, Prometheus's http_config: basic_auth, authorization, oauth2, tls_config, proxy_url).").String()
 		atFlag       = app.Flag("at", "End of the report's window: RFC 3339 (2026-03-02T09:00:00Z), Unix seconds, \"now\", or now minus a duration (now-1d, -12h).").Default("now").String()
 		output       = app.Flag("output", "Format: md (Markdown) or html (one self-contained file with SVG charts).").Default("md").Enum("md", "html")
-		outFile      = app.Flag("out", "File to write (replaced atomically); - is standard output.").Default("-").String()
+		outFile      = app.Flag("out", "File to write (replaced atomically); {date} in the name becomes the report's end date (UTC, 2006-01-02); - is standard output.").Default("-").String()
 		namespace    = app.Flag("namespace", "Kubernetes namespace of auth-service and policy-service (CPU and memory queries).").Default("rust-security").String()
 		queryTimeout = app.Flag("query.timeout", "Time limit of each PromQL query.").Default("2m").Duration()
 		logConfig    = &promslog.Config{}
@@ -104,15 +104,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logger.Error("every query failed; no report written", "prometheus", (*promURL).Redacted(), "err", err)
 		return 1
 	}
-	if err := write(*outFile, *output, rep, stdout); err != nil {
-		logger.Error("cannot write report", "out", *outFile, "err", err)
+	out := strings.ReplaceAll(*outFile, "{date}", at.UTC().Format(time.DateOnly))
+	if err := write(out, *output, rep, stdout); err != nil {
+		logger.Error("cannot write report", "out", out, "err", err)
 		return 1
 	}
 	if err != nil {
 		logger.Warn("report written with failed queries", "failed", failed, "checks", total, "err", err)
 		return 1
 	}
-	logger.Info("report written", "report", *kind, "at", at.UTC().Format(time.RFC3339), "out", *outFile, "checks", total)
+	logger.Info("report written", "report", *kind, "at", at.UTC().Format(time.RFC3339), "out", out, "checks", total)
 	return 0
 }
 

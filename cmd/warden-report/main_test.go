@@ -60,13 +60,12 @@ func TestDailyReportFromARealPrometheus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out := filepath.Join(dir, "daily."+tt.output)
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), []string{"daily", "--prometheus.url", prom.URL, "--at", end.Format(time.RFC3339), "--output", tt.output, "--out", out}, &stdout, &stderr)
+			code := run(context.Background(), []string{"daily", "--prometheus.url", prom.URL, "--at", end.Format(time.RFC3339), "--output", tt.output, "--out", filepath.Join(dir, "daily-{date}."+tt.output)}, &stdout, &stderr)
 			if code != 0 {
 				t.Fatalf("exit %d:\n%s", code, stderr.String())
 			}
-			b, err := os.ReadFile(out)
+			b, err := os.ReadFile(filepath.Join(dir, "daily-2026-10-01."+tt.output))
 			if err != nil {
 				t.Fatal(err)
 			}
