@@ -2,6 +2,7 @@ package report
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -105,5 +106,31 @@ func TestUnexpectedKeepsOnlyUnlistedComplaints(t *testing.T) {
 	got := unexpected(err)
 	if len(got) != 2 || !strings.Contains(errors.Join(got...).Error(), "no_such_metric") || !strings.Contains(errors.Join(got...).Error(), "rate() applied to gauge") {
 		t.Fatalf("unexpected(%v) = %v; want the complaints about no_such_metric and rate(pg_up) only", err, got)
+	}
+}
+
+// TestDocsListEveryQuery keeps docs/report.md's PromQL tables and the
+// definitions identical.
+func TestDocsListEveryQuery(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/report.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	for _, kind := range Kinds {
+		def, err := Define(kind, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range def.Sections {
+			for _, c := range s.Checks {
+				for _, q := range c.Queries() {
+					// Inside a Markdown table a pipe is escaped.
+					if want := "`" + strings.ReplaceAll(q, "|", `\|`) + "`"; !strings.Contains(doc, want) {
+						t.Errorf("docs/report.md lacks the %s report's %q query %s", kind, c.Title, want)
+					}
+				}
+			}
+		}
 	}
 }
