@@ -1,15 +1,10 @@
 package testenv
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // Backfill turns an OpenMetrics exposition with timestamps (a history of
@@ -47,60 +42,10 @@ func StartPrometheusOnData(t testing.TB, dataDir string) *Prometheus {
 	if testing.Short() {
 		t.Skip("needs a real Prometheus; skipped with -short")
 	}
-	p, err := newPrometheusOnData(context.Background(), dataDir)
-	if err != nil {
-		t.Fatalf("start prometheus on %s: %v", dataDir, err)
-	}
-	t.Cleanup(p.Stop)
-	return p
-}
-
-func newPrometheusOnData(ctx context.Context, dataDir string) (*Prometheus, error) {
-	bin, err := LookBinary("prometheus", "PROMETHEUS", prometheusInstall)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := PrometheusConfig{}.YAML()
-	if err != nil {
-		return nil, fmt.Errorf("prometheus config: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "warden-prometheus-")
-	if err != nil {
-		return nil, fmt.Errorf("prometheus temp dir: %w", err)
-	}
-	fail := func(err error) (*Prometheus, error) {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	configPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(configPath, raw, 0o644); err != nil {
-		return fail(fmt.Errorf("write prometheus config: %w", err))
-	}
-	port, err := FreePort()
-	if err != nil {
-		return fail(err)
-	}
-	p := &Prometheus{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir}
-	p.URL = "http://" + p.Addr
-	cmd := exec.Command(bin,
-		"--config.file="+configPath,
-		"--storage.tsdb.path="+dataDir,
+	return StartPrometheus(t, PrometheusConfig{StorageArgs: []string{
+		"--storage.tsdb.path=" + dataDir,
 		// Retention counts back from the newest block, so a backfilled
 		// history of any age stays as long as it spans less than this.
 		"--storage.tsdb.retention.time=10y",
-		"--web.listen-address="+p.Addr,
-		"--web.external-url="+p.URL,
-		"--log.level=info",
-	)
-	logPath := filepath.Join(dir, "prometheus.log")
-	proc, err := startProcess(cmd, logPath)
-	if err != nil {
-		return fail(err)
-	}
-	p.proc = proc
-	if err := waitHTTP(ctx, p.URL+"/-/ready", time.Minute, proc); err != nil {
-		proc.stop(syscall.SIGKILL, time.Second)
-		return fail(fmt.Errorf("prometheus: %w\n%s", err, Tail(logPath, 20)))
-	}
-	return p, nil
+	}})
 }

@@ -51,6 +51,9 @@ type PrometheusConfig struct {
 	Alertmanagers []string
 	// ExternalLabels are added to every alert sent.
 	ExternalLabels map[string]string
+	// StorageArgs replace the default storage flags (a fresh TSDB in the
+	// server's directory): see StartPrometheusOnData.
+	StorageArgs []string
 }
 
 // YAML renders the configuration in Prometheus's file format.
@@ -159,16 +162,19 @@ func NewPrometheus(ctx context.Context, cfg PrometheusConfig) (*Prometheus, erro
 	}
 	p := &Prometheus{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir}
 	p.URL = "http://" + p.Addr
-	cmd := exec.Command(bin,
+	storage := cfg.StorageArgs
+	if len(storage) == 0 {
+		storage = []string{"--storage.tsdb.path=" + filepath.Join(dir, "data")}
+	}
+	cmd := exec.Command(bin, append(storage,
 		"--config.file="+configPath,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+p.Addr,
 		"--web.external-url="+p.URL,
 		"--web.enable-lifecycle",
 		"--scrape.discovery-reload-interval=100ms",
 		"--rules.alert.resend-delay=1s",
 		"--log.level=info",
-	)
+	)...)
 	logPath := filepath.Join(dir, "prometheus.log")
 	proc, err := startProcess(cmd, logPath)
 	if err != nil {
