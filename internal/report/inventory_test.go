@@ -18,11 +18,19 @@ var notInInventory = map[string]bool{
 	"container_cpu_usage_seconds_total": true,
 }
 
-// TestEveryQueryUsesKnownMetrics parses every expression of every report
-// and checks its metric names against the inventory (and counter-only
-// functions against metric types), so a misspelt or removed metric fails
-// here rather than as "no data" in a report.
-func TestEveryQueryUsesKnownMetrics(t *testing.T) {
+// reportQuery is one PromQL expression of a report's check.
+type reportQuery struct {
+	kind    Kind
+	section string
+	check   Check
+	query   string
+}
+
+// allQueries lists every expression of every report, with the default
+// options; withProducers adds the checks' producer metrics.
+func allQueries(t *testing.T, withProducers bool) []reportQuery {
+	t.Helper()
+	var out []reportQuery
 	for _, kind := range Kinds {
 		def, err := Define(kind, Options{})
 		if err != nil {
@@ -31,27 +39,38 @@ func TestEveryQueryUsesKnownMetrics(t *testing.T) {
 		for _, s := range def.Sections {
 			for _, c := range s.Checks {
 				queries := c.Queries()
-				if c.Producer != "" {
+				if withProducers && c.Producer != "" {
 					queries = append(queries, c.Producer)
 				}
 				for _, q := range queries {
-					t.Run(string(kind)+"/"+c.Title, func(t *testing.T) {
-						if _, err := inventory.Check(q); err != nil {
-							if rest := unexpected(err); len(rest) > 0 {
-								t.Errorf("%s / %s: %v", s.Title, c.Title, errors.Join(rest...))
-							}
-						}
-						names, err := inventory.MetricNames(q)
-						if err != nil {
-							t.Fatal(err)
-						}
-						if len(names) == 0 {
-							t.Errorf("%s / %s: %q reads no metric", s.Title, c.Title, q)
-						}
-					})
+					out = append(out, reportQuery{kind: kind, section: s.Title, check: c, query: q})
 				}
 			}
 		}
+	}
+	return out
+}
+
+// TestEveryQueryUsesKnownMetrics parses every expression of every report
+// and checks its metric names against the inventory (and counter-only
+// functions against metric types), so a misspelt or removed metric fails
+// here rather than as "no data" in a report.
+func TestEveryQueryUsesKnownMetrics(t *testing.T) {
+	for _, rq := range allQueries(t, true) {
+		t.Run(string(rq.kind)+"/"+rq.check.Title, func(t *testing.T) {
+			if _, err := inventory.Check(rq.query); err != nil {
+				if rest := unexpected(err); len(rest) > 0 {
+					t.Errorf("%s / %s: %v", rq.section, rq.check.Title, errors.Join(rest...))
+				}
+			}
+			names, err := inventory.MetricNames(rq.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(names) == 0 {
+				t.Errorf("%s / %s: %q reads no metric", rq.section, rq.check.Title, rq.query)
+			}
+		})
 	}
 }
 
@@ -116,21 +135,10 @@ func TestDocsListEveryQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := string(raw)
-	for _, kind := range Kinds {
-		def, err := Define(kind, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range def.Sections {
-			for _, c := range s.Checks {
-				for _, q := range c.Queries() {
-					// Inside a Markdown table a pipe is escaped.
-					if want := "`" + strings.ReplaceAll(q, "|", `\|`) + "`"; !strings.Contains(doc, want) {
-						t.Errorf("docs/report.md lacks the %s report's %q query %s", kind, c.Title, want)
-					}
-				}
-			}
+	for _, rq := range allQueries(t, false) {
+		// Inside a Markdown table a pipe is escaped.
+		if want := "`" + strings.ReplaceAll(rq.query, "|", `\|`) + "`"; !strings.Contains(string(raw), want) {
+			t.Errorf("docs/report.md lacks the %s report's %q query %s", rq.kind, rq.check.Title, want)
 		}
 	}
 }

@@ -113,10 +113,11 @@ func TestRendering(t *testing.T) {
 			wantHTML: []string{`<td class="status">no data (metric auth_requests_total not found)</td>`},
 		},
 		{
-			name:   "a label filter that matches nothing is missing too",
-			check:  Check{Type: Stat, Title: "Errors", Query: errors5xx, Unit: Count},
+			name:   "a label filter that matches nothing is none, saying which selector",
+			check:  Check{Type: Stat, Title: "Errors", Query: errors5xx, Unit: Count, Empty: "No 5xx answer."},
 			api:    &fakeAPI{instant: withPresent(map[string]model.Value{}, "auth_requests_total")},
-			wantMD: []string{`no data (no series match auth\_requests\_total{status=~"5.."})`},
+			wantMD: []string{`| Errors | No 5xx answer. (no series match auth\_requests\_total{status=~"5.."}) |`},
+			notMD:  []string{"no data"},
 		},
 		{
 			name:   "an empty answer with every metric present is the check's none",

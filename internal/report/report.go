@@ -192,10 +192,13 @@ type Result struct {
 	// Err is set when a query failed.
 	Err string
 	// Missing is set when the answer is empty because a metric the check
-	// reads has no series in the window: "metric X not found".
+	// reads has no series at all in the window: "metric X not found".
 	Missing string
 	// Empty is true when the answer is empty and every metric exists.
 	Empty bool
+	// NoMatch is the selector that matched no series when Empty: its
+	// metric exists, but not with those labels.
+	NoMatch string
 	// ColumnMissing says, per table column, why a column other than the
 	// first has no value in any row ("" when it has values or when its
 	// metrics exist).
@@ -215,10 +218,14 @@ func (r Result) Status() string {
 	case r.Missing != "":
 		return "no data (" + r.Missing + ")"
 	case r.Empty:
+		text := "none"
 		if r.Check.Empty != "" {
-			return r.Check.Empty
+			text = r.Check.Empty
 		}
-		return "none"
+		if r.NoMatch != "" {
+			text += " (no series match " + r.NoMatch + ")"
+		}
+		return text
 	}
 	return ""
 }
@@ -331,15 +338,15 @@ func (q *querier) run(ctx context.Context, c Check) (Result, error) {
 				return res, err
 			}
 			if len(vec) == 0 {
-				missing, err := q.missing(ctx, col.Query)
+				metric, _, err := q.missing(ctx, col.Query)
 				if err != nil {
 					return res, err
 				}
-				if missing != "" {
+				if metric != "" {
 					if res.ColumnMissing == nil {
 						res.ColumnMissing = make([]string, len(c.Columns))
 					}
-					res.ColumnMissing[ci+1] = missing
+					res.ColumnMissing[ci+1] = "metric " + metric + " not found"
 				}
 			}
 			join := col.JoinOn
@@ -399,49 +406,46 @@ func (q *querier) run(ctx context.Context, c Check) (Result, error) {
 
 // empty decides whether an empty answer is missing data or a real "none".
 func (q *querier) empty(ctx context.Context, res Result, expr string) (Result, error) {
+	probe := expr
 	if res.AbsentMeansNone {
-		if res.Producer != "" {
-			missing, err := q.missing(ctx, res.Producer)
-			if err != nil {
-				return res, err
-			}
-			if missing != "" {
-				res.Missing = missing
-				return res, nil
-			}
+		if res.Producer == "" {
+			res.Empty = true
+			return res, nil
 		}
-		res.Empty = true
-		return res, nil
+		probe = res.Producer
 	}
-	missing, err := q.missing(ctx, expr)
+	metric, noMatch, err := q.missing(ctx, probe)
 	if err != nil {
 		return res, err
 	}
-	if missing != "" {
-		res.Missing = missing
+	if metric != "" {
+		res.Missing = "metric " + metric + " not found"
 		return res, nil
 	}
 	res.Empty = true
+	if !res.AbsentMeansNone {
+		res.NoMatch = noMatch
+	}
 	return res, nil
 }
 
-// missing names the first metric of expr that has no series in the
-// report's window ("metric X not found"), or the first selector whose
-// label matchers match no series ("no series match X{...}"), or returns ""
-// when every selector has data.
-func (q *querier) missing(ctx context.Context, expr string) (string, error) {
+// missing returns the first metric of expr that has no series at all in
+// the report's window, else the first selector whose label matchers match
+// no series in the window (the metric exists, but a service never answered
+// with a 5xx, say), else "" and "".
+func (q *querier) missing(ctx context.Context, expr string) (metric, noMatch string, err error) {
 	sels, err := selectors(expr)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	window := model.Duration(q.window).String()
 	for _, s := range sels {
 		vec, err := q.instant(ctx, fmt.Sprintf("count(last_over_time(%s[%s]))", s.name, window))
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		if len(vec) == 0 {
-			return fmt.Sprintf("metric %s not found", s.name), nil
+			return s.name, "", nil
 		}
 	}
 	for _, s := range sels {
@@ -450,13 +454,13 @@ func (q *querier) missing(ctx context.Context, expr string) (string, error) {
 		}
 		vec, err := q.instant(ctx, fmt.Sprintf("count(last_over_time(%s[%s]))", s.selector, window))
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		if len(vec) == 0 {
-			return fmt.Sprintf("no series match %s", s.selector), nil
+			return "", s.selector, nil
 		}
 	}
-	return "", nil
+	return "", "", nil
 }
 
 func (q *querier) instant(ctx context.Context, expr string) (model.Vector, error) {
