@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
@@ -36,12 +38,18 @@ func chartSVG(r Result) (string, error) {
 	if i := bytes.Index(out, []byte("<svg")); i >= 0 {
 		out = out[i:]
 	}
-	return string(out), nil
+	// Browsers without Liberation Sans (the metrics plot measured text
+	// with) fall back to a sans-serif of about the same width.
+	return strings.ReplaceAll(string(out), "font-family:Liberation Sans;", "font-family:'Liberation Sans',Arial,Helvetica,sans-serif;"), nil
 }
 
 // chartPlot lays out the chart; nil when no series has a finite point.
 func chartPlot(r Result) (*plot.Plot, error) {
 	p := plot.New()
+	// Sans-serif like the page around the chart (plot's default is serif).
+	for _, f := range []*font.Font{&p.X.Tick.Label.Font, &p.Y.Tick.Label.Font, &p.Legend.TextStyle.Font} {
+		f.Variant = "Sans"
+	}
 	p.X.Tick.Marker = timeTicks{}
 	p.Y.Tick.Marker = unitTicks{unit: r.Unit}
 	p.Add(plotter.NewGrid())

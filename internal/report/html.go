@@ -166,7 +166,7 @@ nav ul { columns: 2; }
 <h3>{{.Title}}</h3>
 {{with .Note}}<p class="note">{{.}}</p>{{end}}
 {{if .Status}}<p class="status">{{.Status}}</p>{{else}}
-{{with .SVG}}<figure>{{.}}</figure>{{end}}
+{{if .SVG}}<figure role="img" aria-label="{{.Title}}">{{.SVG}}</figure>{{end}}
 {{if .Header}}{{$labels := .Labels}}<table>
 <tr>{{range .Header}}<th>{{.}}</th>{{end}}</tr>
 {{range .Table}}<tr>{{range $i, $c := .}}{{if lt $i $labels}}<td>{{$c}}</td>{{else}}<td class="num">{{$c}}</td>{{end}}{{end}}</tr>

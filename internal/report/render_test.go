@@ -181,7 +181,7 @@ func TestRendering(t *testing.T) {
 				}},
 			}},
 			wantMD:   []string{"| \\<b\\>cache\\</b\\> | 1 KiB | 2 KiB | 1 KiB | 4 KiB |"},
-			wantHTML: []string{"<figure><svg", "&lt;b&gt;cache&lt;/b&gt;", "</svg>\n</figure>"},
+			wantHTML: []string{`<figure role="img" aria-label="Memory"><svg`, "&lt;b&gt;cache&lt;/b&gt;", "</svg>\n</figure>"},
 			notHTML:  []string{"<b>cache", "<?xml"},
 		},
 	}
