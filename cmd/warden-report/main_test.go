@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -81,6 +85,58 @@ func TestDailyReportFromARealPrometheus(t *testing.T) {
 				t.Errorf("temporary files left: %v", leftovers)
 			}
 		})
+	}
+}
+
+// TestPrometheusClientConfigAuthenticates puts a reverse proxy that
+// demands a bearer token in front of the real Prometheus: without
+// --prometheus.config.file every query is refused and nothing is written;
+// with the token from the config file the report is written.
+func TestPrometheusClientConfigAuthenticates(t *testing.T) {
+	data := testenv.Backfill(t, smallHistory())
+	prom := testenv.StartPrometheusOnData(t, data)
+	target, err := url.Parse(prom.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	guard := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(guard.Close)
+
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	configFile := filepath.Join(dir, "prometheus-client.yml")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(configFile, []byte("authorization:\n  credentials_file: "+tokenFile+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "daily.md")
+	args := []string{"daily", "--prometheus.url", guard.URL, "--at", end.Format(time.RFC3339), "--out", out}
+
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), args, &stdout, &stderr); code != 1 {
+		t.Fatalf("without credentials: exit %d; want 1\n%s", code, stderr.String())
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("without credentials a report was written (stat: %v)", err)
+	}
+	stderr.Reset()
+	if code := run(context.Background(), append(args, "--prometheus.config.file", configFile), &stdout, &stderr); code != 0 {
+		t.Fatalf("with credentials: exit %d\n%s", code, stderr.String())
+	}
+	if b, err := os.ReadFile(out); err != nil || !strings.Contains(string(b), "| Requests in 24 h | 345,600 |") {
+		t.Fatalf("report %q, %v; want the requests of the history", b, err)
+	}
+	if strings.Contains(stderr.String(), "s3cret") {
+		t.Errorf("the token appears in the log:\n%s", stderr.String())
 	}
 }
 
