@@ -236,6 +236,37 @@ func TestAbsentMeansNoneAsksNoPresenceQuery(t *testing.T) {
 	}
 }
 
+func TestUnreachablePrometheusStopsAfterTheFirstQuery(t *testing.T) {
+	tests := []struct {
+		name     string
+		err      error
+		wantRuns int
+	}{
+		{"connection refused", errors.New("dial tcp 127.0.0.1:9: connect: connection refused"), 1},
+		{"authentication refused", &v1.Error{Type: v1.ErrClient, Msg: "client error: 401"}, 1},
+		{"a query's own error", &v1.Error{Type: v1.ErrBadData, Msg: "parse error"}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := &fakeAPI{fail: map[string]error{`pg_up`: tt.err, `redis_up`: tt.err}}
+			def := Definition{Kind: Daily, Window: 24 * time.Hour, Sections: []Section{{Checks: []Check{
+				{Type: Stat, Title: "PostgreSQL", Query: `pg_up`},
+				{Type: Stat, Title: "Redis", Query: `redis_up`},
+			}}}}
+			rep, err := Run(context.Background(), api, def, at, Options{})
+			if err == nil {
+				t.Fatal("Run returned no error")
+			}
+			if len(api.asked) != tt.wantRuns {
+				t.Errorf("asked %q; want %d queries", api.asked, tt.wantRuns)
+			}
+			if failed, total := rep.Failed(); failed != 2 || total != 2 {
+				t.Errorf("Failed() = %d, %d; want 2, 2", failed, total)
+			}
+		})
+	}
+}
+
 func TestStatWithSeveralSeriesIsAnError(t *testing.T) {
 	api := &fakeAPI{instant: map[string]model.Value{`pg_up`: join(vec(1, "target", "a"), vec(0, "target", "b"))}}
 	def := Definition{Kind: Daily, Window: 24 * time.Hour, Sections: []Section{{Checks: []Check{{Type: Stat, Title: "PostgreSQL", Query: `pg_up`}}}}}

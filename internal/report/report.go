@@ -275,20 +275,55 @@ func Run(ctx context.Context, api API, def Definition, at time.Time, opts Option
 	opts = opts.withDefaults()
 	q := &querier{api: api, at: at, window: def.Window, timeout: opts.QueryTimeout}
 	rep := &Report{Kind: def.Kind, Title: def.Title, At: at, Window: def.Window}
-	var errs []error
+	var (
+		errs    []error
+		stopped error // Prometheus unreachable: the remaining checks are not run
+		skipped int
+	)
 	for _, s := range def.Sections {
 		sr := SectionResult{Title: s.Title, Intro: s.Intro}
 		for _, c := range s.Checks {
+			if stopped != nil {
+				sr.Results = append(sr.Results, Result{Check: c, Err: "not run: " + stopped.Error()})
+				skipped++
+				continue
+			}
 			res, err := q.run(ctx, c)
 			if err != nil {
 				res.Err = err.Error()
 				errs = append(errs, fmt.Errorf("%s / %s: %w", s.Title, c.Title, err))
+				if unreachable(ctx, err) {
+					stopped = err
+				}
 			}
 			sr.Results = append(sr.Results, res)
 		}
 		rep.Sections = append(rep.Sections, sr)
 	}
+	if skipped > 0 {
+		errs = append(errs, fmt.Errorf("%d checks not run after the first failure to reach Prometheus", skipped))
+	}
 	return rep, errors.Join(errs...)
+}
+
+// unreachable tells a failure to reach Prometheus (connection refused,
+// timeout, authentication refused, a proxy's error page), after which every
+// further query would wait and fail the same way, from an error in one
+// query (bad_data, execution), after which the others are still worth
+// running.
+func unreachable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	var apiErr *v1.Error
+	if !errors.As(err, &apiErr) {
+		return true
+	}
+	switch apiErr.Type {
+	case v1.ErrClient, v1.ErrServer, v1.ErrBadResponse:
+		return true
+	}
+	return false
 }
 
 type querier struct {
