@@ -245,7 +245,9 @@ func monthly(namespace string) Definition {
 	x := func(s string) string { return expand(s, w) }
 	containers := `namespace=` + strconv.Quote(namespace) + `, container=~"` + services + `"`
 	cpu := `sum by (container) (rate(container_cpu_usage_seconds_total{` + containers + `}[1h]))`
-	mem := `sum by (container) (container_memory_working_set_bytes{` + containers + `})`
+	// Memory per pod, the largest one: what compares with the
+	// per-container limit (CPU is summed: cores the service uses).
+	mem := `max by (container) (container_memory_working_set_bytes{` + containers + `})`
 	forecastNote := "Forecast: predict_linear over the last 30 days (a least-squares line through the samples), 30 days ahead; growth per day: deriv over the same range (the same line's slope)."
 	return Definition{
 		Kind:   Monthly,
@@ -279,7 +281,7 @@ func monthly(namespace string) Definition {
 			},
 			{
 				Title: "CPU and memory of the services",
-				Intro: "Containers named auth-service and policy-service in namespace " + namespace + ", from cAdvisor and kube-state-metrics; CPU is the hourly average rate.",
+				Intro: "Containers named auth-service and policy-service in namespace " + namespace + ", from cAdvisor and kube-state-metrics. CPU: cores used by all pods of the service (hourly average rate). Memory: working set of the service's largest pod, against the container's limit.",
 				Checks: []Check{
 					{
 						Type:   Table,
@@ -295,14 +297,14 @@ func monthly(namespace string) Definition {
 						Title:  "Memory (working set)",
 						Labels: []string{"container"},
 						Columns: []Column{
-							{Header: "average", Query: x(`avg_over_time(` + mem + `[$w:1h])`), Unit: Bytes},
-							{Header: "peak", Query: x(`max_over_time(` + mem + `[$w:1h])`), Unit: Bytes},
-							{Header: "limit per container", Query: `max by (container) (kube_pod_container_resource_limits{` + containers + `, resource="memory"})`, Unit: Bytes},
+							{Header: "average (largest pod)", Query: x(`avg_over_time(` + mem + `[$w:1h])`), Unit: Bytes},
+							{Header: "peak (largest pod)", Query: x(`max_over_time(` + mem + `[$w:1h])`), Unit: Bytes},
+							{Header: "limit", Query: `max by (container) (kube_pod_container_resource_limits{` + containers + `, resource="memory"})`, Unit: Bytes},
 						},
 					},
 					{
 						Type:   Chart,
-						Title:  "Memory working set",
+						Title:  "Memory working set (largest pod)",
 						Query:  mem,
 						Unit:   Bytes,
 						Labels: []string{"container"},
