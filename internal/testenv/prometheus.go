@@ -51,6 +51,9 @@ type PrometheusConfig struct {
 	Alertmanagers []string
 	// ExternalLabels are added to every alert sent.
 	ExternalLabels map[string]string
+	// StorageArgs replace the default storage flags (a fresh TSDB in the
+	// server's directory): see StartPrometheusOnData.
+	StorageArgs []string
 }
 
 // YAML renders the configuration in Prometheus's file format.
@@ -141,8 +144,11 @@ func NewPrometheus(ctx context.Context, cfg PrometheusConfig) (*Prometheus, erro
 	if err != nil {
 		return nil, fmt.Errorf("prometheus config: %w", err)
 	}
-	s, err := startWebServer(ctx, "prometheus", bin, raw, "--storage.tsdb.path",
-		"--web.enable-lifecycle", "--scrape.discovery-reload-interval=100ms", "--rules.alert.resend-delay=1s")
+	storageFlag, extra := "--storage.tsdb.path", []string{"--web.enable-lifecycle", "--scrape.discovery-reload-interval=100ms", "--rules.alert.resend-delay=1s"}
+	if len(cfg.StorageArgs) > 0 {
+		storageFlag, extra = "", append(extra, cfg.StorageArgs...)
+	}
+	s, err := startWebServer(ctx, "prometheus", bin, raw, storageFlag, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +164,7 @@ type webServer struct {
 }
 
 // startWebServer writes config to <dir>/<name>.yml, starts bin with it,
-// its storage flag (storageFlag) set to <dir>/data, the address flags and
+// its storage flag (storageFlag, unless empty) set to <dir>/data, the address flags and
 // extraArgs, logging to <dir>/<name>.log, and waits until /-/ready answers
 // 200. On error nothing is left behind.
 func startWebServer(ctx context.Context, name, bin string, config []byte, storageFlag string, extraArgs ...string) (webServer, error) {
@@ -181,13 +187,16 @@ func startWebServer(ctx context.Context, name, bin string, config []byte, storag
 	}
 	s.dir, s.Addr = dir, "127.0.0.1:"+strconv.Itoa(port)
 	s.URL = "http://" + s.Addr
-	args := append([]string{
+	args := []string{
 		"--config.file=" + configPath,
-		storageFlag + "=" + filepath.Join(dir, "data"),
 		"--web.listen-address=" + s.Addr,
 		"--web.external-url=" + s.URL,
 		"--log.level=info",
-	}, extraArgs...)
+	}
+	if storageFlag != "" {
+		args = append(args, storageFlag+"="+filepath.Join(dir, "data"))
+	}
+	args = append(args, extraArgs...)
 	s.proc, err = StartProcess(filepath.Join(dir, name+".log"), func() *exec.Cmd { return exec.Command(bin, args...) })
 	if err != nil {
 		return fail(err)
