@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/warden-sre/warden/exporter/exportertest"
 	"github.com/warden-sre/warden/internal/certgen"
 	"github.com/warden-sre/warden/internal/inventory"
 )
@@ -82,13 +81,12 @@ func TestScrapeProducesEveryInventoryMetric(t *testing.T) {
 	tlsServer.StartTLS()
 	t.Cleanup(tlsServer.Close)
 	endpoint := tlsServer.Listener.Addr().String()
-	logFile := filepath.Join(dir, "auth.log")
 	var lines strings.Builder
 	for _, ev := range []string{"authentication_attempt", "authentication_success", "authentication_attempt", "authentication_failed"} {
 		fmt.Fprintf(&lines, `{"timestamp":%q,"level":"info","event":%q,"ip_address":"203.0.113.7"}`+"\n", time.Now().UTC().Format(time.RFC3339Nano), ev)
 	}
 	lines.WriteString("not json\n")
-	exportertest.AppendFile(t, logFile, lines.String())
+	logFile := inventoryWriteFile(t, dir, "auth.log", []byte(lines.String()))
 
 	cfg, err := ParseConfig(fmt.Appendf(nil, `
 postgres:

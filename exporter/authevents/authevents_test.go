@@ -115,6 +115,14 @@ func waitAuthLines(t *testing.T, c *Collector, n uint64) {
 	}
 }
 
+// writeLog creates the log file at path with the given lines.
+func writeLog(t *testing.T, path, lines string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func authJSONLine(event, ip string) string {
 	return fmt.Sprintf(`{"timestamp":%q,"level":"info","event":%q,"ip_address":%q,"user_id":"u-1","action":"login","resource":"/api/v1/auth/login","risk_score":0.1}`+"\n",
 		time.Now().UTC().Format(time.RFC3339Nano), event, ip)
@@ -163,14 +171,14 @@ auth:
 	b.WriteString(`{"level":"info","message":"no event field"}` + "\n")
 	b.WriteString(`{"event":42}` + "\n")
 	b.WriteString(`{"event":"admin_action","pad":"` + strings.Repeat("x", 500) + "\"}\n")
-	exportertest.AppendFile(t, path, b.String())
+	writeLog(t, path, b.String())
 	waitAuthLines(t, c, 18)
 
 	// Rotation: rename, then a new file with more lines.
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
-	exportertest.AppendFile(t, path, authJSONLine("privilege_escalation", "203.0.113.7")+authJSONLine("authentication_failed", "203.0.113.8"))
+	writeLog(t, path, authJSONLine("privilege_escalation", "203.0.113.7")+authJSONLine("authentication_failed", "203.0.113.8"))
 	waitAuthLines(t, c, 20)
 
 	pc := &exportertest.Adapter{C: c, Timeout: 5 * time.Second}

@@ -9,9 +9,7 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,20 +61,4 @@ func DecodeStrict(yml string, v any) error {
 		return err
 	}
 	return nil
-}
-
-// AppendFile appends s to the file at path, creating it, as a process
-// writing its log does.
-func AppendFile(t testing.TB, path, s string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(f, s); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
