@@ -7,25 +7,17 @@ package authevents
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/warden-sre/warden/exporter/postgres"
 	"github.com/warden-sre/warden/internal/logfollow"
-	"github.com/warden-sre/warden/internal/secret"
 	"github.com/warden-sre/warden/internal/topk"
 )
 
@@ -73,207 +65,6 @@ const (
 	// failures, and costs about 80 bytes per counter.
 	authTopKCapacityFactor = 10
 )
-
-// AuthConfig configures the auth collector: where auth-service's JSON log
-// lines come from and how they are read.
-type Config struct {
-	// Files are paths or globs of log files to follow.
-	Files []string `yaml:"files"`
-	// FromBeginning reads files (and pods) present at start from their
-	// start instead of their end.
-	FromBeginning bool `yaml:"from_beginning"`
-	// PollInterval is how often files are checked for new lines.
-	PollInterval time.Duration `yaml:"poll_interval"`
-	// MaxLineBytes bounds a line; longer lines are dropped and counted.
-	MaxLineBytes int `yaml:"max_line_bytes"`
-	// Kubernetes follows the logs of pods chosen by label selector.
-	Kubernetes *KubernetesConfig `yaml:"kubernetes"`
-	// Fields names the JSON fields to read.
-	Fields FieldsConfig `yaml:"fields"`
-	// Events maps log event names to canonical event types, on top of the
-	// identity mapping of the canonical names.
-	Events map[string]string `yaml:"events"`
-	// TopK is the number of sources reported by failed logins.
-	TopK int `yaml:"top_k"`
-	// Window is the sliding window of the failed-logins-by-source gauge.
-	Window time.Duration `yaml:"window"`
-	// AggregateIPv4Prefix / AggregateIPv6Prefix group sources by network
-	// (e.g. 24 and 64); 0 keeps single addresses.
-	AggregateIPv4Prefix int `yaml:"aggregate_ipv4_prefix"`
-	AggregateIPv6Prefix int `yaml:"aggregate_ipv6_prefix"`
-	// Queries read single numbers from the auth database.
-	Queries []QueryConfig `yaml:"queries"`
-}
-
-// AuthKubernetesConfig chooses the pods whose logs are followed.
-type KubernetesConfig struct {
-	Namespace     string `yaml:"namespace"`
-	LabelSelector string `yaml:"label_selector"`
-	// Container is the container whose log is read; empty means the pod's
-	// first container.
-	Container string `yaml:"container"`
-	// PollInterval is how often the pod list is refreshed.
-	PollInterval time.Duration `yaml:"poll_interval"`
-}
-
-// AuthFieldsConfig names the JSON fields of a log line.
-type FieldsConfig struct {
-	Event     string `yaml:"event"`
-	IPAddress string `yaml:"ip_address"`
-	Timestamp string `yaml:"timestamp"`
-}
-
-// AuthQueryConfig is one SQL query returning a single number.
-type QueryConfig struct {
-	Name        string        `yaml:"name"`
-	DSN         string        `yaml:"dsn"`
-	Password    secret.Secret `yaml:"password"`
-	SQL         string        `yaml:"sql"`
-	Timeout     time.Duration `yaml:"timeout"`
-	MinInterval time.Duration `yaml:"min_interval"`
-}
-
-// UnmarshalYAML applies defaults before decoding, through the decoder's own
-// unmarshal function so that strict decoding still applies.
-func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
-	type plain Config
-	p := plain(defaultAuthConfig())
-	if err := unmarshal(&p); err != nil {
-		return err
-	}
-	*c = Config(p)
-	return nil
-}
-
-// UnmarshalYAML applies defaults before decoding.
-func (c *KubernetesConfig) UnmarshalYAML(unmarshal func(any) error) error {
-	type plain KubernetesConfig
-	p := plain{Namespace: authDefaultNamespace, LabelSelector: authDefaultLabelSelector, PollInterval: authDefaultPodPoll}
-	if err := unmarshal(&p); err != nil {
-		return err
-	}
-	*c = KubernetesConfig(p)
-	return nil
-}
-
-// UnmarshalYAML applies defaults before decoding.
-func (c *QueryConfig) UnmarshalYAML(unmarshal func(any) error) error {
-	type plain QueryConfig
-	p := plain{Timeout: authDefaultQueryTimeout, MinInterval: authDefaultQueryInterval}
-	if err := unmarshal(&p); err != nil {
-		return err
-	}
-	*c = QueryConfig(p)
-	return nil
-}
-
-func defaultAuthConfig() Config {
-	return Config{
-		PollInterval: authDefaultPollInterval,
-		MaxLineBytes: authDefaultMaxLineBytes,
-		Fields:       FieldsConfig{Event: "event", IPAddress: "ip_address", Timestamp: "timestamp"},
-		TopK:         authDefaultTopK,
-		Window:       authDefaultWindow,
-	}
-}
-
-var authQueryName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-
-// Validate checks a configuration decoded from YAML (defaults applied);
-// errors name the field under path.
-func (c *Config) Validate(path string) error {
-	if len(c.Files) == 0 && c.Kubernetes == nil {
-		return fmt.Errorf("%s: set files or kubernetes (or both)", path)
-	}
-	for i, g := range c.Files {
-		if g == "" {
-			return fmt.Errorf("%s.files[%d]: empty path", path, i)
-		}
-		if _, err := filepath.Match(g, ""); err != nil {
-			return fmt.Errorf("%s.files[%d]: invalid glob %q: %w", path, i, g, err)
-		}
-	}
-	if c.PollInterval < 10*time.Millisecond || c.PollInterval > time.Minute {
-		return fmt.Errorf("%s.poll_interval: must be between 10ms and 1m", path)
-	}
-	if c.MaxLineBytes < 256 || c.MaxLineBytes > 16<<20 {
-		return fmt.Errorf("%s.max_line_bytes: must be between 256 and 16777216", path)
-	}
-	if k := c.Kubernetes; k != nil {
-		if k.Namespace == "" {
-			return fmt.Errorf("%s.kubernetes.namespace: required", path)
-		}
-		if _, err := labels.Parse(k.LabelSelector); err != nil {
-			return fmt.Errorf("%s.kubernetes.label_selector: %w", path, err)
-		}
-		if k.LabelSelector == "" {
-			return fmt.Errorf("%s.kubernetes.label_selector: required (following every pod of the namespace is never intended)", path)
-		}
-		if k.PollInterval < time.Second {
-			return fmt.Errorf("%s.kubernetes.poll_interval: must be at least 1s", path)
-		}
-	}
-	f := c.Fields
-	for name, v := range map[string]string{"event": f.Event, "ip_address": f.IPAddress, "timestamp": f.Timestamp} {
-		if v == "" {
-			return fmt.Errorf("%s.fields.%s: must not be empty", path, name)
-		}
-	}
-	if f.Event == f.IPAddress || f.Event == f.Timestamp || f.IPAddress == f.Timestamp {
-		return fmt.Errorf("%s.fields: event, ip_address and timestamp must name different fields", path)
-	}
-	for name, typ := range c.Events {
-		if name == "" {
-			return fmt.Errorf("%s.events: empty event name", path)
-		}
-		if typ != authOther && !slices.Contains(authEventTypes[:], typ) {
-			return fmt.Errorf("%s.events[%q]: %q is not an event type (one of %v or %q)", path, name, typ, authEventTypes, authOther)
-		}
-	}
-	if c.TopK < 1 || c.TopK > authMaxTopK {
-		return fmt.Errorf("%s.top_k: must be between 1 and %d", path, authMaxTopK)
-	}
-	if c.Window < 10*time.Second || c.Window > 24*time.Hour {
-		return fmt.Errorf("%s.window: must be between 10s and 24h", path)
-	}
-	if c.AggregateIPv4Prefix < 0 || c.AggregateIPv4Prefix > 32 {
-		return fmt.Errorf("%s.aggregate_ipv4_prefix: must be between 0 (off) and 32", path)
-	}
-	if c.AggregateIPv6Prefix < 0 || c.AggregateIPv6Prefix > 128 {
-		return fmt.Errorf("%s.aggregate_ipv6_prefix: must be between 0 (off) and 128", path)
-	}
-	seen := map[string]bool{}
-	for i := range c.Queries {
-		q := &c.Queries[i]
-		qp := fmt.Sprintf("%s.queries[%d]", path, i)
-		if !authQueryName.MatchString(q.Name) {
-			return fmt.Errorf("%s.name: must match %s", qp, authQueryName)
-		}
-		if seen[q.Name] {
-			return fmt.Errorf("%s.name: %q is already used", qp, q.Name)
-		}
-		seen[q.Name] = true
-		if q.DSN == "" {
-			return fmt.Errorf("%s.dsn: required", qp)
-		}
-		if _, err := postgres.ParseDSN(q.DSN); err != nil {
-			return fmt.Errorf("%s.dsn: %w", qp, err)
-		}
-		if err := q.Password.Validate(); err != nil {
-			return fmt.Errorf("%s.password: %w", qp, err)
-		}
-		if q.SQL == "" {
-			return fmt.Errorf("%s.sql: required", qp)
-		}
-		if q.Timeout <= 0 || q.Timeout > time.Minute {
-			return fmt.Errorf("%s.timeout: must be between 1ns and 1m", qp)
-		}
-		if q.MinInterval < 0 {
-			return fmt.Errorf("%s.min_interval: must not be negative", qp)
-		}
-	}
-	return nil
-}
 
 func authDesc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc("warden_auth_"+name, help, labels, nil)
@@ -396,6 +187,7 @@ func (c *Collector) start(ctx context.Context, cfg *Config) {
 	}
 }
 
+// Name is "auth".
 func (c *Collector) Name() string { return "auth" }
 
 // Close stops the followers and closes database pools.
@@ -466,6 +258,8 @@ func (c *Collector) sourceLabel(a netip.Addr) string {
 	return a.String()
 }
 
+// Collect sends the counters and the top failed-login sources, and
+// refreshes the database queries that are due.
 func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) error {
 	counter := func(d *prometheus.Desc, v uint64, lv ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), lv...)
@@ -518,139 +312,4 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// authQuery is one configured query with its cached value.
-type authQuery struct {
-	cfg  QueryConfig
-	pool *pgxpool.Pool
-
-	// refreshing is held by the scrape refreshing the value; other scrapes
-	// serve the cached value instead of waiting.
-	refreshing sync.Mutex
-
-	mu          sync.Mutex
-	value       float64
-	updated     time.Time // when value was read; zero: never
-	lastAttempt time.Time
-	lastErr     error
-}
-
-func newAuthQuery(ctx context.Context, qc QueryConfig) (*authQuery, error) {
-	pc, err := postgres.ParseDSN(qc.DSN)
-	if err != nil {
-		return nil, fmt.Errorf("auth.queries %s: %w", qc.Name, err)
-	}
-	if qc.Password.IsSet() {
-		pw, err := qc.Password.Value()
-		if err != nil {
-			return nil, fmt.Errorf("auth.queries %s: password: %w", qc.Name, err)
-		}
-		pc.ConnConfig.Password = pw
-	}
-	// One query, refreshed at most once at a time: one connection is all
-	// it ever needs, and the exporter must not crowd the auth database.
-	pc.MaxConns = 1
-	pc.MinConns = 0
-	if pc.ConnConfig.ConnectTimeout == 0 || pc.ConnConfig.ConnectTimeout > qc.Timeout {
-		pc.ConnConfig.ConnectTimeout = qc.Timeout
-	}
-	pc.ConnConfig.RuntimeParams["application_name"] = "warden-exporter"
-	pool, err := pgxpool.NewWithConfig(ctx, pc) // MinConns 0: connects at the first query
-	if err != nil {
-		return nil, fmt.Errorf("auth.queries %s: %w", qc.Name, err)
-	}
-	return &authQuery{cfg: qc, pool: pool}, nil
-}
-
-// collect refreshes the value when it is older than min_interval (at most
-// for timeout, never past ctx's deadline) and sends the cached value and
-// its age. It returns the last refresh error.
-func (q *authQuery) collect(ctx context.Context, now time.Time, ch chan<- prometheus.Metric) error {
-	q.mu.Lock()
-	due := q.lastAttempt.IsZero() || now.Sub(q.lastAttempt) >= q.cfg.MinInterval
-	q.mu.Unlock()
-	if due && q.refreshing.TryLock() {
-		qctx, cancel := context.WithTimeout(ctx, q.cfg.Timeout)
-		v, err := q.run(qctx)
-		cancel()
-		q.mu.Lock()
-		q.lastAttempt = now
-		q.lastErr = err
-		if err == nil {
-			q.value, q.updated = v, now
-		}
-		q.mu.Unlock()
-		q.refreshing.Unlock()
-	}
-	q.mu.Lock()
-	value, updated, err := q.value, q.updated, q.lastErr
-	q.mu.Unlock()
-	if !updated.IsZero() {
-		ch <- prometheus.MustNewConstMetric(authQueryValueDesc, prometheus.GaugeValue, value, q.cfg.Name)
-		ch <- prometheus.MustNewConstMetric(authQueryAgeDesc, prometheus.GaugeValue, max(0, now.Sub(updated).Seconds()), q.cfg.Name)
-	}
-	if err != nil {
-		return fmt.Errorf("auth query %s: %w", q.cfg.Name, err)
-	}
-	return nil
-}
-
-// run executes the query, which must return one row with one numeric
-// (or boolean) column.
-func (q *authQuery) run(ctx context.Context) (float64, error) {
-	rows, err := q.pool.Query(ctx, q.cfg.SQL)
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	if n := len(rows.FieldDescriptions()); n != 1 {
-		return 0, fmt.Errorf("query returns %d columns, want 1", n)
-	}
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return 0, err
-		}
-		return 0, errors.New("query returned no row")
-	}
-	vals, err := rows.Values()
-	if err != nil {
-		return 0, err
-	}
-	if rows.Next() {
-		return 0, errors.New("query returned more than one row")
-	}
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
-	return authNumber(vals[0])
-}
-
-func authNumber(v any) (float64, error) {
-	switch v := v.(type) {
-	case int64:
-		return float64(v), nil
-	case int32:
-		return float64(v), nil
-	case int16:
-		return float64(v), nil
-	case float64:
-		return v, nil
-	case float32:
-		return float64(v), nil
-	case bool:
-		if v {
-			return 1, nil
-		}
-		return 0, nil
-	case pgtype.Numeric:
-		f, err := v.Float64Value()
-		if err != nil || !f.Valid {
-			return 0, fmt.Errorf("numeric value not representable: %v", err)
-		}
-		return f.Float64, nil
-	case nil:
-		return 0, errors.New("query returned NULL")
-	}
-	return 0, fmt.Errorf("query returned a %T, want a number", v)
 }

@@ -103,10 +103,11 @@ func NewEndpoints(cfg *EndpointsConfig, logger *slog.Logger) (*EndpointsCollecto
 	return c, nil
 }
 
+// Name is "certs/endpoints".
 func (c *EndpointsCollector) Name() string { return "certs/endpoints" }
 
 // Collect probes every endpoint, at most concurrency at a time. Probes end
-// with ctx, which Scrape ends a little before the scrape deadline, so an
+// with ctx, which the exporter ends a little before the scrape deadline, so an
 // endpoint that hangs is reported as a timeout instead of taking every other
 // endpoint's result down with it. A failing endpoint is reported through its own metrics; it
 // does not fail the collector.

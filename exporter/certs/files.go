@@ -36,6 +36,7 @@ func NewFiles(cfg *FilesConfig, logger *slog.Logger) *FilesCollector {
 	}
 }
 
+// Name is "certs/files".
 func (c *FilesCollector) Name() string { return "certs/files" }
 
 // Collect reads every matching file. A pattern that matches nothing (a file

@@ -48,6 +48,7 @@ func NewKubernetes(cfg *KubernetesConfig, client kubernetes.Interface, logger *s
 	}
 }
 
+// Name is "certs/kubernetes".
 func (c *KubernetesCollector) Name() string { return "certs/kubernetes" }
 
 // certsSecretCerts is what is kept of one Secret.

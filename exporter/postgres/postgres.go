@@ -190,6 +190,7 @@ func newWithDial(t Target, logger *slog.Logger, wrap pgDialWrapper) (*Collector,
 	return c, nil
 }
 
+// Name is "postgres/" and the target's name.
 func (c *Collector) Name() string { return c.name }
 
 // Close closes the target's connections.
