@@ -112,11 +112,9 @@ func (c *StatementsConfig) UnmarshalYAML(unmarshal func(any) error) error {
 }
 
 // Validate checks a target decoded from YAML (defaults applied); errors
-// name the field under path.
+// name the field under path. Names (required, unique) are the exporter's
+// to check across targets.
 func (t *Target) Validate(path string) error {
-	if t.Name == "" {
-		return fmt.Errorf("%s.name: required", path)
-	}
 	if t.DSN == "" {
 		return fmt.Errorf("%s.dsn: required", path)
 	}

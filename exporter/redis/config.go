@@ -145,7 +145,8 @@ func redisHostPort(host, port string) (redisEndpoint, error) {
 }
 
 // Validate checks a target decoded from YAML (defaults applied); errors
-// name the field under path.
+// name the field under path. Names (required, unique) are the exporter's
+// to check across targets.
 func (t *Target) Validate(path string) error {
 	if !utf8.ValidString(t.Name) {
 		return fmt.Errorf("%s.name: must be valid UTF-8", path)
