@@ -2,7 +2,6 @@ package exporter
 
 import (
 	"context"
-	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -21,7 +20,3 @@ type Collector interface {
 	// failed. Metrics sent before an error are still exposed.
 	Collect(ctx context.Context, ch chan<- prometheus.Metric) error
 }
-
-// ErrNoData is returned by a collector that has nothing to report this time;
-// it is not counted as a failure.
-var ErrNoData = errors.New("collector returned no data")

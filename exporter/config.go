@@ -6,20 +6,26 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/warden-sre/warden/exporter/authevents"
+	"github.com/warden-sre/warden/exporter/certs"
+	"github.com/warden-sre/warden/exporter/postgres"
+	"github.com/warden-sre/warden/exporter/redis"
 )
 
 // Config is the exporter's configuration file.
+// Each backend's section is that backend's own configuration type, with
+// its defaults (applied while decoding) and its validation.
 type Config struct {
-	Scrape     ScrapeConfig     `yaml:"scrape"`
-	Kubernetes KubernetesConfig `yaml:"kubernetes"`
-	Postgres   []PostgresTarget `yaml:"postgres"`
-	Redis      []RedisTarget    `yaml:"redis"`
-	Certs      *CertsConfig     `yaml:"certs"`
-	Auth       *AuthConfig      `yaml:"auth"`
+	Scrape     ScrapeConfig       `yaml:"scrape"`
+	Kubernetes KubernetesConfig   `yaml:"kubernetes"`
+	Postgres   []postgres.Target  `yaml:"postgres"`
+	Redis      []redis.Target     `yaml:"redis"`
+	Certs      *certs.Config      `yaml:"certs"`
+	Auth       *authevents.Config `yaml:"auth"`
 }
 
 // ScrapeConfig bounds how long one scrape may take.
@@ -39,45 +45,6 @@ type ScrapeConfig struct {
 type KubernetesConfig struct {
 	// Kubeconfig is a kubeconfig file; empty means in-cluster configuration.
 	Kubeconfig string `yaml:"kubeconfig"`
-}
-
-// Secret is a value read from a file or an environment variable, never
-// written in the configuration itself.
-type Secret struct {
-	File string `yaml:"file"`
-	Env  string `yaml:"env"`
-}
-
-// IsSet reports whether the secret names a source.
-func (s Secret) IsSet() bool { return s.File != "" || s.Env != "" }
-
-// Value reads the secret. A trailing newline in a file is dropped.
-func (s Secret) Value() (string, error) {
-	switch {
-	case s.File != "":
-		b, err := os.ReadFile(s.File)
-		if err != nil {
-			return "", fmt.Errorf("read secret file: %w", err)
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
-	case s.Env != "":
-		v, ok := os.LookupEnv(s.Env)
-		if !ok {
-			return "", fmt.Errorf("secret environment variable %s is not set", s.Env)
-		}
-		return v, nil
-	}
-	return "", nil
-}
-
-func (s Secret) validate(path string) error {
-	if s.File != "" && s.Env != "" {
-		return fmt.Errorf("%s: set file or env, not both", path)
-	}
-	if _, err := s.Value(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
 }
 
 // DefaultScrapeConfig is used for fields the file leaves out.
@@ -143,7 +110,7 @@ func (c *Config) validate() error {
 		if err := unique("postgres", c.Postgres[i].Name, path); err != nil {
 			return err
 		}
-		if err := c.Postgres[i].validate(path); err != nil {
+		if err := c.Postgres[i].Validate(path); err != nil {
 			return err
 		}
 	}
@@ -152,17 +119,17 @@ func (c *Config) validate() error {
 		if err := unique("redis", c.Redis[i].Name, path); err != nil {
 			return err
 		}
-		if err := c.Redis[i].validate(path); err != nil {
+		if err := c.Redis[i].Validate(path); err != nil {
 			return err
 		}
 	}
 	if c.Certs != nil {
-		if err := c.Certs.validate("certs"); err != nil {
+		if err := c.Certs.Validate("certs"); err != nil {
 			return err
 		}
 	}
 	if c.Auth != nil {
-		if err := c.Auth.validate("auth"); err != nil {
+		if err := c.Auth.Validate("auth"); err != nil {
 			return err
 		}
 	}

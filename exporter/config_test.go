@@ -1,7 +1,6 @@
 package exporter
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,6 +21,8 @@ func TestParseConfigDefaultsAndErrors(t *testing.T) {
 		{name: "max below default", yaml: "scrape:\n  default_timeout: 20s\n  max_timeout: 10s\n", wantErr: "scrape.max_timeout"},
 		{name: "bad duration", yaml: "scrape:\n  default_timeout: soon\n", wantErr: "parse config"},
 		{name: "missing target name", yaml: "redis:\n  - address: redis://127.0.0.1:6379\n", wantErr: "redis[0].name: required"},
+		{name: "duplicate redis name", yaml: "redis:\n- {name: a, address: 'h:1'}\n- {name: a, address: 'h:2'}\n", wantErr: "redis[1].name"},
+		{name: "duplicate postgres name", yaml: "postgres:\n- {name: a, dsn: 'postgres://u@h/a'}\n- {name: a, dsn: 'postgres://u@h/b'}\n", wantErr: "postgres[1].name: \"a\" is already used by postgres[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,40 +53,23 @@ func TestParseConfigKeepsUnsetScrapeDefaults(t *testing.T) {
 	}
 }
 
-func TestSecretSources(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "pw")
-	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("WARDEN_TEST_SECRET", "from-env")
-	tests := []struct {
-		name    string
-		secret  Secret
-		want    string
-		wantErr string
-	}{
-		{name: "file, trailing newline dropped", secret: Secret{File: file}, want: "from-file"},
-		{name: "env", secret: Secret{Env: "WARDEN_TEST_SECRET"}, want: "from-env"},
-		{name: "unset", secret: Secret{}, want: ""},
-		{name: "missing file", secret: Secret{File: filepath.Join(dir, "nope")}, wantErr: "read secret file"},
-		{name: "missing env", secret: Secret{Env: "WARDEN_TEST_SECRET_MISSING"}, wantErr: "WARDEN_TEST_SECRET_MISSING is not set"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := tt.secret.Value()
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error = %v, want %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Fatalf("Value() = %q, %v; want %q", got, err, tt.want)
-			}
-		})
-	}
-	if err := (Secret{File: file, Env: "X"}).validate("p"); err == nil || !strings.Contains(err.Error(), "not both") {
-		t.Fatalf("file and env together: %v", err)
+// TestBuildFailsWithoutAKubernetesClient: a source that reads from the
+// Kubernetes API fails the build, naming the cause, when no client can be
+// made.
+func TestBuildFailsWithoutAKubernetesClient(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-kubeconfig")
+	for _, section := range []string{"certs: {kubernetes: {}}", "auth: {kubernetes: {}}"} {
+		cfg, err := ParseConfig([]byte("kubernetes: {kubeconfig: " + missing + "}\n" + section + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := Build(t.Context(), cfg, discard())
+		if err == nil {
+			_ = set.Close()
+			t.Fatalf("%s: built without a kubeconfig", section)
+		}
+		if !strings.Contains(err.Error(), "kubernetes: kubeconfig "+missing) {
+			t.Errorf("%s: error = %v", section, err)
+		}
 	}
 }

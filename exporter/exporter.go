@@ -1,5 +1,9 @@
-// Package exporter collects PostgreSQL, Redis, certificate and auth-service
-// security metrics at scrape time and serves them to Prometheus.
+// Package exporter is the scrape framework: it reads the configuration,
+// builds the collectors of the backend packages (exporter/postgres,
+// exporter/redis, exporter/certs, exporter/authevents), runs them in
+// parallel under each scrape's deadline and adds its own success and
+// duration metrics. The backends satisfy Collector structurally and never
+// import this package.
 package exporter
 
 import (
@@ -16,6 +20,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/warden-sre/warden/exporter/authevents"
+	"github.com/warden-sre/warden/exporter/certs"
+	"github.com/warden-sre/warden/exporter/postgres"
+	"github.com/warden-sre/warden/exporter/redis"
+	"github.com/warden-sre/warden/internal/kubeclient"
 )
 
 var (
@@ -60,46 +71,74 @@ func (s *Set) Close() error {
 	return errors.Join(errs...)
 }
 
-// Build creates the collectors that cfg describes. Background work (log
-// followers) lives until the returned Set is closed.
+// Build creates the collectors that cfg describes; cfg is a configuration
+// from ParseConfig or LoadConfig, so defaults are applied and it is valid.
+// Background work (log followers) lives until the returned Set is closed.
 func Build(ctx context.Context, cfg *Config, logger *slog.Logger) (*Set, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	set := &Set{cancel: cancel}
-	add := func(c Collector, err error) error {
-		if err != nil {
-			return err
-		}
-		if c != nil {
-			set.Collectors = append(set.Collectors, c)
-		}
-		return nil
-	}
-	var err error
-	for _, t := range cfg.Postgres {
-		if err = add(newPostgresCollector(t, logger.With("collector", "postgres/"+t.Name))); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		for _, t := range cfg.Redis {
-			if err = add(newRedisCollector(t, logger.With("collector", "redis/"+t.Name))); err != nil {
-				break
-			}
-		}
-	}
-	if err == nil && cfg.Certs != nil {
-		var cs []Collector
-		cs, err = newCertsCollectors(cfg.Certs, cfg.Kubernetes, logger.With("collector", "certs"))
-		set.Collectors = append(set.Collectors, cs...)
-	}
-	if err == nil && cfg.Auth != nil {
-		err = add(newAuthCollector(ctx, cfg.Auth, cfg.Kubernetes, logger.With("collector", "auth")))
-	}
-	if err != nil {
+	if err := set.build(ctx, cfg, logger); err != nil {
 		_ = set.Close()
 		return nil, err
 	}
 	return set, nil
+}
+
+func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger) error {
+	for _, t := range cfg.Postgres {
+		c, err := postgres.New(t, logger.With("collector", "postgres/"+t.Name))
+		if err != nil {
+			return err
+		}
+		set.Collectors = append(set.Collectors, c)
+	}
+	for _, t := range cfg.Redis {
+		c, err := redis.New(t, logger.With("collector", "redis/"+t.Name))
+		if err != nil {
+			return err
+		}
+		set.Collectors = append(set.Collectors, c)
+	}
+	var client kubernetes.Interface
+	if (cfg.Certs != nil && cfg.Certs.Kubernetes != nil) || (cfg.Auth != nil && cfg.Auth.Kubernetes != nil) {
+		var err error
+		client, _, err = kubeclient.New(kubeclient.Options{
+			Kubeconfig: cfg.Kubernetes.Kubeconfig,
+			UserAgent:  "warden-exporter",
+			// Listing Secrets page by page and following pod logs make
+			// bursts of requests; client-go's default of 5 per second
+			// would throttle a scrape.
+			QPS:   20,
+			Burst: 40,
+		})
+		if err != nil {
+			return fmt.Errorf("kubernetes: %w", err)
+		}
+	}
+	if c := cfg.Certs; c != nil {
+		certsLogger := logger.With("collector", "certs")
+		if c.Endpoints != nil {
+			ec, err := certs.NewEndpoints(c.Endpoints, certsLogger)
+			if err != nil {
+				return err
+			}
+			set.Collectors = append(set.Collectors, ec)
+		}
+		if c.Files != nil {
+			set.Collectors = append(set.Collectors, certs.NewFiles(c.Files, certsLogger))
+		}
+		if c.Kubernetes != nil {
+			set.Collectors = append(set.Collectors, certs.NewKubernetes(c.Kubernetes, client, certsLogger))
+		}
+	}
+	if cfg.Auth != nil {
+		c, err := authevents.New(ctx, cfg.Auth, client, logger.With("collector", "auth"))
+		if err != nil {
+			return err
+		}
+		set.Collectors = append(set.Collectors, c)
+	}
+	return nil
 }
 
 // Exporter serves the metrics of the current collector set. Its set and
@@ -130,9 +169,9 @@ func (e *Exporter) Swap(set *Set, scrape ScrapeConfig) *Set {
 	return old
 }
 
-// Timeout derives a scrape's deadline from Prometheus's header, minus the
+// scrapeTimeout derives a scrape's deadline from Prometheus's header, minus the
 // configured offset, bounded by the configured maximum.
-func Timeout(h http.Header, cfg ScrapeConfig) time.Duration {
+func scrapeTimeout(h http.Header, cfg ScrapeConfig) time.Duration {
 	timeout := cfg.DefaultTimeout
 	if v := h.Get("X-Prometheus-Scrape-Timeout-Seconds"); v != "" {
 		if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
@@ -154,7 +193,7 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	set, scrapeCfg := e.set, e.scrape
 	e.mu.RUnlock()
 
-	timeout := Timeout(r.Header, scrapeCfg)
+	timeout := scrapeTimeout(r.Header, scrapeCfg)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 
@@ -163,18 +202,18 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		collectors = set.Collectors
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(scrapeResult{metrics: Scrape(ctx, e.logger, collectors), timeout: timeout})
+	reg.MustRegister(scrapeResult{metrics: scrape(ctx, e.logger, collectors), timeout: timeout})
 	promhttp.HandlerFor(prometheus.Gatherers{reg, e.self}, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(e.logger.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
 	}).ServeHTTP(w, r)
 }
 
-// Scrape runs every collector in parallel until each finishes or ctx ends,
+// scrape runs every collector in parallel until each finishes or ctx ends,
 // and returns their metrics followed by a success and duration metric for
 // each. A collector still running at ctx's deadline is reported as failed
 // and its metrics are dropped; it is not waited for.
-func Scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []prometheus.Metric {
+func scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []prometheus.Metric {
 	type result struct {
 		i       int
 		metrics []prometheus.Metric
@@ -230,7 +269,7 @@ func Scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []
 		switch {
 		case r == nil:
 			logger.Warn("collector did not finish before the scrape deadline", "collector", c.Name(), "deadline_seconds", deadlineSeconds(ctx, start))
-		case r.err != nil && !errors.Is(r.err, ErrNoData):
+		case r.err != nil:
 			logger.Warn("collector failed", "collector", c.Name(), "err", r.err, "duration_seconds", r.dur.Seconds())
 			out = append(out, r.metrics...)
 			dur = r.dur

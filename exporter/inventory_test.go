@@ -2,8 +2,13 @@ package exporter
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -12,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/warden-sre/warden/internal/certgen"
 	"github.com/warden-sre/warden/internal/inventory"
@@ -40,18 +46,22 @@ var inventoryNotScraped = map[string]string{
 // production.
 func TestScrapeProducesEveryInventoryMetric(t *testing.T) {
 	ctx := t.Context()
+	pg, rs := sharedPG.Get(t), sharedRedis.Get(t)
 	const db = "inventory"
-	dsn := sharedPG.CreateDatabase(t, db)
-	pgExec(t, sharedPG, db,
+	dsn := pg.CreateDatabase(t, db)
+	if err := pg.Exec(ctx, db,
 		"CREATE EXTENSION pg_stat_statements",
 		"CREATE TABLE sessions (id int PRIMARY KEY, user_id text)",
 		"INSERT INTO sessions SELECT g, 'u' || g FROM generate_series(1, 100) g",
 		"DELETE FROM sessions WHERE id <= 10",
 		"VACUUM ANALYZE sessions",
 		"SELECT count(*) FROM sessions",
-	)
+	); err != nil {
+		t.Fatal(err)
+	}
 
-	rc := redisClient(t, sharedRedis.Addr, inventoryRedisDB)
+	rc := goredis.NewClient(&goredis.Options{Addr: rs.Addr, DB: inventoryRedisDB, Protocol: 2, DisableIdentity: true, PoolSize: 1})
+	t.Cleanup(func() { _ = rc.Close() })
 	if err := rc.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -63,17 +73,20 @@ func TestScrapeProducesEveryInventoryMetric(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	chain := certsNewChain(t)
-	certFile := certsWriteFile(t, dir, "chain.pem", certgen.ChainPEM(chain.Leaf, chain.Intermediate, chain.Root))
-	caFile := certsWriteFile(t, dir, "ca.pem", chain.Root.CertPEM())
-	endpoint := certsServeTLS(t, chain.Leaf.TLSCertificate(chain.Intermediate), nil)
-	logFile := filepath.Join(dir, "auth.log")
+	chain := inventoryChain(t)
+	certFile := inventoryWriteFile(t, dir, "chain.pem", certgen.ChainPEM(chain.Leaf, chain.Intermediate, chain.Root))
+	caFile := inventoryWriteFile(t, dir, "ca.pem", chain.Root.CertPEM())
+	tlsServer := httptest.NewUnstartedServer(http.NotFoundHandler())
+	tlsServer.TLS = &tls.Config{Certificates: []tls.Certificate{chain.Leaf.TLSCertificate(chain.Intermediate)}}
+	tlsServer.StartTLS()
+	t.Cleanup(tlsServer.Close)
+	endpoint := tlsServer.Listener.Addr().String()
 	var lines strings.Builder
 	for _, ev := range []string{"authentication_attempt", "authentication_success", "authentication_attempt", "authentication_failed"} {
-		lines.WriteString(authJSONLine(ev, "203.0.113.7"))
+		fmt.Fprintf(&lines, `{"timestamp":%q,"level":"info","event":%q,"ip_address":"203.0.113.7"}`+"\n", time.Now().UTC().Format(time.RFC3339Nano), ev)
 	}
 	lines.WriteString("not json\n")
-	appendFile(t, logFile, lines.String())
+	logFile := inventoryWriteFile(t, dir, "auth.log", []byte(lines.String()))
 
 	cfg, err := ParseConfig(fmt.Appendf(nil, `
 postgres:
@@ -98,7 +111,7 @@ auth:
   - name: active_sessions
     dsn: %q
     sql: SELECT count(*) FROM sessions
-`, dsn, "redis://"+sharedRedis.Addr+"/"+strconv.Itoa(inventoryRedisDB), caFile, endpoint, certFile, filepath.Join(dir, "missing.pem"), logFile, dsn))
+`, dsn, "redis://"+rs.Addr+"/"+strconv.Itoa(inventoryRedisDB), caFile, endpoint, certFile, filepath.Join(dir, "missing.pem"), logFile, dsn))
 	if err != nil {
 		t.Fatalf("ParseConfig: %v", err)
 	}
@@ -142,7 +155,7 @@ func inventoryScrape(t *testing.T, set *Set) map[string]bool {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(scrapeResult{metrics: Scrape(ctx, slog.New(slog.DiscardHandler), set.Collectors), timeout: 10 * time.Second})
+	reg.MustRegister(scrapeResult{metrics: scrape(ctx, slog.New(slog.DiscardHandler), set.Collectors), timeout: 10 * time.Second})
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
@@ -161,4 +174,30 @@ func inventorySortedNames(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// inventoryChain is a root → intermediate → leaf chain for the certificate
+// sources, the leaf valid for 127.0.0.1 and auth.warden.test.
+func inventoryChain(t *testing.T) *certgen.Chain {
+	t.Helper()
+	now := time.Now()
+	opts := func(cn string) certgen.Options {
+		return certgen.Options{CommonName: cn, NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(0, 0, 30)}
+	}
+	leaf := opts("auth.warden.test")
+	leaf.DNSNames, leaf.IPAddresses = []string{"auth.warden.test"}, []net.IP{net.IPv4(127, 0, 0, 1)}
+	c, err := certgen.NewChain(certgen.ChainOptions{Root: opts("Warden Inventory Root"), Intermediate: opts("Warden Inventory Intermediate"), Leaf: leaf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func inventoryWriteFile(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

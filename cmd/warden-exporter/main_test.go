@@ -15,21 +15,23 @@ import (
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-var exporterBin string
-
-func TestMain(m *testing.M) {
-	bin, cleanup, err := testenv.BuildBinary(".")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	exporterBin = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+// builtBinary is warden-exporter built for the tests.
+type builtBinary struct {
+	path    string
+	cleanup func()
 }
 
+// exporterBin is built by the first test that runs the binary; with
+// -short those tests are skipped and nothing is built.
+var exporterBin = testenv.NewLazy(func() (builtBinary, error) {
+	path, cleanup, err := testenv.BuildBinary(".")
+	return builtBinary{path: path, cleanup: cleanup}, err
+}, func(b builtBinary) { b.cleanup() })
+
+func TestMain(m *testing.M) { os.Exit(testenv.RunAndStop(m, exporterBin)) }
+
 func TestConfigCheck(t *testing.T) {
+	bin := exporterBin.Get(t).path
 	dir := t.TempDir()
 	pwFile := testenv.WriteFile(t, dir, "pw", "hunter2-secret\n")
 	tests := []struct {
@@ -80,7 +82,7 @@ func TestConfigCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testenv.WriteFile(t, t.TempDir(), "config.yml", tt.config)
-			code, out := testenv.RunBinary(t, 30*time.Second, exporterBin, "--config.file="+cfg, "--config.check")
+			code, out := testenv.RunBinary(t, 30*time.Second, bin, "--config.file="+cfg, "--config.check")
 			if code != tt.wantCode {
 				t.Fatalf("exit code %d, want %d; output:\n%s", code, tt.wantCode, out)
 			}
@@ -103,7 +105,7 @@ type exporterProc struct{ *testenv.Binary }
 
 func startExporter(t *testing.T, configPath string) *exporterProc {
 	t.Helper()
-	return &exporterProc{testenv.StartBinary(t, exporterBin, "--config.file="+configPath, "--log.level=debug")}
+	return &exporterProc{testenv.StartBinary(t, exporterBin.Get(t).path, "--config.file="+configPath, "--log.level=debug")}
 }
 
 func (p *exporterProc) scrape(t *testing.T, timeoutHeader string) (string, time.Duration) {
@@ -145,6 +147,9 @@ func requireLines(t *testing.T, body string, lines ...string) {
 }
 
 func TestReloadKeepsPreviousConfigWhenNewOneIsInvalid(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
 	redis := testenv.StartRedis(t)
 	cfgPath := filepath.Join(t.TempDir(), "config.yml")
 	good := func(name string) string {
@@ -191,6 +196,9 @@ func TestReloadKeepsPreviousConfigWhenNewOneIsInvalid(t *testing.T) {
 }
 
 func TestScrapeSurvivesHungPostgresAndKilledRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
 	pg := testenv.StartPostgres(t)
 	redis := testenv.StartRedis(t)
 	cfg := testenv.WriteFile(t, t.TempDir(), "config.yml", fmt.Sprintf(
@@ -239,6 +247,9 @@ func TestScrapeSurvivesHungPostgresAndKilledRedis(t *testing.T) {
 }
 
 func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
 	testenv.Promtool(t)
 	pg := testenv.StartPostgres(t)
 	redis := testenv.StartRedis(t)
@@ -250,6 +261,9 @@ func TestMetricsOutputPassesPromtoolLint(t *testing.T) {
 }
 
 func TestConcurrentScrapesAreServed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
 	redis := testenv.StartRedis(t)
 	cfg := testenv.WriteFile(t, t.TempDir(), "config.yml", fmt.Sprintf("redis:\n  - name: cache\n    address: redis://%s/0\n", redis.Addr))
 	exp := startExporter(t, cfg)

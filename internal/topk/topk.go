@@ -1,0 +1,199 @@
+// Package topk keeps the heaviest keys of a stream over a sliding time
+// window in fixed memory (a ring of Space-Saving summaries), so that
+// per-source metrics stay bounded whatever the number of sources.
+package topk
+
+import (
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// spaceSaving is the Space-Saving stream summary of Metwally, Agrawal and
+// El Abbadi ("Efficient computation of frequent and top-k elements in data
+// streams", 2005): at most capacity counters; a new key takes over the
+// smallest counter and inherits its count as its possible overestimate.
+// Every key whose true count exceeds total/capacity is guaranteed to be held,
+// and count-overestimate is a lower bound of its true count that is exact for
+// a key that has not been evicted since it first arrived.
+type spaceSaving struct {
+	capacity int
+	total    uint64
+	index    map[netip.Addr]int // key → position in heap
+	heap     []spaceSavingEntry // min-heap by count
+}
+
+type spaceSavingEntry struct {
+	key         netip.Addr
+	count, over uint64 // over: how much count may overestimate
+}
+
+func newSpaceSaving(capacity int) spaceSaving {
+	return spaceSaving{
+		capacity: capacity,
+		index:    make(map[netip.Addr]int, capacity),
+		heap:     make([]spaceSavingEntry, 0, capacity),
+	}
+}
+
+func (s *spaceSaving) add(key netip.Addr, n uint64) {
+	s.total += n
+	if i, ok := s.index[key]; ok {
+		s.heap[i].count += n
+		s.down(i)
+		return
+	}
+	if len(s.heap) < s.capacity {
+		s.heap = append(s.heap, spaceSavingEntry{key: key, count: n})
+		s.index[key] = len(s.heap) - 1
+		s.up(len(s.heap) - 1)
+		return
+	}
+	smallest := s.heap[0]
+	delete(s.index, smallest.key)
+	s.heap[0] = spaceSavingEntry{key: key, count: smallest.count + n, over: smallest.count}
+	s.index[key] = 0
+	s.down(0)
+}
+
+func (s *spaceSaving) reset() {
+	clear(s.index)
+	s.heap = s.heap[:0]
+	s.total = 0
+}
+
+func (s *spaceSaving) swap(i, j int) {
+	s.heap[i], s.heap[j] = s.heap[j], s.heap[i]
+	s.index[s.heap[i].key] = i
+	s.index[s.heap[j].key] = j
+}
+
+func (s *spaceSaving) up(i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if s.heap[parent].count <= s.heap[i].count {
+			return
+		}
+		s.swap(i, parent)
+		i = parent
+	}
+}
+
+func (s *spaceSaving) down(i int) {
+	n := len(s.heap)
+	for {
+		smallest, l, r := i, 2*i+1, 2*i+2
+		if l < n && s.heap[l].count < s.heap[smallest].count {
+			smallest = l
+		}
+		if r < n && s.heap[r].count < s.heap[smallest].count {
+			smallest = r
+		}
+		if smallest == i {
+			return
+		}
+		s.swap(i, smallest)
+		i = smallest
+	}
+}
+
+// windowBuckets is the number of sub-windows a sliding window is cut into.
+const windowBuckets = 10
+
+// Sliding keeps the heaviest keys over a sliding time window as a ring
+// of Space-Saving summaries, one per sub-window of window/windowBuckets,
+// merged when read. Memory is fixed by capacity and windowBuckets, whatever
+// the number of distinct keys.
+type Sliding struct {
+	k    int
+	slot time.Duration
+
+	mu      sync.Mutex
+	buckets [windowBuckets]struct {
+		epoch  int64 // slot number this bucket holds; 0 = never used
+		sketch spaceSaving
+	}
+}
+
+func NewSliding(k, capacity int, window time.Duration) *Sliding {
+	s := &Sliding{k: k, slot: window / windowBuckets}
+	if s.slot <= 0 {
+		s.slot = 1
+	}
+	for i := range s.buckets {
+		s.buckets[i].sketch = newSpaceSaving(capacity)
+	}
+	return s
+}
+
+// Add counts one event for key at time at. Events from the future count as
+// now; events older than the window are dropped (reported false).
+func (s *Sliding) Add(key netip.Addr, at, now time.Time) bool {
+	nowEpoch := now.UnixNano() / int64(s.slot)
+	epoch := min(at.UnixNano()/int64(s.slot), nowEpoch)
+	if epoch <= nowEpoch-windowBuckets || epoch <= 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.buckets[epoch%windowBuckets]
+	switch {
+	case b.epoch == epoch:
+	case b.epoch < epoch:
+		b.sketch.reset()
+		b.epoch = epoch
+	default: // the clock went back past this bucket's data
+		return false
+	}
+	b.sketch.add(key, 1)
+	return true
+}
+
+// Count is one reported key and its count in the window.
+type Count struct {
+	Key   netip.Addr
+	Count uint64
+}
+
+// Top returns up to k keys with the largest counts in the window ending at
+// now, largest first, and the total number of events in the window. A key's
+// count is the sum over sub-windows of its guaranteed (lower-bound) count,
+// so the reported counts never add up to more than the total and
+// total-sum(reported) is the overflow.
+func (s *Sliding) Top(now time.Time) ([]Count, uint64) {
+	nowEpoch := now.UnixNano() / int64(s.slot)
+	merged := make(map[netip.Addr]uint64)
+	var total uint64
+	s.mu.Lock()
+	for i := range s.buckets {
+		b := &s.buckets[i]
+		if b.epoch <= nowEpoch-windowBuckets || b.epoch > nowEpoch || b.epoch == 0 {
+			continue
+		}
+		total += b.sketch.total
+		for _, e := range b.sketch.heap {
+			if c := e.count - e.over; c > 0 {
+				merged[e.key] += c
+			}
+		}
+	}
+	s.mu.Unlock()
+	out := make([]Count, 0, len(merged))
+	for k, c := range merged {
+		out = append(out, Count{Key: k, Count: c})
+	}
+	slices.SortFunc(out, func(a, b Count) int {
+		if a.Count != b.Count {
+			if a.Count > b.Count {
+				return -1
+			}
+			return 1
+		}
+		return a.Key.Compare(b.Key)
+	})
+	if len(out) > s.k {
+		out = out[:s.k]
+	}
+	return out, total
+}
