@@ -136,6 +136,71 @@ func NewPostgres(opts ...PostgresOption) (*Postgres, error) {
 	return p, nil
 }
 
+// ReplicationUser is the role a replica of NewReplica streams WAL as.
+const ReplicationUser = "replicator"
+
+// NewReplica creates a streaming replica of p: a base backup taken with
+// pg_basebackup -R (which writes standby.signal and primary_conninfo) as a
+// role with REPLICATION, started in a temp dir of its own on a free port
+// with p's settings (a hot standby needs limits at least as high as its
+// primary's). The replica accepts read-only connections; Stop it on its
+// own, before or after p.
+func (p *Postgres) NewReplica(ctx context.Context) (*Postgres, error) {
+	basebackup, err := pgBinary("pg_basebackup")
+	if err != nil {
+		return nil, err
+	}
+	// initdb --auth=trust lets every local user connect, replication
+	// included, from 127.0.0.1; only the role is missing.
+	if err := p.Exec(ctx, "postgres", fmt.Sprintf(`DO $$ BEGIN
+		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%[1]s') THEN CREATE ROLE %[1]s WITH LOGIN REPLICATION; END IF;
+	END $$`, ReplicationUser)); err != nil {
+		return nil, fmt.Errorf("create replication role: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "warden-pg-replica-")
+	if err != nil {
+		return nil, fmt.Errorf("postgres replica temp dir: %w", err)
+	}
+	r := &Postgres{Host: p.Host, dir: dir, DataDir: filepath.Join(dir, "data"), bin: p.bin, args: p.args, cred: p.cred}
+	fail := func(err error) (*Postgres, error) {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if r.cred != nil {
+		if err := os.Chown(dir, int(r.cred.Uid), int(r.cred.Gid)); err != nil {
+			return fail(fmt.Errorf("chown postgres replica dir: %w", err))
+		}
+	}
+	cmd := exec.CommandContext(ctx, basebackup, "-h", p.Host, "-p", strconv.Itoa(p.Port), "-U", ReplicationUser,
+		"-D", r.DataDir, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fail(fmt.Errorf("pg_basebackup: %w\n%s", err, out))
+	}
+	if r.Port, err = FreePort(); err != nil {
+		return fail(err)
+	}
+	r.proc = NewProcess(filepath.Join(dir, "postgres.log"), r.command)
+	if err := r.Start(); err != nil {
+		return fail(err)
+	}
+	return r, nil
+}
+
+// StartPostgresReplica starts a streaming replica of primary for one test
+// (see NewReplica) and removes it afterwards; it skips the test under
+// -short.
+func StartPostgresReplica(t testing.TB, primary *Postgres) *Postgres {
+	t.Helper()
+	skipUnderShort(t)
+	r, err := primary.NewReplica(context.Background())
+	if err != nil {
+		t.Fatalf("start postgres replica: %v", err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
 // StartPostgres starts PostgreSQL for one test and removes it afterwards;
 // it skips the test under -short.
 func StartPostgres(t testing.TB, opts ...PostgresOption) *Postgres {
