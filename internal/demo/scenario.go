@@ -32,6 +32,7 @@ func Steps() []Step {
 		{"redis-evictions-flush", stepRedisEvictions},
 		{"brute-force-pages", stepBruteForce},
 		{"breaker-escalates", stepBreaker},
+		{"certificate-expiry-pages", stepCertificateExpiry},
 	}
 }
 
@@ -54,6 +55,7 @@ const (
 	alertEvictions     = "RedisEvictions"
 	alertBruteForce    = "BruteForceSource"
 	alertBreaker       = "RemediatorCircuitBreakerOpen"
+	alertCertExpiring  = "CertificateExpiringSoon"
 )
 
 const bruteForceSource = "203.0.113.7"
@@ -450,5 +452,78 @@ func (e *Env) replay(ctx context.Context, url string, a testenv.AlertmanagerAler
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("replay to %s: %s", url, resp.Status)
 	}
+	return nil
+}
+
+func stepCertificateExpiry(ctx context.Context, e *Env) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	// Every kind of certificate source is read, and none of the healthy
+	// certificates is near its end: whatever fires next is the Secret's.
+	kinds := map[string]int{}
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		s, err := e.Prometheus.Query(ctx, `count by (source_kind) (x509_cert_not_after)`)
+		if err != nil {
+			return false, nil
+		}
+		for _, x := range s {
+			kinds[x.Metric["source_kind"]] = int(x.Value)
+		}
+		return len(kinds) == 3, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for certificates from endpoints, files and Secrets (have %v): %w", kinds, err)
+	}
+	alerts, err := e.Prometheus.Alerts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range alerts {
+		if strings.HasPrefix(a.Name(), "Certificate") {
+			return fmt.Errorf("%s is already %s before any certificate nears its end", alertKey(a.Labels), a.State)
+		}
+	}
+	e.tl.Printf("CHECK", "certificates read: %d from TLS endpoints, %d from PEM files, %d from Kubernetes Secrets; all valid for months",
+		kinds["endpoint"], kinds["file"], kinds["kubernetes"])
+
+	restarts := map[string]int{}
+	for _, s := range Services {
+		restarts[s] = e.Restarts(s)
+	}
+	e.tl.Printf("STEP", "auth-service's certificate renewal has been failing for weeks: Secret %s/%s now holds a certificate that expires in %d days",
+		Namespace, tlsSecret, int(expiringValidity.Hours()/24))
+	cert, err := e.replaceTLSSecret(ctx, expiringValidity)
+	if err != nil {
+		return err
+	}
+	match := map[string]string{"source_kind": "kubernetes", "serial_number": cert.Cert.SerialNumber.String()}
+	if _, err := e.Prometheus.WaitForAlert(ctx, alertCertExpiring, "firing", match); err != nil {
+		return err
+	}
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		for _, p := range e.Pages() {
+			if p.Status == "firing" && p.Labels["alertname"] == alertCertExpiring && p.Labels["serial_number"] == match["serial_number"] {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for the on-call engineer to be paged for %s: %w", alertCertExpiring, err)
+	}
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		return len(e.Decisions(func(d Decision) bool {
+			return d.Alertname == alertCertExpiring && d.Outcome == "skipped"
+		})) > 0, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for the remediator to decline %s: %w", alertCertExpiring, err)
+	}
+	if acted := e.Decisions(func(d Decision) bool { return d.Alertname == alertCertExpiring && d.Outcome != "skipped" }); len(acted) > 0 {
+		return fmt.Errorf("the remediator did not just decline %s: %+v", alertCertExpiring, acted[0])
+	}
+	for _, s := range Services {
+		if n := e.Restarts(s); n != restarts[s] {
+			return fmt.Errorf("%s was restarted during the certificate step (%d -> %d)", s, restarts[s], n)
+		}
+	}
+	e.tl.Printf("STEP", "no automatic action: renewing a certificate is for a person (runbook CertificateExpiringSoon); the alert stays until it is renewed")
 	return nil
 }
