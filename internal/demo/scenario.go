@@ -243,25 +243,11 @@ func stepBruteForce(ctx context.Context, e *Env) error {
 	if _, err := e.Prometheus.WaitForAlert(ctx, alertBruteForce, "firing", match); err != nil {
 		return err
 	}
-	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
-		for _, p := range e.Pages() {
-			if p.Status == "firing" && p.Labels["alertname"] == alertBruteForce && p.Labels["source"] == bruteForceSource {
-				return true, nil
-			}
-		}
-		return false, nil
-	}); err != nil {
-		return fmt.Errorf("waiting for the on-call engineer to be paged for %s: %w", alertBruteForce, err)
+	if err := e.waitPaged(ctx, alertBruteForce, match); err != nil {
+		return err
 	}
-	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
-		return len(e.Decisions(func(d Decision) bool {
-			return d.Alertname == alertBruteForce && d.Outcome == "skipped"
-		})) > 0, nil
-	}); err != nil {
-		return fmt.Errorf("waiting for the remediator to decline %s: %w", alertBruteForce, err)
-	}
-	if acted := e.Decisions(func(d Decision) bool { return d.Alertname == alertBruteForce && d.Outcome == "acted" }); len(acted) > 0 {
-		return fmt.Errorf("the remediator acted on %s: %+v", alertBruteForce, acted[0])
+	if err := e.waitDeclined(ctx, alertBruteForce); err != nil {
+		return err
 	}
 	if n := e.Restarts(svc); n != before {
 		return fmt.Errorf("auth-service was restarted during the brute-force step (%d -> %d)", before, n)
@@ -294,15 +280,8 @@ func stepBreaker(ctx context.Context, e *Env) error {
 	}
 	restarts := e.Restarts(svc) - before
 	e.tl.Printf("STEP", "automation gave up on policy-service after %d restarts; %s pages a person (Level 2)", restarts, alertBreaker)
-	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
-		for _, p := range e.Pages() {
-			if p.Status == "firing" && p.Labels["alertname"] == alertBreaker {
-				return true, nil
-			}
-		}
-		return false, nil
-	}); err != nil {
-		return fmt.Errorf("waiting for the on-call engineer to be paged for %s: %w", alertBreaker, err)
+	if err := e.waitPaged(ctx, alertBreaker, nil); err != nil {
+		return err
 	}
 	if restarts < 1 {
 		return errors.New("the breaker opened without any restart of policy-service")
@@ -338,6 +317,46 @@ func stepBreaker(ctx context.Context, e *Env) error {
 		skips[d.Reason]++
 	}
 	e.tl.Printf("CHECK", "policy-service: %d restarts, then no more; skipped deliveries by reason: %v", restarts, skips)
+	return nil
+}
+
+// waitPaged waits until the pager received the alert, firing, with labels
+// that include match.
+func (e *Env) waitPaged(ctx context.Context, name string, match map[string]string) error {
+	err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+	pages:
+		for _, p := range e.Pages() {
+			if p.Status != "firing" || p.Labels["alertname"] != name {
+				continue
+			}
+			for k, v := range match {
+				if p.Labels[k] != v {
+					continue pages
+				}
+			}
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the on-call engineer to be paged for %s: %w", name, err)
+	}
+	return nil
+}
+
+// waitDeclined waits until a remediator declined the alert, and fails if
+// one acted on it: the alert is for a person.
+func (e *Env) waitDeclined(ctx context.Context, name string) error {
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		return len(e.Decisions(func(d Decision) bool {
+			return d.Alertname == name && d.Outcome == "skipped"
+		})) > 0, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for the remediator to decline %s: %w", name, err)
+	}
+	if acted := e.Decisions(func(d Decision) bool { return d.Alertname == name && d.Outcome == "acted" }); len(acted) > 0 {
+		return fmt.Errorf("the remediator acted on %s: %+v", name, acted[0])
+	}
 	return nil
 }
 
@@ -499,25 +518,11 @@ func stepCertificateExpiry(ctx context.Context, e *Env) error {
 	if _, err := e.Prometheus.WaitForAlert(ctx, alertCertExpiring, "firing", match); err != nil {
 		return err
 	}
-	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
-		for _, p := range e.Pages() {
-			if p.Status == "firing" && p.Labels["alertname"] == alertCertExpiring && p.Labels["serial_number"] == match["serial_number"] {
-				return true, nil
-			}
-		}
-		return false, nil
-	}); err != nil {
-		return fmt.Errorf("waiting for the on-call engineer to be paged for %s: %w", alertCertExpiring, err)
+	if err := e.waitPaged(ctx, alertCertExpiring, match); err != nil {
+		return err
 	}
-	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
-		return len(e.Decisions(func(d Decision) bool {
-			return d.Alertname == alertCertExpiring && d.Outcome == "skipped"
-		})) > 0, nil
-	}); err != nil {
-		return fmt.Errorf("waiting for the remediator to decline %s: %w", alertCertExpiring, err)
-	}
-	if acted := e.Decisions(func(d Decision) bool { return d.Alertname == alertCertExpiring && d.Outcome != "skipped" }); len(acted) > 0 {
-		return fmt.Errorf("the remediator did not just decline %s: %+v", alertCertExpiring, acted[0])
+	if err := e.waitDeclined(ctx, alertCertExpiring); err != nil {
+		return err
 	}
 	for _, s := range Services {
 		if n := e.Restarts(s); n != restarts[s] {

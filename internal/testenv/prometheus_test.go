@@ -225,7 +225,6 @@ func TestQueryRangeAndLabelValuesReadScrapedSeries(t *testing.T) {
 		fmt.Fprint(w, "# TYPE demo_value gauge\ndemo_value{kind=\"a\"} 1\ndemo_value{kind=\"b\"} 2\n")
 	}))
 	defer target.Close()
-	start := time.Now()
 	prom := StartPrometheus(t, PrometheusConfig{
 		Jobs: []ScrapeJob{{Name: "demo", Targets: []string{strings.TrimPrefix(target.URL, "http://")}}},
 	})
@@ -238,7 +237,7 @@ func TestQueryRangeAndLabelValuesReadScrapedSeries(t *testing.T) {
 	// Steps run from start, so the last one is at end: the sample just
 	// scraped is in the result.
 	end := time.Now()
-	start = end.Add(-10 * time.Second)
+	start := end.Add(-10 * time.Second)
 	series, err := prom.QueryRange(ctx, `demo_value{kind="b"}`, start, end, time.Second)
 	if err != nil {
 		t.Fatal(err)
