@@ -87,7 +87,7 @@ func printDashboards(tl *demo.Timeline, env *demo.Env) {
 		tl.Printf("DEMO", "dashboards: %v", err)
 		return
 	}
-	tl.Printf("DEMO", "Grafana dashboards (every panel has data from this run):")
+	tl.Printf("DEMO", "Grafana dashboards (dashboards/*.json):")
 	for _, b := range boards {
 		tl.Printf("DEMO", "  %-32s %s", b.Title, b.File)
 	}
