@@ -240,13 +240,7 @@ func stepBruteForce(ctx context.Context, e *Env) error {
 		return err
 	}
 	match := map[string]string{"source": bruteForceSource}
-	if _, err := e.Prometheus.WaitForAlert(ctx, alertBruteForce, "firing", match); err != nil {
-		return err
-	}
-	if err := e.waitPaged(ctx, alertBruteForce, match); err != nil {
-		return err
-	}
-	if err := e.waitDeclined(ctx, alertBruteForce); err != nil {
+	if err := e.waitLeftToPerson(ctx, alertBruteForce, match); err != nil {
 		return err
 	}
 	if n := e.Restarts(svc); n != before {
@@ -344,9 +338,16 @@ func (e *Env) waitPaged(ctx context.Context, name string, match map[string]strin
 	return nil
 }
 
-// waitDeclined waits until a remediator declined the alert, and fails if
-// one acted on it: the alert is for a person.
-func (e *Env) waitDeclined(ctx context.Context, name string) error {
+// waitLeftToPerson waits until the alert fires, pages the on-call
+// engineer and is declined by a remediator, and fails if one acted on it:
+// the alert is for a person.
+func (e *Env) waitLeftToPerson(ctx context.Context, name string, match map[string]string) error {
+	if _, err := e.Prometheus.WaitForAlert(ctx, name, "firing", match); err != nil {
+		return err
+	}
+	if err := e.waitPaged(ctx, name, match); err != nil {
+		return err
+	}
 	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
 		return len(e.Decisions(func(d Decision) bool {
 			return d.Alertname == name && d.Outcome == "skipped"
@@ -515,13 +516,7 @@ func stepCertificateExpiry(ctx context.Context, e *Env) error {
 		return err
 	}
 	match := map[string]string{"source_kind": "kubernetes", "serial_number": cert.Cert.SerialNumber.String()}
-	if _, err := e.Prometheus.WaitForAlert(ctx, alertCertExpiring, "firing", match); err != nil {
-		return err
-	}
-	if err := e.waitPaged(ctx, alertCertExpiring, match); err != nil {
-		return err
-	}
-	if err := e.waitDeclined(ctx, alertCertExpiring); err != nil {
+	if err := e.waitLeftToPerson(ctx, alertCertExpiring, match); err != nil {
 		return err
 	}
 	for _, s := range Services {
