@@ -1,9 +1,10 @@
 // Command warden-demo runs warden's whole loop on this machine, on loopback
 // only, and plays a scripted incident scenario while printing a timeline:
-// PostgreSQL, Redis, two auth-service simulators, warden-exporter,
-// Prometheus with warden's rules, Alertmanager, two warden-remediator
-// replicas and a kube-apiserver with a stand-in kubelet. It needs the tools
-// of scripts/tools.sh (run it through `make demo`).
+// PostgreSQL with a streaming replica, Redis, two auth-service simulators,
+// warden-exporter with every collector, Prometheus with warden's rules,
+// Alertmanager, two warden-remediator replicas and a kube-apiserver with a
+// stand-in kubelet. Staying up, it lists the Grafana dashboards to import.
+// It needs the tools of scripts/tools.sh (run it through `make demo`).
 package main
 
 import (
@@ -72,7 +73,31 @@ func run(args []string) int {
 	for _, u := range env.URLs() {
 		tl.Printf("DEMO", "%-20s %s", u[0], u[1])
 	}
+	printDashboards(tl, env)
 	tl.Printf("DEMO", "everything keeps running; press Ctrl-C to stop (and remove everything)")
 	<-ctx.Done()
 	return code
+}
+
+// printDashboards tells how to look at the demo in Grafana: the dashboards
+// are plain JSON files with a data source variable, imported by hand.
+func printDashboards(tl *demo.Timeline, env *demo.Env) {
+	boards, err := env.Dashboards()
+	if err != nil {
+		tl.Printf("DEMO", "dashboards: %v", err)
+		return
+	}
+	tl.Printf("DEMO", "Grafana dashboards (dashboards/*.json):")
+	for _, b := range boards {
+		tl.Printf("DEMO", "  %-32s %s", b.Title, b.File)
+	}
+	tl.Printf("DEMO", "import them into a Grafana on this machine (it must reach %s):", env.Prometheus.URL)
+	for i, line := range []string{
+		"Connections → Data sources → Add data source → Prometheus, URL " + env.Prometheus.URL + " → Save & test",
+		"Dashboards → New → Import → Upload dashboard JSON file → one of the files above",
+		"choose the Prometheus data source of step 1 → Import; repeat for each file",
+		"set the time range to the last 15 minutes: the whole scenario is in it",
+	} {
+		tl.Printf("DEMO", "  %d. %s", i+1, line)
+	}
 }

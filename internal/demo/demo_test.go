@@ -103,15 +103,27 @@ func TestDemoConfigsAreValid(t *testing.T) {
 	if err := os.WriteFile(token, []byte("t\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	ca, err := newPKI(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	data := map[string]any{
-		"PostgresDSN":    "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
-		"RedisAddr":      "127.0.0.1:6379",
-		"AuthLogs":       []string{filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")},
-		"Cooldown":       "45s",
-		"RepeatInterval": "10s",
-		"RemediatorURLs": []string{"http://127.0.0.1:1/api/v1/alerts", "http://127.0.0.1:2/api/v1/alerts"},
-		"TokenFile":      token,
-		"PagerURL":       "http://127.0.0.1:3/",
+		"PostgresDSN":         verifyFull("postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", ca.rootFile),
+		"PostgresReplicaDSN":  verifyFull("postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable", ca.rootFile),
+		"PostgresAddr":        "127.0.0.1:5432",
+		"PostgresReplicaAddr": "127.0.0.1:5433",
+		"RedisAddr":           "127.0.0.1:6379",
+		"RedisTLSAddr":        "127.0.0.1:6380",
+		"RootCAFile":          ca.rootFile,
+		"CertsDir":            ca.pemDir,
+		"Kubeconfig":          filepath.Join(dir, "kubeconfig"),
+		"Namespace":           Namespace,
+		"AuthLogs":            []string{filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")},
+		"Cooldown":            "45s",
+		"RepeatInterval":      "10s",
+		"RemediatorURLs":      []string{"http://127.0.0.1:1/api/v1/alerts", "http://127.0.0.1:2/api/v1/alerts"},
+		"TokenFile":           token,
+		"PagerURL":            "http://127.0.0.1:3/",
 	}
 	render := func(name string) []byte {
 		var b bytes.Buffer
@@ -126,6 +138,28 @@ func TestDemoConfigsAreValid(t *testing.T) {
 	}
 	if cfg.Auth == nil || len(cfg.Auth.Files) != 2 {
 		t.Errorf("warden-exporter.yml: auth files not rendered: %+v", cfg.Auth)
+	}
+	// Every collector is configured, so every dashboard has data. Read
+	// through the YAML keys, which stay put when the config types move.
+	var keys struct {
+		Postgres []struct {
+			Statements struct{ Enabled bool } `yaml:"statements"`
+		} `yaml:"postgres"`
+		Redis []any `yaml:"redis"`
+		Certs struct {
+			Endpoints struct {
+				Targets []any `yaml:"targets"`
+			} `yaml:"endpoints"`
+			Files      map[string]any `yaml:"files"`
+			Kubernetes map[string]any `yaml:"kubernetes"`
+		} `yaml:"certs"`
+	}
+	if err := yaml.Unmarshal(render("warden-exporter.yml"), &keys); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys.Postgres) != 2 || !keys.Postgres[0].Statements.Enabled || len(keys.Redis) != 1 ||
+		len(keys.Certs.Endpoints.Targets) != 3 || keys.Certs.Files == nil || keys.Certs.Kubernetes == nil {
+		t.Errorf("warden-exporter.yml: want two PostgreSQL targets (statements on the primary), Redis and all three certificate sources, got %+v", keys)
 	}
 	p, err := remediator.ParsePolicy(render("policy.yml"))
 	if err != nil {
@@ -149,5 +183,39 @@ func TestDemoConfigsAreValid(t *testing.T) {
 	var b bytes.Buffer
 	if err := RenderConfig("../../deploy/demo/policy.yml", &b, data); err == nil {
 		t.Error("rendering without RedisAddr succeeded")
+	}
+}
+
+func TestLoadDashboardsReadsVariablesAndNestedPanels(t *testing.T) {
+	boards, err := LoadDashboards("../../dashboards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	titles := map[string]Dashboard{}
+	for _, b := range boards {
+		titles[filepath.Base(b.File)] = b
+		if b.Title == "" || len(b.Panels) == 0 || len(b.Variables) == 0 {
+			t.Errorf("%s: title %q, %d panels, %d variables", b.File, b.Title, len(b.Panels), len(b.Variables))
+		}
+		for _, p := range b.Panels {
+			for _, tg := range p.Targets {
+				if tg.Expr == "" || tg.RefID == "" {
+					t.Errorf("%s: panel %q: target %+v without expr or refId", b.File, p.Title, tg)
+				}
+			}
+		}
+	}
+	certs, ok := titles["warden-certificates.json"]
+	if len(boards) != 4 || !ok {
+		t.Fatalf("want the four dashboards, got %v", titles)
+	}
+	var instance DashboardVariable
+	for _, v := range certs.Variables {
+		if v.Name == "instance" {
+			instance = v
+		}
+	}
+	if instance.Query != "label_values(x509_cert_not_after, instance)" || instance.AllValue != ".*" {
+		t.Errorf("certificates: variable instance = %+v", instance)
 	}
 }

@@ -1,19 +1,21 @@
 // Package demo runs warden's whole loop on loopback, for `make demo` and
-// the end-to-end test: PostgreSQL, Redis, two auth-service simulators,
-// warden-exporter, Prometheus with the rules, Alertmanager, two
-// warden-remediator replicas and a kube-apiserver with a stand-in kubelet,
-// and plays a scripted scenario against it (see Steps).
+// the end-to-end test: PostgreSQL (TLS, pg_stat_statements) with a
+// streaming replica, Redis (plain and TLS), two auth-service simulators,
+// session traffic on the datastores, warden-exporter with every collector,
+// Prometheus with the rules, Alertmanager, two warden-remediator replicas
+// and a kube-apiserver with a stand-in kubelet and a TLS Secret, and plays
+// a scripted scenario against it (see Steps).
 package demo
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,6 +36,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/warden-sre/warden/internal/certgen"
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
@@ -66,8 +69,12 @@ type Env struct {
 	dir  string
 	root string
 
-	Postgres     *testenv.Postgres
-	Redis        *testenv.Redis
+	Postgres *testenv.Postgres
+	// PostgresReplica streams from Postgres, so replication is real.
+	PostgresReplica *testenv.Postgres
+	Redis           *testenv.Redis
+	// RedisTLSAddr is Redis's TLS port (plain TCP stays on Redis.Addr).
+	RedisTLSAddr string
 	Kube         *testenv.Kube
 	Prometheus   *testenv.Prometheus
 	Alertmanager *testenv.Alertmanager
@@ -77,6 +84,10 @@ type Env struct {
 	// ExporterURL and RemediatorURLs are the warden processes' base URLs.
 	ExporterURL    string
 	RemediatorURLs []string
+	pki            *pki
+	// exporterKubeconfig authenticates the exporter as its ServiceAccount
+	// (it lists TLS Secrets).
+	exporterKubeconfig string
 	// token authenticates webhook deliveries; tokenFile holds it for the
 	// remediators and Alertmanager.
 	token     string
@@ -155,7 +166,10 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		ports = ports[1:]
 		return a
 	}
-	if err := e.startDatastores(); err != nil {
+	if e.pki, err = newPKI(dir); err != nil {
+		return nil, fmt.Errorf("demo certificates: %w", err)
+	}
+	if err := e.startDatastores(ctx); err != nil {
 		return nil, err
 	}
 	kubeconfig, err := e.startCluster(ctx)
@@ -187,15 +201,49 @@ const remediatorReplicas = 2
 
 func (e *Env) say(format string, args ...any) { e.tl.Printf("SETUP", format, args...) }
 
-func (e *Env) startDatastores() (err error) {
-	e.say("starting PostgreSQL and Redis")
-	if e.Postgres, err = testenv.NewPostgres(); err != nil {
+// startDatastores starts PostgreSQL (TLS on, pg_stat_statements loaded)
+// with a streaming replica, and Redis with a TLS port beside the plain one,
+// prepares auth-service's sessions table and starts the session traffic
+// that uses both (see sessionTraffic).
+func (e *Env) startDatastores(ctx context.Context) (err error) {
+	e.say("starting PostgreSQL (TLS, pg_stat_statements) with a streaming replica, and Redis (plain and TLS ports)")
+	pgCert, err := e.pki.issue("auth-db.rust-security.svc", time.Now(), serverValidity)
+	if err != nil {
 		return err
 	}
+	if e.Postgres, err = testenv.NewPostgres(
+		testenv.WithPostgresTLS(certgen.ChainPEM(pgCert, e.pki.intermediate), pgCert.KeyPEM()),
+		testenv.WithPostgresSetting("shared_preload_libraries", "pg_stat_statements"),
+	); err != nil {
+		return err
+	}
+	if err := e.Postgres.Exec(ctx, "postgres", "CREATE EXTENSION pg_stat_statements", sessionsSchema); err != nil {
+		return err
+	}
+	// After the schema, so the replica starts with it.
+	if e.PostgresReplica, err = e.Postgres.NewReplica(ctx); err != nil {
+		return err
+	}
+	certFile, keyFile, err := e.pki.serverFiles("session-cache.rust-security.svc")
+	if err != nil {
+		return err
+	}
+	tlsPort, err := testenv.FreePort()
+	if err != nil {
+		return err
+	}
+	e.RedisTLSAddr = "127.0.0.1:" + strconv.Itoa(tlsPort)
 	// Only keys with a TTL are evicted (the cache's entries); a key without
 	// one survives evictions and is removed only by a flush.
-	e.Redis, err = testenv.NewRedis(testenv.WithRedisArgs("--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"))
-	return err
+	if e.Redis, err = testenv.NewRedis(testenv.WithRedisArgs(
+		"--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru",
+		"--tls-port", strconv.Itoa(tlsPort), "--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", e.pki.rootFile, "--tls-auth-clients", "no",
+	)); err != nil {
+		return err
+	}
+	e.goBackground(func() { sessionTraffic(e.bg, e.Postgres.DSN("postgres"), e.RedisClient(0)) })
+	return nil
 }
 
 // startCluster starts the API server and prepares it (see setUpCluster);
@@ -250,14 +298,22 @@ func (e *Env) templateData() map[string]any {
 		webhooks[i] = u + "/api/v1/alerts"
 	}
 	return map[string]any{
-		"PostgresDSN":    e.Postgres.DSN("postgres"),
-		"RedisAddr":      e.Redis.Addr,
-		"AuthLogs":       logs,
-		"Cooldown":       e.opts.Cooldown.String(),
-		"RepeatInterval": e.opts.RepeatInterval.String(),
-		"RemediatorURLs": webhooks,
-		"TokenFile":      e.tokenFile,
-		"PagerURL":       e.pagerURL,
+		"PostgresDSN":         verifyFull(e.Postgres.DSN("postgres"), e.pki.rootFile),
+		"PostgresReplicaDSN":  verifyFull(e.PostgresReplica.DSN("postgres"), e.pki.rootFile),
+		"PostgresAddr":        e.Postgres.Addr(),
+		"PostgresReplicaAddr": e.PostgresReplica.Addr(),
+		"RedisAddr":           e.Redis.Addr,
+		"RedisTLSAddr":        e.RedisTLSAddr,
+		"RootCAFile":          e.pki.rootFile,
+		"CertsDir":            e.pki.pemDir,
+		"Kubeconfig":          e.exporterKubeconfig,
+		"Namespace":           Namespace,
+		"AuthLogs":            logs,
+		"Cooldown":            e.opts.Cooldown.String(),
+		"RepeatInterval":      e.opts.RepeatInterval.String(),
+		"RemediatorURLs":      webhooks,
+		"TokenFile":           e.tokenFile,
+		"PagerURL":            e.pagerURL,
 	}
 }
 
@@ -394,8 +450,8 @@ func (e *Env) URLs() [][2]string {
 	}
 	out = append(out,
 		[2]string{"kube-apiserver", e.Kube.Config.Host},
-		[2]string{"Redis", e.Redis.Addr},
-		[2]string{"PostgreSQL", e.Postgres.Addr()},
+		[2]string{"Redis", e.Redis.Addr + " (TLS: " + e.RedisTLSAddr + ")"},
+		[2]string{"PostgreSQL", e.Postgres.Addr() + " (replica: " + e.PostgresReplica.Addr() + ")"},
 		[2]string{"logs and configs", e.dir},
 	)
 	return out
@@ -437,16 +493,20 @@ func (e *Env) Stop() {
 	if e.Redis != nil {
 		e.Redis.Stop()
 	}
+	if e.PostgresReplica != nil {
+		e.PostgresReplica.Stop()
+	}
 	if e.Postgres != nil {
 		e.Postgres.Stop()
 	}
 	os.RemoveAll(e.dir)
 }
 
-// setUpCluster creates the namespace and the remediator's RBAC from
-// deploy/remediator/rbac.yaml, and returns a kubeconfig for a user the API
-// server authorizes exactly as that ServiceAccount: the demo runs the
-// remediator with the least privilege it ships with.
+// setUpCluster creates the namespace, auth-service's TLS Secret and the
+// exporter's and the remediator's RBAC from deploy/, and writes a
+// kubeconfig for each that the API server authorizes exactly as its
+// ServiceAccount: the demo runs them with the least privilege they ship
+// with. It returns the remediator's kubeconfig.
 func (e *Env) setUpCluster(ctx context.Context) (string, error) {
 	c := e.Kube.Client
 	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{}); err != nil {
@@ -455,42 +515,63 @@ func (e *Env) setUpCluster(ctx context.Context) (string, error) {
 	if _, err := c.CoreV1().ServiceAccounts(Namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
 		return "", fmt.Errorf("create default service account: %w", err)
 	}
-	raw, err := os.ReadFile(filepath.Join(e.root, "deploy", "remediator", "rbac.yaml"))
-	if err != nil {
+	if err := e.createTLSSecret(ctx); err != nil {
 		return "", err
 	}
+	var err error
+	if e.exporterKubeconfig, err = e.serviceAccountKubeconfig(ctx, "warden-exporter", "deploy/exporter/serviceaccount.yaml", "deploy/exporter/rbac.yaml"); err != nil {
+		return "", err
+	}
+	return e.serviceAccountKubeconfig(ctx, "warden-remediator", "deploy/remediator/rbac.yaml")
+}
+
+// serviceAccountKubeconfig creates the ServiceAccount, Roles and
+// RoleBindings of the given manifests (paths from the module root) in the
+// demo's namespace, and writes <name>.kubeconfig for a user the API server
+// authorizes as that ServiceAccount (the manifests must hold exactly one).
+func (e *Env) serviceAccountKubeconfig(ctx context.Context, name string, manifests ...string) (string, error) {
+	c := e.Kube.Client
 	var sa string
-	for _, doc := range strings.Split(string(raw), "\n---") {
-		if strings.TrimSpace(stripComments(doc)) == "" {
-			continue
-		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+	for _, m := range manifests {
+		raw, err := os.ReadFile(filepath.Join(e.root, m))
 		if err != nil {
-			return "", fmt.Errorf("deploy/remediator/rbac.yaml: %w", err)
+			return "", err
 		}
-		switch o := obj.(type) {
-		case *corev1.ServiceAccount:
-			sa = o.Name
-			_, err = c.CoreV1().ServiceAccounts(Namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.Role:
-			_, err = c.RbacV1().Roles(Namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.RoleBinding:
-			_, err = c.RbacV1().RoleBindings(Namespace).Create(ctx, o, metav1.CreateOptions{})
-		default:
-			err = fmt.Errorf("unexpected %T", obj)
-		}
-		if err != nil {
-			return "", fmt.Errorf("deploy/remediator/rbac.yaml: %w", err)
+		for _, doc := range strings.Split(string(raw), "\n---") {
+			if strings.TrimSpace(stripComments(doc)) == "" {
+				continue
+			}
+			obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", m, err)
+			}
+			switch o := obj.(type) {
+			case *corev1.ServiceAccount:
+				if sa != "" {
+					return "", fmt.Errorf("%s: a second ServiceAccount %s (after %s)", m, o.Name, sa)
+				}
+				sa = o.Name
+				_, err = c.CoreV1().ServiceAccounts(Namespace).Create(ctx, o, metav1.CreateOptions{})
+			case *rbacv1.Role:
+				_, err = c.RbacV1().Roles(Namespace).Create(ctx, o, metav1.CreateOptions{})
+			case *rbacv1.RoleBinding:
+				_, err = c.RbacV1().RoleBindings(Namespace).Create(ctx, o, metav1.CreateOptions{})
+			default:
+				err = fmt.Errorf("unexpected %T", obj)
+			}
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", m, err)
+			}
 		}
 	}
 	if sa == "" {
-		return "", errors.New("deploy/remediator/rbac.yaml has no ServiceAccount")
+		return "", fmt.Errorf("%s: no ServiceAccount", strings.Join(manifests, ", "))
 	}
 	cfg, err := e.Kube.AddUser("system:serviceaccount:" + Namespace + ":" + sa)
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(e.dir, "remediator.kubeconfig")
+	path := filepath.Join(e.dir, name+".kubeconfig")
 	if err := writeKubeconfig(cfg, path); err != nil {
 		return "", err
 	}
@@ -546,6 +627,12 @@ func RenderConfig(path string, w io.Writer, data any) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
+}
+
+// verifyFull turns a testenv DSN (sslmode=disable) into one that insists
+// on TLS and verifies the server's certificate against rootFile.
+func verifyFull(dsn, rootFile string) string {
+	return strings.Replace(dsn, "sslmode=disable", "sslmode=verify-full&sslrootcert="+url.QueryEscape(rootFile), 1)
 }
 
 func freePorts(n int) ([]int, error) {

@@ -32,6 +32,7 @@ func Steps() []Step {
 		{"redis-evictions-flush", stepRedisEvictions},
 		{"brute-force-pages", stepBruteForce},
 		{"breaker-escalates", stepBreaker},
+		{"certificate-expiry-pages", stepCertificateExpiry},
 	}
 }
 
@@ -54,6 +55,7 @@ const (
 	alertEvictions     = "RedisEvictions"
 	alertBruteForce    = "BruteForceSource"
 	alertBreaker       = "RemediatorCircuitBreakerOpen"
+	alertCertExpiring  = "CertificateExpiringSoon"
 )
 
 const bruteForceSource = "203.0.113.7"
@@ -238,28 +240,8 @@ func stepBruteForce(ctx context.Context, e *Env) error {
 		return err
 	}
 	match := map[string]string{"source": bruteForceSource}
-	if _, err := e.Prometheus.WaitForAlert(ctx, alertBruteForce, "firing", match); err != nil {
+	if err := e.waitLeftToPerson(ctx, alertBruteForce, match); err != nil {
 		return err
-	}
-	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
-		for _, p := range e.Pages() {
-			if p.Status == "firing" && p.Labels["alertname"] == alertBruteForce && p.Labels["source"] == bruteForceSource {
-				return true, nil
-			}
-		}
-		return false, nil
-	}); err != nil {
-		return fmt.Errorf("waiting for the on-call engineer to be paged for %s: %w", alertBruteForce, err)
-	}
-	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
-		return len(e.Decisions(func(d Decision) bool {
-			return d.Alertname == alertBruteForce && d.Outcome == "skipped"
-		})) > 0, nil
-	}); err != nil {
-		return fmt.Errorf("waiting for the remediator to decline %s: %w", alertBruteForce, err)
-	}
-	if acted := e.Decisions(func(d Decision) bool { return d.Alertname == alertBruteForce && d.Outcome == "acted" }); len(acted) > 0 {
-		return fmt.Errorf("the remediator acted on %s: %+v", alertBruteForce, acted[0])
 	}
 	if n := e.Restarts(svc); n != before {
 		return fmt.Errorf("auth-service was restarted during the brute-force step (%d -> %d)", before, n)
@@ -292,15 +274,8 @@ func stepBreaker(ctx context.Context, e *Env) error {
 	}
 	restarts := e.Restarts(svc) - before
 	e.tl.Printf("STEP", "automation gave up on policy-service after %d restarts; %s pages a person (Level 2)", restarts, alertBreaker)
-	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
-		for _, p := range e.Pages() {
-			if p.Status == "firing" && p.Labels["alertname"] == alertBreaker {
-				return true, nil
-			}
-		}
-		return false, nil
-	}); err != nil {
-		return fmt.Errorf("waiting for the on-call engineer to be paged for %s: %w", alertBreaker, err)
+	if err := e.waitPaged(ctx, alertBreaker, nil); err != nil {
+		return err
 	}
 	if restarts < 1 {
 		return errors.New("the breaker opened without any restart of policy-service")
@@ -336,6 +311,53 @@ func stepBreaker(ctx context.Context, e *Env) error {
 		skips[d.Reason]++
 	}
 	e.tl.Printf("CHECK", "policy-service: %d restarts, then no more; skipped deliveries by reason: %v", restarts, skips)
+	return nil
+}
+
+// waitPaged waits until the pager received the alert, firing, with labels
+// that include match.
+func (e *Env) waitPaged(ctx context.Context, name string, match map[string]string) error {
+	err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+	pages:
+		for _, p := range e.Pages() {
+			if p.Status != "firing" || p.Labels["alertname"] != name {
+				continue
+			}
+			for k, v := range match {
+				if p.Labels[k] != v {
+					continue pages
+				}
+			}
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the on-call engineer to be paged for %s: %w", name, err)
+	}
+	return nil
+}
+
+// waitLeftToPerson waits until the alert fires, pages the on-call
+// engineer and is declined by a remediator, and fails if one acted on it:
+// the alert is for a person.
+func (e *Env) waitLeftToPerson(ctx context.Context, name string, match map[string]string) error {
+	if _, err := e.Prometheus.WaitForAlert(ctx, name, "firing", match); err != nil {
+		return err
+	}
+	if err := e.waitPaged(ctx, name, match); err != nil {
+		return err
+	}
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		return len(e.Decisions(func(d Decision) bool {
+			return d.Alertname == name && d.Outcome == "skipped"
+		})) > 0, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for the remediator to decline %s: %w", name, err)
+	}
+	if acted := e.Decisions(func(d Decision) bool { return d.Alertname == name && d.Outcome == "acted" }); len(acted) > 0 {
+		return fmt.Errorf("the remediator acted on %s: %+v", name, acted[0])
+	}
 	return nil
 }
 
@@ -450,5 +472,58 @@ func (e *Env) replay(ctx context.Context, url string, a testenv.AlertmanagerAler
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("replay to %s: %s", url, resp.Status)
 	}
+	return nil
+}
+
+func stepCertificateExpiry(ctx context.Context, e *Env) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	// Every kind of certificate source is read, and none of the healthy
+	// certificates is near its end: whatever fires next is the Secret's.
+	kinds := map[string]int{}
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		s, err := e.Prometheus.Query(ctx, `count by (source_kind) (x509_cert_not_after)`)
+		if err != nil {
+			return false, nil
+		}
+		for _, x := range s {
+			kinds[x.Metric["source_kind"]] = int(x.Value)
+		}
+		return len(kinds) == 3, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for certificates from endpoints, files and Secrets (have %v): %w", kinds, err)
+	}
+	alerts, err := e.Prometheus.Alerts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range alerts {
+		if strings.HasPrefix(a.Name(), "Certificate") {
+			return fmt.Errorf("%s is already %s before any certificate nears its end", alertKey(a.Labels), a.State)
+		}
+	}
+	e.tl.Printf("CHECK", "certificates read: %d from TLS endpoints, %d from PEM files, %d from Kubernetes Secrets; all valid for months",
+		kinds["endpoint"], kinds["file"], kinds["kubernetes"])
+
+	restarts := map[string]int{}
+	for _, s := range Services {
+		restarts[s] = e.Restarts(s)
+	}
+	e.tl.Printf("STEP", "auth-service's certificate renewal has been failing for weeks: Secret %s/%s now holds a certificate that expires in %d days",
+		Namespace, tlsSecret, int(expiringValidity.Hours()/24))
+	cert, err := e.replaceTLSSecret(ctx, expiringValidity)
+	if err != nil {
+		return err
+	}
+	match := map[string]string{"source_kind": "kubernetes", "serial_number": cert.Cert.SerialNumber.String()}
+	if err := e.waitLeftToPerson(ctx, alertCertExpiring, match); err != nil {
+		return err
+	}
+	for _, s := range Services {
+		if n := e.Restarts(s); n != restarts[s] {
+			return fmt.Errorf("%s was restarted during the certificate step (%d -> %d)", s, restarts[s], n)
+		}
+	}
+	e.tl.Printf("STEP", "no automatic action: renewing a certificate is for a person (runbook CertificateExpiringSoon); the alert stays until it is renewed")
 	return nil
 }

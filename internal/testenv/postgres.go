@@ -90,19 +90,13 @@ func NewPostgres(opts ...PostgresOption) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "warden-pg-")
-	if err != nil {
-		return nil, fmt.Errorf("postgres temp dir: %w", err)
-	}
-	p := &Postgres{Host: "127.0.0.1", dir: dir, DataDir: filepath.Join(dir, "data"), bin: bin, cred: cred}
-	fail := func(err error) (*Postgres, error) {
-		os.RemoveAll(dir)
+	p := &Postgres{Host: "127.0.0.1", bin: bin, cred: cred}
+	if err := p.makeDir("warden-pg-"); err != nil {
 		return nil, err
 	}
-	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return fail(fmt.Errorf("chown postgres dir: %w", err))
-		}
+	fail := func(err error) (*Postgres, error) {
+		os.RemoveAll(p.dir)
+		return nil, err
 	}
 	cmd := exec.Command(initdb, "-D", p.DataDir, "--auth=trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
@@ -126,14 +120,91 @@ func NewPostgres(opts ...PostgresOption) (*Postgres, error) {
 	for _, s := range o.settings {
 		p.args = append(p.args, "-c", s[0]+"="+s[1])
 	}
-	if p.Port, err = FreePort(); err != nil {
-		return fail(err)
-	}
-	p.proc = NewProcess(filepath.Join(dir, "postgres.log"), p.command)
-	if err := p.Start(); err != nil {
+	if err := p.startOnFreePort(); err != nil {
 		return fail(err)
 	}
 	return p, nil
+}
+
+// makeDir creates the server's temp dir (owned by the user it runs as)
+// and sets dir and DataDir.
+func (p *Postgres) makeDir(prefix string) error {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return fmt.Errorf("postgres temp dir: %w", err)
+	}
+	if p.cred != nil {
+		if err := os.Chown(dir, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+			os.RemoveAll(dir)
+			return fmt.Errorf("chown postgres dir: %w", err)
+		}
+	}
+	p.dir, p.DataDir = dir, filepath.Join(dir, "data")
+	return nil
+}
+
+// startOnFreePort starts the server in DataDir on a free port.
+func (p *Postgres) startOnFreePort() (err error) {
+	if p.Port, err = FreePort(); err != nil {
+		return err
+	}
+	p.proc = NewProcess(filepath.Join(p.dir, "postgres.log"), p.command)
+	return p.Start()
+}
+
+// ReplicationUser is the role a replica of NewReplica streams WAL as.
+const ReplicationUser = "replicator"
+
+// NewReplica creates a streaming replica of p: a base backup taken with
+// pg_basebackup -R (which writes standby.signal and primary_conninfo) as a
+// role with REPLICATION, started in a temp dir of its own on a free port
+// with p's settings (a hot standby needs limits at least as high as its
+// primary's). The replica accepts read-only connections; Stop it on its
+// own, before or after p.
+func (p *Postgres) NewReplica(ctx context.Context) (*Postgres, error) {
+	basebackup, err := pgBinary("pg_basebackup")
+	if err != nil {
+		return nil, err
+	}
+	// initdb --auth=trust lets every local user connect, replication
+	// included, from 127.0.0.1; only the role is missing.
+	if err := p.Exec(ctx, "postgres", fmt.Sprintf(`DO $$ BEGIN
+		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%[1]s') THEN CREATE ROLE %[1]s WITH LOGIN REPLICATION; END IF;
+	END $$`, ReplicationUser)); err != nil {
+		return nil, fmt.Errorf("create replication role: %w", err)
+	}
+	r := &Postgres{Host: p.Host, bin: p.bin, args: p.args, cred: p.cred}
+	if err := r.makeDir("warden-pg-replica-"); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Postgres, error) {
+		os.RemoveAll(r.dir)
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, basebackup, "-h", p.Host, "-p", strconv.Itoa(p.Port), "-U", ReplicationUser,
+		"-D", r.DataDir, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fail(fmt.Errorf("pg_basebackup: %w\n%s", err, out))
+	}
+	if err := r.startOnFreePort(); err != nil {
+		return fail(err)
+	}
+	return r, nil
+}
+
+// StartPostgresReplica starts a streaming replica of primary for one test
+// (see NewReplica) and removes it afterwards; it skips the test under
+// -short.
+func StartPostgresReplica(t testing.TB, primary *Postgres) *Postgres {
+	t.Helper()
+	skipUnderShort(t)
+	r, err := primary.NewReplica(context.Background())
+	if err != nil {
+		t.Fatalf("start postgres replica: %v", err)
+	}
+	t.Cleanup(r.Stop)
+	return r
 }
 
 // StartPostgres starts PostgreSQL for one test and removes it afterwards;

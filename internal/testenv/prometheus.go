@@ -312,6 +312,71 @@ func (p *Prometheus) Query(ctx context.Context, query string) ([]Sample, error) 
 	return out, nil
 }
 
+// Series is one element of a range vector: a series and its samples.
+type Series struct {
+	Metric map[string]string
+	Times  []time.Time
+	Values []float64
+}
+
+// QueryRange evaluates a PromQL query at every step from start to end
+// (/api/v1/query_range), as a graph panel does.
+func (p *Prometheus) QueryRange(ctx context.Context, query string, start, end time.Time, step time.Duration) ([]Series, error) {
+	var data struct {
+		ResultType string `json:"resultType"`
+		Result     []struct {
+			Metric map[string]string `json:"metric"`
+			Values [][2]any          `json:"values"`
+		} `json:"result"`
+	}
+	params := url.Values{
+		"query": {query},
+		"start": {strconv.FormatFloat(float64(start.UnixMilli())/1000, 'f', 3, 64)},
+		"end":   {strconv.FormatFloat(float64(end.UnixMilli())/1000, 'f', 3, 64)},
+		"step":  {strconv.FormatFloat(step.Seconds(), 'f', -1, 64)},
+	}
+	if err := p.get(ctx, "/api/v1/query_range", params, &data); err != nil {
+		return nil, err
+	}
+	if data.ResultType != "matrix" {
+		return nil, fmt.Errorf("query %q: result type %s, want matrix", query, data.ResultType)
+	}
+	out := make([]Series, 0, len(data.Result))
+	for _, r := range data.Result {
+		s := Series{Metric: r.Metric}
+		for _, pt := range r.Values {
+			ts, _ := pt[0].(float64)
+			str, _ := pt[1].(string)
+			v, err := strconv.ParseFloat(str, 64)
+			if err != nil {
+				return nil, fmt.Errorf("query %q: bad sample value %v", query, pt[1])
+			}
+			s.Times = append(s.Times, time.UnixMilli(int64(ts*1000)))
+			s.Values = append(s.Values, v)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// LabelValues returns the values of label among the series that match the
+// selector between start and end (/api/v1/label/<label>/values), as
+// Grafana's label_values(selector, label) does.
+func (p *Prometheus) LabelValues(ctx context.Context, label, selector string, start, end time.Time) ([]string, error) {
+	params := url.Values{
+		"start": {strconv.FormatInt(start.Unix(), 10)},
+		"end":   {strconv.FormatInt(end.Unix()+1, 10)},
+	}
+	if selector != "" {
+		params.Set("match[]", selector)
+	}
+	var values []string
+	if err := p.get(ctx, "/api/v1/label/"+url.PathEscape(label)+"/values", params, &values); err != nil {
+		return nil, err
+	}
+	return values, nil
+}
+
 // Target is one scrape target's health.
 type Target struct {
 	Job       string

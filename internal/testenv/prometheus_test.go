@@ -217,3 +217,47 @@ func TestAlertmanagerRejectsInvalidConfig(t *testing.T) {
 		t.Fatalf("err = %v, want a start error with the server's log", err)
 	}
 }
+
+func TestQueryRangeAndLabelValuesReadScrapedSeries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "# TYPE demo_value gauge\ndemo_value{kind=\"a\"} 1\ndemo_value{kind=\"b\"} 2\n")
+	}))
+	defer target.Close()
+	prom := StartPrometheus(t, PrometheusConfig{
+		Jobs: []ScrapeJob{{Name: "demo", Targets: []string{strings.TrimPrefix(target.URL, "http://")}}},
+	})
+	if err := Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		s, err := prom.Query(ctx, "demo_value")
+		return err == nil && len(s) == 2, nil
+	}); err != nil {
+		t.Fatalf("waiting for the first scrape: %v", err)
+	}
+	// Steps run from start, so the last one is at end: the sample just
+	// scraped is in the result.
+	end := time.Now()
+	start := end.Add(-10 * time.Second)
+	series, err := prom.QueryRange(ctx, `demo_value{kind="b"}`, start, end, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(series) != 1 || len(series[0].Values) == 0 || series[0].Values[len(series[0].Values)-1] != 2 || series[0].Metric["kind"] != "b" {
+		t.Fatalf("QueryRange = %+v; want one series kind=b ending in 2", series)
+	}
+	for i, ts := range series[0].Times {
+		if ts.Before(start.Add(-time.Millisecond)) || ts.After(end.Add(time.Millisecond)) {
+			t.Errorf("sample %d at %v, outside [%v, %v]", i, ts, start, end)
+		}
+	}
+	kinds, err := prom.LabelValues(ctx, "kind", `demo_value{job="demo"}`, start, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(kinds, ",") != "a,b" {
+		t.Errorf("LabelValues(kind) = %v; want [a b]", kinds)
+	}
+	if none, err := prom.LabelValues(ctx, "kind", `absent_metric`, start, end); err != nil || len(none) != 0 {
+		t.Errorf("LabelValues of a selector without series = %v, %v; want none", none, err)
+	}
+}

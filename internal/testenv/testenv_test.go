@@ -62,6 +62,45 @@ func TestPostgresPauseResumeAndRestart(t *testing.T) {
 	}
 }
 
+func TestPostgresReplicaStreamsFromPrimary(t *testing.T) {
+	primary := StartPostgres(t, WithPostgresSetting("shared_preload_libraries", "pg_stat_statements"))
+	replica := StartPostgresReplica(t, primary)
+	ctx := context.Background()
+	if err := primary.Exec(ctx, "postgres", "CREATE TABLE t (v int)", "INSERT INTO t VALUES (42)"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, replica.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var inRecovery bool
+	var preload string
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery(), current_setting('shared_preload_libraries')").Scan(&inRecovery, &preload); err != nil {
+		t.Fatal(err)
+	}
+	if !inRecovery || preload != "pg_stat_statements" {
+		t.Errorf("replica: in recovery %v, shared_preload_libraries %q; want true and the primary's setting", inRecovery, preload)
+	}
+	// The row arrives by streaming, after the base backup was taken.
+	WaitFor(t, time.Minute, "the primary's row on the replica", func() bool {
+		var v int
+		return conn.QueryRow(ctx, "SELECT v FROM t").Scan(&v) == nil && v == 42
+	})
+	var senders int
+	pconn, err := pgx.Connect(ctx, primary.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pconn.Close(ctx)
+	if err := pconn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE usename = $1 AND state = 'streaming'", ReplicationUser).Scan(&senders); err != nil || senders != 1 {
+		t.Errorf("pg_stat_replication on the primary: %d streaming replicas (err %v), want 1", senders, err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO t VALUES (1)"); err == nil {
+		t.Error("the replica accepted a write")
+	}
+}
+
 func TestRedisKillAndRestart(t *testing.T) {
 	r := StartRedis(t)
 	// ping answers within wait: a long wait where an answer is expected,

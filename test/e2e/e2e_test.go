@@ -3,7 +3,9 @@
 // `make demo` step by step (internal/demo): each step's alert fires, the
 // action is read back from the API server or Redis, the audit record
 // exists, the alert resolves, and duplicate deliveries cause no second
-// action.
+// action; alerts that are for a person page and cause no action. After the
+// scenario every panel query of every dashboard must return data from the
+// demo's Prometheus.
 package e2e
 
 import (
@@ -40,6 +42,7 @@ func TestScenario(t *testing.T) {
 
 	// Each step builds on the state the previous one left, so the first
 	// failure ends the scenario.
+	start := time.Now()
 	for _, step := range demo.Steps() {
 		if !t.Run(step.Name, func(t *testing.T) {
 			if err := step.Run(ctx, env); err != nil {
@@ -49,4 +52,8 @@ func TestScenario(t *testing.T) {
 			t.Fatalf("step %s failed; later steps depend on it", step.Name)
 		}
 	}
+	// After the scenario, every dashboard panel shows what it played.
+	t.Run("dashboards-have-data", func(t *testing.T) {
+		checkDashboardsHaveData(ctx, t, env, start)
+	})
 }
