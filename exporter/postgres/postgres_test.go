@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -129,6 +130,9 @@ func withDefaults(t Target) Target {
 	}
 	if t.StatementTimeout == 0 {
 		t.StatementTimeout = d.StatementTimeout
+	}
+	if t.LockTimeout == 0 {
+		t.LockTimeout = d.LockTimeout
 	}
 	if t.ConnectTimeout == 0 {
 		t.ConnectTimeout = d.ConnectTimeout
@@ -746,7 +750,7 @@ func TestPostgresConfig(t *testing.T) {
 		got := cfg[0]
 		want := Target{
 			Name: "main", DSN: "postgres://mon@db:5432/app", MaxConnections: 2,
-			StatementTimeout: 5 * time.Second, ConnectTimeout: 3 * time.Second,
+			StatementTimeout: 5 * time.Second, LockTimeout: time.Second, ConnectTimeout: 3 * time.Second,
 			Tables: TablesConfig{TopN: 20}, Statements: StatementsConfig{TopN: 20},
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -760,6 +764,7 @@ func TestPostgresConfig(t *testing.T) {
   password: {file: %s}
   max_connections: 5
   statement_timeout: 2s
+  lock_timeout: 500ms
   connect_timeout: 1s
   databases: [app, other]
   tables: {top_n: 7}
@@ -770,7 +775,7 @@ func TestPostgresConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := cfg[0]
-		if got.MaxConnections != 5 || got.StatementTimeout != 2*time.Second || got.ConnectTimeout != time.Second ||
+		if got.MaxConnections != 5 || got.StatementTimeout != 2*time.Second || got.LockTimeout != 500*time.Millisecond || got.ConnectTimeout != time.Second ||
 			got.Tables.TopN != 7 || !got.Statements.Enabled || got.Statements.TopN != 9 || len(got.Databases) != 2 || got.Password.File != pwFile {
 			t.Errorf("got %+v", got)
 		}
@@ -786,6 +791,7 @@ func TestPostgresConfig(t *testing.T) {
 		{"max_connections too high", "  max_connections: 21\n", "postgres[0].max_connections: must be between 1 and 20"},
 		{"statement_timeout", "  statement_timeout: -1s\n", "postgres[0].statement_timeout: must be positive"},
 		{"connect_timeout", "  connect_timeout: 0s\n", "postgres[0].connect_timeout: must be positive"},
+		{"lock_timeout", "  lock_timeout: 0s\n", "postgres[0].lock_timeout: must be positive"},
 		{"tables top_n", "  tables: {top_n: 0}\n", "postgres[0].tables.top_n: must be between 1 and 1000"},
 		{"statements top_n", "  statements: {top_n: 5000}\n", "postgres[0].statements.top_n: must be between 1 and 1000"},
 		{"missing password file", "  password: {file: /nonexistent/pw}\n", "postgres[0].password: read secret file"},
@@ -918,4 +924,118 @@ func pgPauseServer(t testing.TB, pg *testenv.Postgres) (resume func()) {
 func pgKillServer(t testing.TB, pg *testenv.Postgres) {
 	t.Helper()
 	pg.Kill()
+}
+
+// pgHoldLock takes lock on table in db from a connection of its own, in an
+// open transaction, and returns the function that releases it.
+func pgHoldLock(t testing.TB, pg *testenv.Postgres, db, table, mode string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.DSN(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		conn.Close(ctx)
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf("LOCK TABLE %s IN %s MODE", pgx.Identifier{table}.Sanitize(), mode)); err != nil {
+		conn.Close(ctx)
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			_ = tx.Rollback(ctx)
+			conn.Close(ctx)
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+func TestPgTextArray(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{[]string{}, `{}`},
+		{[]string{"app"}, `{"app"}`},
+		{[]string{"a b", `q"uote`, `back\slash`, "x,y"}, `{"a b","q\"uote","back\\slash","x,y"}`},
+	} {
+		if got := string(pgTextArray(tc.in)); got != tc.want {
+			t.Errorf("pgTextArray(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestPostgresTableLockFailsOnlyTheTablesFamily(t *testing.T) {
+	db, dsn := pgFreshDatabase(t, sharedPG.Get(t))
+	pgCreateTables(t, db, 3, "CREATE TABLE sessions (id int)")
+	pgExec(t, sharedPG.Get(t), db, "CREATE EXTENSION pg_stat_statements")
+	c := newTestPostgresCollector(t, Target{Name: "lock", DSN: dsn, Databases: []string{db}, Statements: StatementsConfig{Enabled: true}}, nil)
+	for range 2 { // discover the extension
+		if _, err := pgCollect(t, c, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	release := pgHoldLock(t, sharedPG.Get(t), db, "sessions", "ACCESS EXCLUSIVE")
+	// The timeout a Prometheus scrape with scrape_timeout 4s leaves the
+	// collector. The scrape must come back by itself, not be cut off.
+	for i := range 2 {
+		mfs, err := pgCollect(t, c, 3500*time.Millisecond)
+		if v, ok := pgValue(mfs, "pg_up", nil); !ok || v != 1 {
+			t.Fatalf("locked scrape %d: pg_up = %v (present %v), want 1; err = %v", i, v, ok, err)
+		}
+		if err == nil || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("locked scrape %d: err = %v, want the tables query's own failure", i, err)
+		}
+		for _, name := range []string{"pg_static", "pg_stat_database_numbackends", "warden_postgres_activity_connections", "pg_locks_waiting", "pg_stat_bgwriter_checkpoints_timed_total", "pg_stat_statements_calls_total"} {
+			if pgSeriesCount(mfs, name) == 0 {
+				t.Errorf("locked scrape %d: %s missing", i, name)
+			}
+		}
+		if n := pgSeriesCount(mfs, "pg_stat_user_tables_size_bytes"); n != 0 {
+			t.Errorf("locked scrape %d: %d table series, want none (the family failed)", i, n)
+		}
+		if v, ok := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "tables"}); !ok || v != float64(i+1) {
+			t.Errorf("locked scrape %d: query failures of tables = %v (present %v), want %d", i, v, ok, i+1)
+		}
+		if v, ok := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "databases"}); !ok || v != 0 {
+			t.Errorf("locked scrape %d: query failures of databases = %v (present %v), want 0", i, v, ok)
+		}
+	}
+
+	release()
+	mfs, err := pgCollect(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	if n := pgSeriesCount(mfs, "pg_stat_user_tables_size_bytes"); n != 5 {
+		t.Errorf("after release: %d table series, want 5 (4 tables + other)", n)
+	}
+}
+
+func TestPostgresTableLockInListedDatabaseFailsOnlyItsTables(t *testing.T) {
+	dbA, dsnA := pgFreshDatabase(t, sharedPG.Get(t))
+	dbB, _ := pgFreshDatabase(t, sharedPG.Get(t))
+	pgCreateTables(t, dbA, 2)
+	pgExec(t, sharedPG.Get(t), dbB, "CREATE TABLE sessions (id int)")
+	c := newTestPostgresCollector(t, Target{DSN: dsnA, Databases: []string{dbA, dbB}, MaxConnections: 2}, nil)
+	pgHoldLock(t, sharedPG.Get(t), dbB, "sessions", "ACCESS EXCLUSIVE")
+	mfs, err := pgCollect(t, c, 3500*time.Millisecond)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want the tables query's own failure", err)
+	}
+	if v, _ := pgValue(mfs, "pg_up", nil); v != 1 {
+		t.Errorf("pg_up = %v, want 1", v)
+	}
+	if got := pgLabelValues(mfs, "pg_stat_user_tables_size_bytes", "datname"); len(got) != 3 || got[0] != dbA {
+		t.Errorf("table series for databases %v, want only %s's 3", got, dbA)
+	}
+	if v, _ := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "tables"}); v != 1 {
+		t.Errorf("query failures of tables = %v, want 1", v)
+	}
 }

@@ -7,10 +7,17 @@ import (
 )
 
 // The PostgreSQL collector's queries. They are sent together as one
-// pipelined batch per scrape, so they run in one implicit transaction: now()
-// and the statistics snapshot are the same for all of them. Every number is
-// cast to float8 so that the scan side does not depend on whether a server
-// version returns bigint, numeric or double for a column.
+// pipeline per scrape (one round trip), each in an implicit transaction of
+// its own, so that one failing (a table locked by a migration makes the
+// tables query wait for its lock until lock_timeout) does not abort the
+// others. Every number is cast to float8 so that the scan side does not
+// depend on whether a server version returns bigint, numeric or double for
+// a column.
+
+// pgTimeoutsQuery sets the session's statement_timeout ($1) and
+// lock_timeout ($2), in milliseconds, for the queries that follow it. It is
+// the first query of every scrape, and its answer is what pg_up reports.
+const pgTimeoutsQuery = `SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false)`
 
 // pgSettingsQuery returns one row: server version, limits, replication state
 // and the schema pg_stat_statements is installed in (NULL when it is not).
