@@ -5,8 +5,10 @@ package postgres
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -66,6 +68,7 @@ var (
 	pgStmtRowsDesc    = pgDesc("pg_stat_statements_rows_total", "Rows retrieved or affected by the statement (top statements by mean time).", pgStmtLabels...)
 	pgStmtDeallocDesc = pgDesc("warden_postgres_stat_statements_dealloc_total", "pg_stat_statements entries evicted because pg_stat_statements.max was reached (PostgreSQL 14+).")
 
+	pgAcceptsDesc       = pgDesc("warden_postgres_accepts_connections", "Whether the server answered on a fresh connection at the last check (1) or not (0); checked at most once a minute. pg_up stays 1 on pooled sessions while the postmaster is stopped.")
 	pgQueryFailuresDesc = pgDesc("warden_postgres_query_failures_total", "Scrapes in which the query family failed (lock or statement timeout, error) while the server answered; its series are missing from those scrapes.", "query")
 )
 
@@ -129,7 +132,24 @@ type Collector struct {
 	// statements is nil until the first scrape has looked for the
 	// extension.
 	statements atomic.Pointer[pgStatementsState]
+
+	// acceptsInterval is how often a scrape checks that the server
+	// answers a fresh connection; acceptsNext is when the next check is
+	// due and accepts the last result (-1 before the first).
+	acceptsInterval time.Duration
+	acceptsMu       sync.Mutex
+	acceptsNext     time.Time
+	accepts         atomic.Int32
 }
+
+// pgAcceptsInterval is how often the server's answer on a fresh connection
+// is checked: a stopped or overwhelmed postmaster is noticed within a
+// minute, for one short connection a minute.
+const pgAcceptsInterval = time.Minute
+
+// pgSSLRequest is PostgreSQL's SSLRequest message: length 8, then the
+// request code 80877103, both big-endian.
+var pgSSLRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
 
 // pgDialWrapper wraps every connection the pools open; tests use it to
 // count round trips.
@@ -155,7 +175,10 @@ func newWithDial(t Target, logger *slog.Logger, wrap pgDialWrapper) (*Collector,
 		dsnDB:     pgDSNDatabase(base),
 		databases: t.Databases,
 		failures:  map[string]*atomic.Uint64{},
+
+		acceptsInterval: pgAcceptsInterval,
 	}
+	c.accepts.Store(-1)
 	for _, f := range pgFamilies {
 		c.failures[f] = new(atomic.Uint64)
 	}
@@ -267,6 +290,18 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 		}()
 	}
 
+	if c.acceptsDue() {
+		wg.Go(func() {
+			v := int32(0)
+			if err := c.checkAccepts(ctx); err == nil {
+				v = 1
+			} else {
+				c.logger.Warn("the server did not answer a fresh connection", "err", err)
+			}
+			c.accepts.Store(v)
+		})
+	}
+
 	var (
 		out []prometheus.Metric
 		up  bool
@@ -286,10 +321,71 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 		ch <- m
 	}
 	wg.Wait()
+	if v := c.accepts.Load(); v >= 0 {
+		ch <- prometheus.MustNewConstMetric(pgAcceptsDesc, prometheus.GaugeValue, float64(v), c.target)
+	}
 	for _, family := range pgFamilies {
 		ch <- prometheus.MustNewConstMetric(pgQueryFailuresDesc, prometheus.CounterValue, float64(c.failures[family].Load()), c.target, family)
 	}
 	return errors.Join(append([]error{err}, extraErrs...)...)
+}
+
+// acceptsDue reports whether this scrape should check the server's answer
+// on a fresh connection, and if so takes the turn from concurrent scrapes.
+func (c *Collector) acceptsDue() bool {
+	c.acceptsMu.Lock()
+	defer c.acceptsMu.Unlock()
+	now := time.Now()
+	if now.Before(c.acceptsNext) {
+		return false
+	}
+	c.acceptsNext = now.Add(c.acceptsInterval)
+	return true
+}
+
+// checkAccepts opens a fresh connection to the server and sends an
+// SSLRequest, which the server answers ('S' or 'N') from the process the
+// postmaster forks for the connection: an answer shows that new
+// connections are served, while pooled sessions can keep answering with
+// the postmaster stopped. No session starts, so the check takes none of
+// max_connections and needs no password; after 'S' the TLS handshake is
+// completed so that the server does not log an aborted one. It is bounded
+// by connect_timeout and half the time the scrape has left.
+func (c *Collector) checkAccepts(ctx context.Context) error {
+	timeout := c.cfg.ConnectTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl)/2)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cc := c.pool.Config().ConnConfig
+	network, addr := pgconn.NetworkAddress(cc.Host, cc.Port)
+	conn, err := cc.DialFunc(ctx, network, addr)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	dl, _ := ctx.Deadline()
+	if err := conn.SetDeadline(dl); err != nil {
+		return err
+	}
+	if _, err := conn.Write(pgSSLRequest); err != nil {
+		return fmt.Errorf("send SSLRequest: %w", err)
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(conn, answer[:]); err != nil {
+		return fmt.Errorf("read SSLRequest answer: %w", err)
+	}
+	switch answer[0] {
+	case 'N':
+		return nil
+	case 'S':
+		// Nothing secret crosses: the chain is not checked.
+		_ = tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: cc.Host}).HandshakeContext(ctx)
+		return nil
+	default:
+		return fmt.Errorf("unexpected answer %q to SSLRequest", answer[0])
+	}
 }
 
 // withPgConn runs f on a pooled connection. When f fails because the

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1037,5 +1038,64 @@ func TestPostgresTableLockInListedDatabaseFailsOnlyItsTables(t *testing.T) {
 	}
 	if v, _ := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "tables"}); v != 1 {
 		t.Errorf("query failures of tables = %v, want 1", v)
+	}
+}
+
+func TestPostgresStoppedPostmasterKeepsPgUpAndShowsInAcceptsConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
+	pg := testenv.StartPostgres(t)
+	c := newTestPostgresCollector(t, Target{Name: "pm", DSN: pg.DSN("postgres"), MaxConnections: 1}, nil)
+	c.acceptsInterval = 0 // check at every scrape
+	mfs, err := pgCollect(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := pgValue(mfs, "warden_postgres_accepts_connections", nil); !ok || v != 1 {
+		t.Fatalf("healthy server: accepts_connections = %v (present %v), want 1", v, ok)
+	}
+
+	if err := pg.SignalPostmaster(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := pg.SignalPostmaster(syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer resume()
+	mfs, err = pgCollect(t, c, 5*time.Second)
+	if err != nil {
+		t.Errorf("stopped postmaster: collect failed: %v", err)
+	}
+	if v, _ := pgValue(mfs, "pg_up", nil); v != 1 {
+		t.Errorf("stopped postmaster: pg_up = %v, want 1 (the pooled session answers)", v)
+	}
+	if v, ok := pgValue(mfs, "warden_postgres_accepts_connections", nil); !ok || v != 0 {
+		t.Errorf("stopped postmaster: accepts_connections = %v (present %v), want 0", v, ok)
+	}
+
+	resume()
+	testenv.WaitFor(t, 30*time.Second, "accepts_connections back to 1", func() bool {
+		mfs, _ := pgCollect(t, c, 5*time.Second)
+		v, _ := pgValue(mfs, "warden_postgres_accepts_connections", nil)
+		return v == 1
+	})
+}
+
+func TestPostgresAcceptsCheckAtMostOncePerInterval(t *testing.T) {
+	c := &Collector{acceptsInterval: time.Hour}
+	if !c.acceptsDue() {
+		t.Fatal("first scrape: check not due")
+	}
+	for i := range 3 {
+		if c.acceptsDue() {
+			t.Fatalf("scrape %d within the interval: check due again", i+2)
+		}
 	}
 }
