@@ -537,6 +537,16 @@ func runPipeline(ctx context.Context, conn *pgx.Conn, queries []pgQuery) (errs [
 	if connErr == nil && conn.IsClosed() {
 		connErr = errors.New("connection closed")
 	}
+	for i, err := range errs {
+		// A prepared query whose result columns changed (an extension
+		// updated in place) fails until it is prepared again.
+		var pgErr *pgconn.PgError
+		if connErr == nil && errors.As(err, &pgErr) && pgErr.Code == "0A000" { // feature_not_supported: "cached plan must not change result type"
+			if derr := conn.Deallocate(ctx, queries[i].sql); derr != nil && conn.IsClosed() {
+				connErr = derr
+			}
+		}
+	}
 	return errs, answered, connErr
 }
 

@@ -1099,3 +1099,35 @@ func TestPostgresAcceptsCheckAtMostOncePerInterval(t *testing.T) {
 		}
 	}
 }
+
+func TestPostgresPreparedQueryWhoseResultTypeChangedIsPreparedAgain(t *testing.T) {
+	db, dsn := pgFreshDatabase(t, sharedPG.Get(t))
+	pgExec(t, sharedPG.Get(t), db, "CREATE VIEW v AS SELECT 1::int AS a")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	run := func() error {
+		q := pgQuery{family: "v", sql: "SELECT a FROM v", read: func(rows pgx.Rows) error {
+			rows.Close()
+			return rows.Err()
+		}}
+		errs, _, connErr := runPipeline(ctx, conn, []pgQuery{q})
+		if connErr != nil {
+			t.Fatal(connErr)
+		}
+		return errs[0]
+	}
+	if err := run(); err != nil {
+		t.Fatal(err)
+	}
+	// Same text, another result type: the prepared plan cannot be reused.
+	pgExec(t, sharedPG.Get(t), db, "DROP VIEW v", "CREATE VIEW v AS SELECT 'x'::text AS a")
+	_ = run() // may fail once
+	if err := run(); err != nil {
+		t.Errorf("after the result type changed: %v (the statement is never prepared again)", err)
+	}
+}
