@@ -927,9 +927,10 @@ func pgKillServer(t testing.TB, pg *testenv.Postgres) {
 	pg.Kill()
 }
 
-// pgHoldLock takes lock on table in db from a connection of its own, in an
-// open transaction, and returns the function that releases it.
-func pgHoldLock(t testing.TB, pg *testenv.Postgres, db, table, mode string) (release func()) {
+// pgHoldLocks runs sql in db in a transaction left open on a connection of
+// its own, holding the locks it takes, and returns the function that
+// releases them.
+func pgHoldLocks(t testing.TB, pg *testenv.Postgres, db, sql string) (release func()) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pg.DSN(db))
@@ -941,7 +942,7 @@ func pgHoldLock(t testing.TB, pg *testenv.Postgres, db, table, mode string) (rel
 		conn.Close(ctx)
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, fmt.Sprintf("LOCK TABLE %s IN %s MODE", pgx.Identifier{table}.Sanitize(), mode)); err != nil {
+	if _, err := tx.Exec(ctx, sql); err != nil {
 		conn.Close(ctx)
 		t.Fatal(err)
 	}
@@ -956,24 +957,35 @@ func pgHoldLock(t testing.TB, pg *testenv.Postgres, db, table, mode string) (rel
 	return release
 }
 
-func TestPgTextArray(t *testing.T) {
-	for _, tc := range []struct {
-		in   []string
-		want string
-	}{
-		{[]string{}, `{}`},
-		{[]string{"app"}, `{"app"}`},
-		{[]string{"a b", `q"uote`, `back\slash`, "x,y"}, `{"a b","q\"uote","back\\slash","x,y"}`},
-	} {
-		if got := string(pgTextArray(tc.in)); got != tc.want {
-			t.Errorf("pgTextArray(%q) = %s, want %s", tc.in, got, tc.want)
+// pgLockedScrape is one scrape with the time a Prometheus scrape with
+// scrape_timeout 4s leaves the collector; it checks what every scrape
+// under a lock must show: pg_up 1, the families that need no table present,
+// and a scrape that came back by itself rather than being cut off.
+func pgLockedScrape(t *testing.T, c *Collector, what string) (map[string]*dto.MetricFamily, error) {
+	t.Helper()
+	start := time.Now()
+	mfs, err := pgCollect(t, c, 3500*time.Millisecond)
+	t.Logf("%s: scrape took %s: %v", what, time.Since(start).Round(time.Millisecond), err)
+	if v, ok := pgValue(mfs, "pg_up", nil); !ok || v != 1 {
+		t.Fatalf("%s: pg_up = %v (present %v), want 1; err = %v", what, v, ok, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("%s: the scrape ran into its deadline: %v", what, err)
+	}
+	for _, name := range []string{"pg_static", "pg_stat_database_numbackends", "warden_postgres_activity_connections", "pg_locks_waiting", "pg_stat_bgwriter_checkpoints_timed_total", "pg_stat_statements_calls_total"} {
+		if pgSeriesCount(mfs, name) == 0 {
+			t.Errorf("%s: %s missing", what, name)
 		}
 	}
+	if v, ok := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "databases"}); !ok || v != 0 {
+		t.Errorf("%s: query failures of databases = %v (present %v), want 0", what, v, ok)
+	}
+	return mfs, err
 }
 
-func TestPostgresTableLockFailsOnlyTheTablesFamily(t *testing.T) {
+func TestPostgresLocksDuringMigrationKeepPgUpAndTheOtherFamilies(t *testing.T) {
 	db, dsn := pgFreshDatabase(t, sharedPG.Get(t))
-	pgCreateTables(t, db, 3, "CREATE TABLE sessions (id int)")
+	pgCreateTables(t, db, 3, "CREATE TABLE sessions (id int PRIMARY KEY)")
 	pgExec(t, sharedPG.Get(t), db, "CREATE EXTENSION pg_stat_statements")
 	c := newTestPostgresCollector(t, Target{Name: "lock", DSN: dsn, Databases: []string{db}, Statements: StatementsConfig{Enabled: true}}, nil)
 	for range 2 { // discover the extension
@@ -982,34 +994,42 @@ func TestPostgresTableLockFailsOnlyTheTablesFamily(t *testing.T) {
 		}
 	}
 
-	release := pgHoldLock(t, sharedPG.Get(t), db, "sessions", "ACCESS EXCLUSIVE")
-	// The timeout a Prometheus scrape with scrape_timeout 4s leaves the
-	// collector. The scrape must come back by itself, not be cut off.
-	for i := range 2 {
-		mfs, err := pgCollect(t, c, 3500*time.Millisecond)
-		if v, ok := pgValue(mfs, "pg_up", nil); !ok || v != 1 {
-			t.Fatalf("locked scrape %d: pg_up = %v (present %v), want 1; err = %v", i, v, ok, err)
+	t.Run("table locked", func(t *testing.T) {
+		// A migration's ALTER TABLE, VACUUM FULL: the locked table is left
+		// out, every other table is reported.
+		release := pgHoldLocks(t, sharedPG.Get(t), db, "LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+		defer release()
+		mfs, err := pgLockedScrape(t, c, "table locked")
+		if err != nil {
+			t.Errorf("table locked: %v", err)
 		}
-		if err == nil || errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("locked scrape %d: err = %v, want the tables query's own failure", i, err)
+		if got := pgLabelValues(mfs, "pg_stat_user_tables_size_bytes", "relname"); strings.Join(got, ",") != "other,t01,t02,t03" {
+			t.Errorf("table locked: tables %v, want all but sessions", got)
 		}
-		for _, name := range []string{"pg_static", "pg_stat_database_numbackends", "warden_postgres_activity_connections", "pg_locks_waiting", "pg_stat_bgwriter_checkpoints_timed_total", "pg_stat_statements_calls_total"} {
-			if pgSeriesCount(mfs, name) == 0 {
-				t.Errorf("locked scrape %d: %s missing", i, name)
+		if v, _ := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "tables"}); v != 0 {
+			t.Errorf("table locked: query failures of tables = %v, want 0", v)
+		}
+	})
+
+	t.Run("index locked", func(t *testing.T) {
+		// An index being rebuilt blocks reading the table's size: the
+		// tables query ends in lock_timeout and fails alone.
+		release := pgHoldLocks(t, sharedPG.Get(t), db, "REINDEX INDEX sessions_pkey")
+		defer release()
+		for i := range 2 {
+			mfs, err := pgLockedScrape(t, c, fmt.Sprintf("index locked, scrape %d", i))
+			if err == nil || !strings.Contains(err.Error(), "lock timeout") {
+				t.Errorf("index locked, scrape %d: err = %v, want the tables query's lock timeout", i, err)
+			}
+			if n := pgSeriesCount(mfs, "pg_stat_user_tables_size_bytes"); n != 0 {
+				t.Errorf("index locked, scrape %d: %d table series, want none (the family failed)", i, n)
+			}
+			if v, _ := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "tables"}); v != float64(i+1) {
+				t.Errorf("index locked, scrape %d: query failures of tables = %v, want %d", i, v, i+1)
 			}
 		}
-		if n := pgSeriesCount(mfs, "pg_stat_user_tables_size_bytes"); n != 0 {
-			t.Errorf("locked scrape %d: %d table series, want none (the family failed)", i, n)
-		}
-		if v, ok := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "tables"}); !ok || v != float64(i+1) {
-			t.Errorf("locked scrape %d: query failures of tables = %v (present %v), want %d", i, v, ok, i+1)
-		}
-		if v, ok := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "databases"}); !ok || v != 0 {
-			t.Errorf("locked scrape %d: query failures of databases = %v (present %v), want 0", i, v, ok)
-		}
-	}
+	})
 
-	release()
 	mfs, err := pgCollect(t, c, 10*time.Second)
 	if err != nil {
 		t.Fatalf("after release: %v", err)
@@ -1019,16 +1039,16 @@ func TestPostgresTableLockFailsOnlyTheTablesFamily(t *testing.T) {
 	}
 }
 
-func TestPostgresTableLockInListedDatabaseFailsOnlyItsTables(t *testing.T) {
+func TestPostgresLockInListedDatabaseFailsOnlyItsTables(t *testing.T) {
 	dbA, dsnA := pgFreshDatabase(t, sharedPG.Get(t))
 	dbB, _ := pgFreshDatabase(t, sharedPG.Get(t))
 	pgCreateTables(t, dbA, 2)
-	pgExec(t, sharedPG.Get(t), dbB, "CREATE TABLE sessions (id int)")
+	pgExec(t, sharedPG.Get(t), dbB, "CREATE TABLE sessions (id int PRIMARY KEY)")
 	c := newTestPostgresCollector(t, Target{DSN: dsnA, Databases: []string{dbA, dbB}, MaxConnections: 2}, nil)
-	pgHoldLock(t, sharedPG.Get(t), dbB, "sessions", "ACCESS EXCLUSIVE")
+	pgHoldLocks(t, sharedPG.Get(t), dbB, "REINDEX INDEX sessions_pkey")
 	mfs, err := pgCollect(t, c, 3500*time.Millisecond)
-	if err == nil || errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("err = %v, want the tables query's own failure", err)
+	if err == nil || !strings.Contains(err.Error(), "lock timeout") {
+		t.Errorf("err = %v, want the tables query's lock timeout", err)
 	}
 	if v, _ := pgValue(mfs, "pg_up", nil); v != 1 {
 		t.Errorf("pg_up = %v, want 1", v)

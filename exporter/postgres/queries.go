@@ -103,7 +103,17 @@ func pgCheckpointsQuery(major int) string {
 // summed, and for each maintenance time the oldest among the remaining
 // tables that have one (0 when none has). For the listed tables a
 // maintenance time of 0 means never, as in postgres_exporter.
-const pgTablesQuery = `WITH t AS (
+//
+// A table another session holds or awaits an ACCESS EXCLUSIVE lock on (a
+// migration's ALTER TABLE, VACUUM FULL, TRUNCATE, LOCK TABLE) is left out:
+// its size cannot be read without waiting for the lock. Any other lock
+// that blocks (an index being rebuilt) ends in lock_timeout, failing the
+// query.
+const pgTablesQuery = `WITH locked AS (
+	SELECT relation FROM pg_catalog.pg_locks
+	WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock'
+		AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+), t AS (
 	SELECT
 		schemaname::text AS schemaname,
 		relname::text AS relname,
@@ -115,6 +125,7 @@ const pgTablesQuery = `WITH t AS (
 		EXTRACT(EPOCH FROM last_analyze)::float8 AS last_analyze,
 		EXTRACT(EPOCH FROM last_autoanalyze)::float8 AS last_autoanalyze
 	FROM pg_catalog.pg_stat_user_tables
+	WHERE relid NOT IN (SELECT relation FROM locked)
 ), ranked AS (
 	SELECT t.*, row_number() OVER (ORDER BY size_bytes DESC, schemaname, relname) AS rank FROM t
 )
