@@ -24,6 +24,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/warden-sre/warden/exporter/exportertest"
+	"github.com/warden-sre/warden/internal/certgen"
 	"github.com/warden-sre/warden/internal/secret"
 	"github.com/warden-sre/warden/internal/testenv"
 )
@@ -1149,5 +1150,49 @@ func TestPostgresPreparedQueryWhoseResultTypeChangedIsPreparedAgain(t *testing.T
 	_ = run() // may fail once
 	if err := run(); err != nil {
 		t.Errorf("after the result type changed: %v (the statement is never prepared again)", err)
+	}
+}
+
+func TestPostgresAcceptsCheckLeavesNoErrorInTheServerLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
+	chain, err := certgen.NewChain(certgen.ChainOptions{
+		Root:         certgen.Options{CommonName: "root", NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)},
+		Intermediate: certgen.Options{CommonName: "intermediate", NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)},
+		Leaf:         certgen.Options{CommonName: "localhost", DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsPG := testenv.StartPostgres(t, testenv.WithPostgresTLS(certgen.ChainPEM(chain.Leaf, chain.Intermediate), chain.Leaf.KeyPEM()))
+	for _, tc := range []struct {
+		name string
+		pg   *testenv.Postgres
+	}{
+		{"ssl on", tlsPG},
+		{"ssl off", sharedPG.Get(t)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestPostgresCollector(t, Target{DSN: tc.pg.DSN("postgres")}, nil)
+			logPath := filepath.Join(filepath.Dir(tc.pg.DataDir), "postgres.log")
+			before, _ := os.ReadFile(logPath)
+			if err := c.checkAccepts(context.Background()); err != nil {
+				t.Fatalf("check against a healthy server: %v", err)
+			}
+			// The server logs a failed handshake or a broken startup
+			// packet as soon as the check closes its connection, before
+			// this marker, which comes from a later connection.
+			marker := fmt.Sprintf("accepts-check-marker-%d", time.Now().UnixNano())
+			pgExec(t, tc.pg, "postgres", fmt.Sprintf("DO $$ BEGIN RAISE LOG '%s'; END $$", marker))
+			var after []byte
+			testenv.WaitFor(t, 30*time.Second, "the marker in the server log", func() bool {
+				after, _ = os.ReadFile(logPath)
+				return strings.Contains(string(after), marker)
+			})
+			if added := string(after[min(len(before), len(after)):]); strings.Contains(added, "SSL") || strings.Contains(added, "startup packet") {
+				t.Errorf("the check left lines in the server log:\n%s", added)
+			}
+		})
 	}
 }
