@@ -31,9 +31,12 @@ type Config struct {
 // CertsEndpointsConfig lists TLS endpoints whose presented chain is read at
 // every scrape.
 type EndpointsConfig struct {
-	// Concurrency bounds how many endpoints are probed at once (default 16).
+	// Concurrency bounds how many endpoints are probed at once; zero (the
+	// default) sizes it from the number of endpoints, see
+	// certsAutoConcurrency.
 	Concurrency int `yaml:"concurrency"`
-	// Timeout bounds one probe; zero means the scrape deadline.
+	// Timeout bounds one probe (default 2s); an explicit zero means the
+	// scrape deadline.
 	Timeout time.Duration `yaml:"timeout"`
 	// CAFile holds PEM roots to verify the chains against; empty means the
 	// system roots.
@@ -76,7 +79,16 @@ const (
 	certsProtocolTLS      = "tls"
 	certsProtocolPostgres = "postgres"
 
-	certsDefaultConcurrency = 16
+	// certsDefaultTimeout bounds one probe: far above a healthy handshake,
+	// even across regions on a loaded machine, and small against a scrape
+	// deadline (9.25s of a default 10s scrape), so a hanging endpoint holds
+	// its slot for a fraction of the scrape.
+	certsDefaultTimeout = 2 * time.Second
+	// With the default concurrency, up to a quarter of the endpoints
+	// (at least 64, at most 256) can hang at once and still cost the
+	// scrape a single timeout.
+	certsMinAutoConcurrency = 64
+	certsMaxAutoConcurrency = 256
 	certsMaxConcurrency     = 1024
 )
 
@@ -84,7 +96,7 @@ const (
 // own unmarshal function so that strict decoding still applies.
 func (c *EndpointsConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	type plain EndpointsConfig
-	p := plain{Concurrency: certsDefaultConcurrency}
+	p := plain{Timeout: certsDefaultTimeout}
 	if err := unmarshal(&p); err != nil {
 		return err
 	}
@@ -111,8 +123,8 @@ func (c *Config) Validate(path string) error {
 	}
 	if e := c.Endpoints; e != nil {
 		p := path + ".endpoints"
-		if e.Concurrency < 1 || e.Concurrency > certsMaxConcurrency {
-			return fmt.Errorf("%s.concurrency: must be between 1 and %d", p, certsMaxConcurrency)
+		if e.Concurrency < 0 || e.Concurrency > certsMaxConcurrency {
+			return fmt.Errorf("%s.concurrency: must be between 1 and %d, or 0 to size it from the number of targets", p, certsMaxConcurrency)
 		}
 		if e.Timeout < 0 {
 			return fmt.Errorf("%s.timeout: must not be negative", p)
@@ -195,6 +207,7 @@ const (
 	certsReasonHandshake       = "handshake"
 	certsReasonSSLNotSupported = "ssl_not_supported"
 	certsReasonProtocol        = "protocol"
+	certsReasonSkipped         = "skipped"
 	certsReasonParse           = "parse"
 	certsReasonNotFound        = "not_found"
 	certsReasonRead            = "read"

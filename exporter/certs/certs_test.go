@@ -203,8 +203,8 @@ func certsUnix(tm time.Time) float64 { return float64(tm.Truncate(time.Second).U
 func certsEndpoints(t testing.TB, cfg *EndpointsConfig) *EndpointsCollector {
 	t.Helper()
 	// What decoding a configuration file would default.
-	if cfg.Concurrency == 0 {
-		cfg.Concurrency = certsDefaultConcurrency
+	if cfg.Timeout == 0 {
+		cfg.Timeout = certsDefaultTimeout
 	}
 	c, err := NewEndpoints(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -413,6 +413,103 @@ func TestCertsEndpointTimeoutKeepsAHangingPeerFromStarvingTheQueue(t *testing.T)
 	}
 	if v := got.get(t, "warden_certs_source_success", "source", "good"); v != 1 {
 		t.Errorf("endpoint queued behind the hanging peer: source_success = %v, want 1", v)
+	}
+}
+
+// TestCertsEndpointDefaultsReportEveryHealthyEndpointWhenATenthHang
+// probes 1,000 endpoints, 100 of which accept and never answer, with the
+// default settings and the deadline a default Prometheus scrape (10s
+// scrape_timeout) leaves the collector: every healthy one must be read.
+// Endpoints are told apart by name, so they share a few listeners.
+func TestCertsEndpointDefaultsReportEveryHealthyEndpointWhenATenthHang(t *testing.T) {
+	const (
+		endpoints = 1000
+		hanging   = 100
+		listeners = 4
+	)
+	chain := certsNewChain(t)
+	cert := chain.Leaf.TLSCertificate(chain.Intermediate)
+	var good, hang []string
+	for range listeners {
+		good = append(good, certsServeTLS(t, cert, nil))
+		hang = append(hang, certsHangingPeer(t))
+	}
+	var yml strings.Builder
+	yml.WriteString("certs:\n  endpoints:\n    targets:\n")
+	for i := range endpoints {
+		// The hanging ones first: they take slots before any healthy
+		// endpoint does.
+		addr := good[i%listeners]
+		if i < hanging {
+			addr = hang[i%listeners]
+		}
+		fmt.Fprintf(&yml, "      - {address: '%s', name: ep-%04d}\n", addr, i)
+	}
+	cfg, err := parseConfig(yml.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := certsEndpoints(t, cfg.Endpoints)
+
+	// 10s, minus the exporter's default 500ms offset and its 250ms reserve.
+	start := time.Now()
+	got, err := certsCollect(t, certsCtx(t, 9250*time.Millisecond), c)
+	t.Logf("scrape of %d endpoints, %d hanging, took %s (concurrency %d, timeout %s)", endpoints, hanging,
+		time.Since(start).Round(time.Millisecond), c.concurrency, c.timeout)
+	if err != nil {
+		t.Fatalf("Collect: %v", err)
+	}
+	var failed []string
+	for i := hanging; i < endpoints; i++ {
+		name := fmt.Sprintf("ep-%04d", i)
+		if got.get(t, "warden_certs_source_success", "source", name) != 1 {
+			failed = append(failed, name)
+		}
+	}
+	if len(failed) > 0 {
+		t.Errorf("%d of %d healthy endpoints not read, e.g. %v; errors: timeout %v, skipped %v", len(failed), endpoints-hanging,
+			failed[:min(5, len(failed))], got["warden_certs_errors_total{reason=\"timeout\",source_kind=\"endpoint\"}"],
+			got["warden_certs_errors_total{reason=\"skipped\",source_kind=\"endpoint\"}"])
+	}
+	if n := got.count("x509_cert_not_after"); n != 2*(endpoints-hanging) {
+		t.Errorf("%d x509_cert_not_after series, want 2 for each of the %d healthy endpoints", n, endpoints-hanging)
+	}
+	if v := got.get(t, "warden_certs_errors_total", "reason", "timeout"); v != hanging {
+		t.Errorf("errors_total{reason=timeout} = %v, want %d (the hanging endpoints)", v, hanging)
+	}
+}
+
+func TestCertsEndpointNeverProbedBeforeTheDeadlineIsSkippedNotTimeout(t *testing.T) {
+	chain := certsNewChain(t)
+	hanging := certsHangingPeer(t)
+	good := certsServeTLS(t, chain.Leaf.TLSCertificate(chain.Intermediate), nil)
+	c := certsEndpoints(t, &EndpointsConfig{Concurrency: 1, Timeout: time.Minute,
+		Targets: []Endpoint{{Address: hanging, Name: "hang"}, {Address: good, Name: "good-1"}, {Address: good, Name: "good-2"}}})
+
+	got, err := certsCollect(t, certsCtx(t, 500*time.Millisecond), c)
+	if err != nil {
+		t.Fatalf("Collect: %v", err)
+	}
+	for _, name := range []string{"hang", "good-1", "good-2"} {
+		if v := got.get(t, "warden_certs_source_success", "source", name); v != 0 {
+			t.Errorf("%s: source_success = %v, want 0", name, v)
+		}
+	}
+	if v := got.get(t, "warden_certs_errors_total", "reason", "timeout"); v != 1 {
+		t.Errorf("errors_total{reason=timeout} = %v, want 1 (the probe cut off)", v)
+	}
+	if v := got.get(t, "warden_certs_errors_total", "reason", "skipped"); v != 2 {
+		t.Errorf("errors_total{reason=skipped} = %v, want 2 (never probed)", v)
+	}
+}
+
+func TestCertsAutoConcurrency(t *testing.T) {
+	for _, tc := range []struct{ endpoints, want int }{
+		{1, 1}, {10, 10}, {64, 64}, {100, 64}, {500, 125}, {1000, 250}, {1001, 251}, {5000, 256},
+	} {
+		if got := certsAutoConcurrency(tc.endpoints); got != tc.want {
+			t.Errorf("certsAutoConcurrency(%d) = %d, want %d", tc.endpoints, got, tc.want)
+		}
 	}
 }
 
@@ -736,8 +833,8 @@ func TestCertsConfig(t *testing.T) {
 			name: "defaults",
 			yaml: "certs:\n  endpoints:\n    targets:\n      - address: db:5432\n        protocol: postgres\n      - address: auth:443\n",
 			check: func(t *testing.T, c *Config) {
-				if c.Endpoints.Concurrency != 16 {
-					t.Errorf("concurrency = %d, want 16", c.Endpoints.Concurrency)
+				if c.Endpoints.Concurrency != 0 || c.Endpoints.Timeout != 2*time.Second {
+					t.Errorf("concurrency = %d, timeout = %s; want 0 (sized from the targets) and 2s", c.Endpoints.Concurrency, c.Endpoints.Timeout)
 				}
 				if p := c.Endpoints.Targets[1].Protocol; p != "tls" {
 					t.Errorf("protocol = %q, want tls", p)
@@ -760,7 +857,8 @@ func TestCertsConfig(t *testing.T) {
 		{name: "no port", yaml: "certs:\n  endpoints:\n    targets: [{address: auth}]\n", wantErr: "certs.endpoints.targets[0].address: \"auth\" is not host:port"},
 		{name: "empty host", yaml: "certs:\n  endpoints:\n    targets: [{address: ':443'}]\n", wantErr: "certs.endpoints.targets[0].address: \":443\" needs both a host and a port"},
 		{name: "bad protocol", yaml: "certs:\n  endpoints:\n    targets: [{address: 'a:1', protocol: smtp}]\n", wantErr: "certs.endpoints.targets[0].protocol: \"smtp\" is not one of tls, postgres"},
-		{name: "concurrency", yaml: "certs:\n  endpoints:\n    concurrency: 5000\n    targets: [{address: 'a:1'}]\n", wantErr: "certs.endpoints.concurrency: must be between 1 and 1024"},
+		{name: "concurrency", yaml: "certs:\n  endpoints:\n    concurrency: 5000\n    targets: [{address: 'a:1'}]\n", wantErr: "certs.endpoints.concurrency: must be between 1 and 1024, or 0"},
+		{name: "negative concurrency", yaml: "certs:\n  endpoints:\n    concurrency: -1\n    targets: [{address: 'a:1'}]\n", wantErr: "certs.endpoints.concurrency: must be between 1 and 1024, or 0"},
 		{name: "negative timeout", yaml: "certs:\n  endpoints:\n    timeout: -1s\n    targets: [{address: 'a:1'}]\n", wantErr: "certs.endpoints.timeout: must not be negative"},
 		{name: "duplicate source", yaml: "certs:\n  endpoints:\n    targets: [{address: 'a:1'}, {address: 'a:1', server_name: b}]\n", wantErr: "certs.endpoints.targets[1]: source \"a:1\" is already used by certs.endpoints.targets[0] (set name to tell them apart)"},
 		{name: "no paths", yaml: "certs:\n  files: {paths: []}\n", wantErr: "certs.files.paths: at least one path is required"},

@@ -55,7 +55,10 @@ func NewEndpoints(cfg *EndpointsConfig, logger *slog.Logger) (*EndpointsCollecto
 		concurrency: cfg.Concurrency,
 		timeout:     cfg.Timeout,
 		errors: newCertsErrorCounter(certsKindEndpoint, certsReasonDial, certsReasonTimeout, certsReasonHandshake,
-			certsReasonSSLNotSupported, certsReasonProtocol),
+			certsReasonSSLNotSupported, certsReasonProtocol, certsReasonSkipped),
+	}
+	if c.concurrency == 0 {
+		c.concurrency = certsAutoConcurrency(len(cfg.Targets))
 	}
 	pools := map[string]*x509.CertPool{}
 	loadRoots := func(path, field string) (*x509.CertPool, error) {
@@ -103,14 +106,26 @@ func NewEndpoints(cfg *EndpointsConfig, logger *slog.Logger) (*EndpointsCollecto
 	return c, nil
 }
 
+// certsAutoConcurrency is the default concurrency for n endpoints: a
+// quarter of them, at least 64 and at most 256 (never more than n). A
+// hanging endpoint holds one slot for the probe timeout; with this many
+// slots, up to a quarter of the endpoints hanging at once cost the scrape
+// one timeout in all, while the healthy ones go through the other slots.
+// The slots cost nothing while idle; in use each is a socket and a
+// goroutine.
+func certsAutoConcurrency(n int) int {
+	return min(n, max(certsMinAutoConcurrency, min(certsMaxAutoConcurrency, (n+3)/4)))
+}
+
 // Name is "certs/endpoints".
 func (c *EndpointsCollector) Name() string { return "certs/endpoints" }
 
-// Collect probes every endpoint, at most concurrency at a time. Probes end
-// with ctx, which the exporter ends a little before the scrape deadline, so an
-// endpoint that hangs is reported as a timeout instead of taking every other
-// endpoint's result down with it. A failing endpoint is reported through its own metrics; it
-// does not fail the collector.
+// Collect probes every endpoint, at most concurrency at a time, each for at
+// most the probe timeout. Probes also end with ctx, which the exporter ends
+// a little before the scrape deadline: an endpoint whose probe was cut off
+// is reported as a timeout, one whose turn never came as skipped. A failing
+// endpoint is reported through its own metrics; it does not fail the
+// collector.
 func (c *EndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.Metric) error {
 	results := make([]certsProbeResult, len(c.targets))
 	jobs := make(chan int)
@@ -118,6 +133,13 @@ func (c *EndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.M
 	for range min(c.concurrency, len(c.targets)) {
 		wg.Go(func() {
 			for i := range jobs {
+				// The deadline, not only ctx.Err: a probe cut off by its
+				// connection's deadline (set from ctx's) may return just
+				// before ctx's own timer fires.
+				if dl, ok := ctx.Deadline(); ctx.Err() != nil || (ok && !time.Now().Before(dl)) {
+					results[i] = certsProbeResult{err: certsErr(certsReasonSkipped, "not probed before the scrape deadline")}
+					continue
+				}
 				results[i] = c.probe(ctx, &c.targets[i])
 			}
 		})
@@ -128,12 +150,16 @@ func (c *EndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.M
 	close(jobs)
 	wg.Wait()
 
+	skipped := 0
 	for i, r := range results {
 		t := &c.targets[i]
 		certsSourceSuccess(ch, certsKindEndpoint, t.source, r.err == nil)
 		if r.err != nil {
 			reason := certsReason(r.err, certsReasonHandshake)
 			c.errors.inc(reason)
+			if reason == certsReasonSkipped {
+				skipped++
+			}
 			c.logger.Debug("reading endpoint certificates failed", "source", t.source, "address", t.Address, "reason", reason, "err", r.err)
 			continue
 		}
@@ -143,6 +169,10 @@ func (c *EndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.M
 			verified = 1
 		}
 		ch <- prometheus.MustNewConstMetric(certsChainVerifiedDesc, prometheus.GaugeValue, verified, certsKindEndpoint, t.source)
+	}
+	if skipped > 0 {
+		c.logger.Warn("endpoints not probed before the scrape deadline: raise concurrency or lower timeout", "skipped", skipped,
+			"endpoints", len(c.targets), "concurrency", c.concurrency, "timeout", c.timeout)
 	}
 	c.errors.collect(ch)
 	return nil

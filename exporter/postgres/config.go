@@ -25,8 +25,14 @@ type Target struct {
 	// MaxConnections is a hard cap on the connections the exporter holds to
 	// this server, whatever the number of concurrent scrapes.
 	MaxConnections int `yaml:"max_connections"`
-	// StatementTimeout is set as the sessions' statement_timeout.
+	// StatementTimeout bounds each query of a scrape (statement_timeout),
+	// and at most half the time the scrape has left.
 	StatementTimeout time.Duration `yaml:"statement_timeout"`
+	// LockTimeout bounds how long a query of a scrape waits for a lock
+	// (lock_timeout), and at most a quarter of the time the scrape has
+	// left: a table locked by a migration or VACUUM FULL fails the tables
+	// query quickly instead of holding up the scrape.
+	LockTimeout time.Duration `yaml:"lock_timeout"`
 	// ConnectTimeout bounds establishing one connection.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// Databases restricts the per-database metrics to these databases
@@ -57,6 +63,7 @@ const (
 	pgDefaultMaxConnections   = 2
 	pgMaxMaxConnections       = 20
 	pgDefaultStatementTimeout = 5 * time.Second
+	pgDefaultLockTimeout      = time.Second
 	pgDefaultConnectTimeout   = 3 * time.Second
 	pgDefaultTopN             = 20
 	pgMaxTopN                 = 1000
@@ -70,6 +77,7 @@ func DefaultTarget() Target {
 	return Target{
 		MaxConnections:   pgDefaultMaxConnections,
 		StatementTimeout: pgDefaultStatementTimeout,
+		LockTimeout:      pgDefaultLockTimeout,
 		ConnectTimeout:   pgDefaultConnectTimeout,
 		Tables:           TablesConfig{TopN: pgDefaultTopN},
 		Statements:       StatementsConfig{TopN: pgDefaultTopN},
@@ -133,6 +141,9 @@ func (t *Target) Validate(path string) error {
 	}
 	if t.ConnectTimeout <= 0 {
 		return fmt.Errorf("%s.connect_timeout: must be positive", path)
+	}
+	if t.LockTimeout <= 0 {
+		return fmt.Errorf("%s.lock_timeout: must be positive", path)
 	}
 	seen := map[string]bool{}
 	for i, db := range t.Databases {

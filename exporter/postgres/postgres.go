@@ -5,16 +5,21 @@ package postgres
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -62,7 +67,27 @@ var (
 	pgStmtMeanDesc    = pgDesc("pg_stat_statements_mean_seconds", "Mean execution time of the statement (top statements by mean time).", pgStmtLabels...)
 	pgStmtRowsDesc    = pgDesc("pg_stat_statements_rows_total", "Rows retrieved or affected by the statement (top statements by mean time).", pgStmtLabels...)
 	pgStmtDeallocDesc = pgDesc("warden_postgres_stat_statements_dealloc_total", "pg_stat_statements entries evicted because pg_stat_statements.max was reached (PostgreSQL 14+).")
+
+	pgAcceptsDesc       = pgDesc("warden_postgres_accepts_connections", "Whether the server answered on a fresh connection at the last check (1) or not (0); checked at most once a minute. pg_up stays 1 on pooled sessions while the postmaster is stopped.")
+	pgQueryFailuresDesc = pgDesc("warden_postgres_query_failures_total", "Scrapes in which the query family failed (lock or statement timeout, error) while the server answered; its series are missing from those scrapes.", "query")
 )
+
+// The scrape's query families: the query label of
+// warden_postgres_query_failures_total.
+const (
+	pgFamilySettings    = "settings"
+	pgFamilyDatabases   = "databases"
+	pgFamilyActivity    = "activity"
+	pgFamilyLocks       = "locks"
+	pgFamilyCheckpoints = "checkpoints"
+	pgFamilyStatements  = "statements"
+	pgFamilyTables      = "tables"
+)
+
+var pgFamilies = []string{
+	pgFamilySettings, pgFamilyDatabases, pgFamilyActivity, pgFamilyLocks,
+	pgFamilyCheckpoints, pgFamilyStatements, pgFamilyTables,
+}
 
 // pgActivityStates are the pg_stat_activity states reported for every
 // database, 0 when no session is in them, so that series do not come and go.
@@ -99,11 +124,32 @@ type Collector struct {
 	extra        []pgTablePool
 	// databases filters the per-database metrics; nil means all.
 	databases []string
+	// databasesArg is databases as a text-format text[] parameter.
+	databasesArg []byte
+	// failures counts each query family's failures (pgFamilies).
+	failures map[string]*atomic.Uint64
 
 	// statements is nil until the first scrape has looked for the
 	// extension.
 	statements atomic.Pointer[pgStatementsState]
+
+	// acceptsInterval is how often a scrape checks that the server
+	// answers a fresh connection; acceptsNext is when the next check is
+	// due and accepts the last result (-1 before the first).
+	acceptsInterval time.Duration
+	acceptsMu       sync.Mutex
+	acceptsNext     time.Time
+	accepts         atomic.Int32
 }
+
+// pgAcceptsInterval is how often the server's answer on a fresh connection
+// is checked: a stopped or overwhelmed postmaster is noticed within a
+// minute, for one short connection a minute.
+const pgAcceptsInterval = time.Minute
+
+// pgSSLRequest is PostgreSQL's SSLRequest message: length 8, then the
+// request code 80877103, both big-endian.
+var pgSSLRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
 
 // pgDialWrapper wraps every connection the pools open; tests use it to
 // count round trips.
@@ -128,6 +174,16 @@ func newWithDial(t Target, logger *slog.Logger, wrap pgDialWrapper) (*Collector,
 		logger:    logger,
 		dsnDB:     pgDSNDatabase(base),
 		databases: t.Databases,
+		failures:  map[string]*atomic.Uint64{},
+
+		acceptsInterval: pgAcceptsInterval,
+	}
+	c.accepts.Store(-1)
+	for _, f := range pgFamilies {
+		c.failures[f] = new(atomic.Uint64)
+	}
+	if t.Databases != nil {
+		c.databasesArg = pgTextArray(t.Databases)
 	}
 	extraDBs := pgExtraDatabases(t.Databases, c.dsnDB)
 	c.tablesInMain = len(t.Databases) == 0 || len(extraDBs) < len(t.Databases)
@@ -141,6 +197,7 @@ func newWithDial(t Target, logger *slog.Logger, wrap pgDialWrapper) (*Collector,
 		}
 		cfg.ConnConfig.RuntimeParams["application_name"] = pgApplicationName
 		cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(t.StatementTimeout.Milliseconds(), 10)
+		cfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(t.LockTimeout.Milliseconds(), 10)
 		// No liveness ping before each use (an extra round trip per
 		// scrape): a connection found broken is replaced and the
 		// read-only batch retried instead.
@@ -205,9 +262,11 @@ func (c *Collector) Close() error {
 }
 
 // Collect sends pg_up and, when the server answers, everything else. The
-// main metrics come from one pipelined batch (one round trip once the
-// connection has prepared its statements); each extra listed database adds
-// one concurrent round trip on its own connection.
+// main metrics come from one pipeline of queries (one round trip), each
+// family in its own implicit transaction so that one that fails (a table
+// locked by a migration, a statement timeout) leaves the others' metrics in
+// place; each extra listed database adds one concurrent round trip on its
+// own connection.
 func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) error {
 	var (
 		wg        sync.WaitGroup
@@ -220,7 +279,7 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 			var out []prometheus.Metric
 			err := withPgConn(ctx, e.pool, 2, func(conn *pgx.Conn) error {
 				out = out[:0]
-				return c.queryTables(ctx, conn, e.datname, &out)
+				return c.scrapeTables(ctx, conn, e.datname, &out)
 			})
 			for _, m := range out {
 				ch <- m
@@ -229,6 +288,18 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 				extraErrs[i] = fmt.Errorf("tables of database %q: %w", e.datname, err)
 			}
 		}()
+	}
+
+	if c.acceptsDue() {
+		wg.Go(func() {
+			v := int32(0)
+			if err := c.checkAccepts(ctx); err == nil {
+				v = 1
+			} else {
+				c.logger.Warn("the server did not answer a fresh connection", "err", err)
+			}
+			c.accepts.Store(v)
+		})
 	}
 
 	var (
@@ -250,7 +321,71 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 		ch <- m
 	}
 	wg.Wait()
+	if v := c.accepts.Load(); v >= 0 {
+		ch <- prometheus.MustNewConstMetric(pgAcceptsDesc, prometheus.GaugeValue, float64(v), c.target)
+	}
+	for _, family := range pgFamilies {
+		ch <- prometheus.MustNewConstMetric(pgQueryFailuresDesc, prometheus.CounterValue, float64(c.failures[family].Load()), c.target, family)
+	}
 	return errors.Join(append([]error{err}, extraErrs...)...)
+}
+
+// acceptsDue reports whether this scrape should check the server's answer
+// on a fresh connection, and if so takes the turn from concurrent scrapes.
+func (c *Collector) acceptsDue() bool {
+	c.acceptsMu.Lock()
+	defer c.acceptsMu.Unlock()
+	now := time.Now()
+	if now.Before(c.acceptsNext) {
+		return false
+	}
+	c.acceptsNext = now.Add(c.acceptsInterval)
+	return true
+}
+
+// checkAccepts opens a fresh connection to the server and sends an
+// SSLRequest, which the server answers ('S' or 'N') from the process the
+// postmaster forks for the connection: an answer shows that new
+// connections are served, while pooled sessions can keep answering with
+// the postmaster stopped. No session starts, so the check takes none of
+// max_connections and needs no password; after 'S' the TLS handshake is
+// completed so that the server does not log an aborted one. It is bounded
+// by connect_timeout and half the time the scrape has left.
+func (c *Collector) checkAccepts(ctx context.Context) error {
+	timeout := c.cfg.ConnectTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl)/2)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cc := c.pool.Config().ConnConfig
+	network, addr := pgconn.NetworkAddress(cc.Host, cc.Port)
+	conn, err := cc.DialFunc(ctx, network, addr)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	dl, _ := ctx.Deadline()
+	if err := conn.SetDeadline(dl); err != nil {
+		return err
+	}
+	if _, err := conn.Write(pgSSLRequest); err != nil {
+		return fmt.Errorf("send SSLRequest: %w", err)
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(conn, answer[:]); err != nil {
+		return fmt.Errorf("read SSLRequest answer: %w", err)
+	}
+	switch answer[0] {
+	case 'N':
+		return nil
+	case 'S':
+		// Nothing secret crosses: the chain is not checked.
+		_ = tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: cc.Host}).HandshakeContext(ctx)
+		return nil
+	default:
+		return fmt.Errorf("unexpected answer %q to SSLRequest", answer[0])
+	}
 }
 
 // withPgConn runs f on a pooled connection. When f fails because the
@@ -279,6 +414,25 @@ func withPgConn(ctx context.Context, pool *pgxpool.Pool, attempts int, f func(*p
 	return err
 }
 
+// pgTextArray is names as a text[] literal in PostgreSQL's text format.
+func pgTextArray(names []string) []byte {
+	b := []byte{'{'}
+	for i, n := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		for _, r := range []byte(n) {
+			if r == '"' || r == '\\' {
+				b = append(b, '\\')
+			}
+			b = append(b, r)
+		}
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}
+
 // pgMajorVersion reads the major version from the server_version the
 // server reported at connection start, so choosing version-specific queries
 // costs no round trip.
@@ -292,24 +446,216 @@ func pgMajorVersion(conn *pgx.Conn) int {
 	return major
 }
 
-// scrapeMain runs the main batch on conn and appends the metrics to out.
+// pgQuery is one query of a scrape's pipeline. read consumes its rows and
+// must close them.
+type pgQuery struct {
+	// family names the metrics the query yields, the query label of
+	// warden_postgres_query_failures_total; "" for the timeouts statement.
+	family string
+	sql    string
+	// args are text-format parameters; nil is NULL.
+	args [][]byte
+	read func(pgx.Rows) error
+}
+
+// pgBinaryResults asks for every result column in binary format: every
+// column the queries return (text, float8, int4, bool) has one.
+var pgBinaryResults = []int16{pgtype.BinaryFormatCode}
+
+// runPipeline sends queries in one pipeline, each followed by a Sync, and
+// reads their results in order: all of them take one round trip, and each
+// runs in an implicit transaction of its own, so one that fails (a lock
+// timeout, a statement timeout, any error) does not abort the ones after
+// it. The queries are prepared once per connection (the first scrape on a
+// connection makes one more round trip per query), which halves the
+// server's work per scrape against parsing and planning them every time.
+// errs[i] is query i's own error. answered reports whether the server
+// answered the first query at all (rows or an error); connErr is set when
+// the connection failed, and the queries not read by then have no error of
+// their own.
+func runPipeline(ctx context.Context, conn *pgx.Conn, queries []pgQuery) (errs []error, answered bool, connErr error) {
+	errs = make([]error, len(queries))
+	stmts := make([]*pgconn.StatementDescription, len(queries))
+	for i, q := range queries {
+		// Named after the query's text, so a query whose text changes
+		// (pg_stat_statements moved to another schema) is prepared anew.
+		sd, err := conn.Prepare(ctx, q.sql, q.sql)
+		if conn.IsClosed() {
+			return errs, answered, fmt.Errorf("prepare: %w", err)
+		}
+		if err != nil {
+			// The server answered, with an error (a dropped extension).
+			errs[i] = fmt.Errorf("prepare: %w", err)
+			answered = true
+		}
+		stmts[i] = sd
+	}
+	p := conn.PgConn().StartPipeline(ctx)
+	for i, q := range queries {
+		if stmts[i] != nil {
+			p.SendQueryStatement(stmts[i], q.args, nil, pgBinaryResults)
+			p.SendPipelineSync()
+		}
+	}
+	if err := p.Flush(); err != nil {
+		_ = p.Close()
+		return errs, false, err
+	}
+	for i, q := range queries {
+		if stmts[i] == nil {
+			continue
+		}
+		res, err := p.GetResults()
+		if err == nil {
+			if rr, ok := res.(*pgconn.ResultReader); ok {
+				err = q.read(pgx.RowsFromResultReader(conn.TypeMap(), rr))
+			} else {
+				err = fmt.Errorf("unexpected pipeline result %T", res)
+			}
+		}
+		if conn.IsClosed() {
+			connErr = err
+			break
+		}
+		errs[i] = err
+		answered = true
+		// A failed statement's error may also arrive here, in place of
+		// the Sync's answer (a commit that fails).
+		if _, err := p.GetResults(); err != nil {
+			if conn.IsClosed() {
+				connErr = err
+				break
+			}
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	}
+	if err := p.Close(); err != nil && connErr == nil {
+		connErr = err
+	}
+	if connErr == nil && conn.IsClosed() {
+		connErr = errors.New("connection closed")
+	}
+	for i, err := range errs {
+		// A prepared query whose result columns changed (an extension
+		// updated in place) fails until it is prepared again.
+		var pgErr *pgconn.PgError
+		if connErr == nil && errors.As(err, &pgErr) && pgErr.Code == "0A000" { // feature_not_supported: "cached plan must not change result type"
+			if derr := conn.Deallocate(ctx, queries[i].sql); derr != nil && conn.IsClosed() {
+				connErr = derr
+			}
+		}
+	}
+	return errs, answered, connErr
+}
+
+// timeoutsQuery sets the session's statement_timeout and lock_timeout for
+// this scrape: the configured ones, shortened to half and a quarter of the
+// time left before ctx's deadline, so that a query blocked on a lock or
+// running long fails on the server, alone, while the connection and the
+// other queries' results are still good. It is the first, cheap query of
+// each scrape: its answer is what pg_up reports.
+func (c *Collector) timeoutsQuery(ctx context.Context) pgQuery {
+	statement, lock := c.cfg.StatementTimeout, c.cfg.LockTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		statement, lock = min(statement, left/2), min(lock, left/4)
+	}
+	ms := func(d time.Duration) []byte { return strconv.AppendInt(nil, max(d.Milliseconds(), 1), 10) }
+	return pgQuery{sql: pgTimeoutsQuery, args: [][]byte{ms(statement), ms(lock)}, read: func(rows pgx.Rows) error {
+		rows.Close()
+		return rows.Err()
+	}}
+}
+
+// familyQuery is a query of family whose metrics read appends to out;
+// when it fails, what it appended is taken back, so a family is reported
+// whole or not at all.
+func familyQuery(family, sql string, args [][]byte, out *[]prometheus.Metric, read func(pgx.Rows) error) pgQuery {
+	return pgQuery{family: family, sql: sql, args: args, read: func(rows pgx.Rows) error {
+		defer rows.Close()
+		n := len(*out)
+		err := read(rows)
+		if err != nil {
+			*out = (*out)[:n]
+		}
+		return err
+	}}
+}
+
+// runFamilies runs queries through runPipeline, counts each family that
+// failed once, and returns whether the server answered and the errors.
+func (c *Collector) runFamilies(ctx context.Context, conn *pgx.Conn, queries []pgQuery) (answered bool, failed map[string]bool, err error) {
+	errs, answered, connErr := runPipeline(ctx, conn, queries)
+	failed = map[string]bool{}
+	var all []error
+	for i, qerr := range errs {
+		if qerr == nil {
+			continue
+		}
+		family := queries[i].family
+		if family == "" {
+			all = append(all, fmt.Errorf("set scrape timeouts: %w", qerr))
+			continue
+		}
+		all = append(all, fmt.Errorf("query %s: %w", family, qerr))
+		if !failed[family] {
+			failed[family] = true
+			c.failures[family].Add(1)
+		}
+	}
+	if connErr != nil {
+		all = append(all, connErr)
+	}
+	return answered, failed, errors.Join(all...)
+}
+
+// scrapeMain runs the main pipeline on conn and appends the metrics to out.
 // up reports whether the server answered at all.
 func (c *Collector) scrapeMain(ctx context.Context, conn *pgx.Conn, out *[]prometheus.Metric) (up bool, err error) {
 	major := pgMajorVersion(conn)
 	st := c.statements.Load()
 	withStatements := c.cfg.Statements.Enabled && st != nil && st.schema != "" && st.major == major
-	up, schema, err := c.mainBatch(ctx, conn, major, st, withStatements, out)
-	if err != nil && !up && withStatements && !conn.IsClosed() && ctx.Err() == nil {
-		// A statement against a dropped extension fails while being
-		// prepared, which fails the whole batch: forget what was known
-		// and try again without it.
-		c.statements.Store(nil)
-		*out = (*out)[:0]
-		withStatements = false
-		up, schema, err = c.mainBatch(ctx, conn, major, nil, false, out)
+	var (
+		schema string
+		// dbs are the databases reported, which the per-database
+		// session and lock counts are filled in for.
+		dbs []string
+	)
+	queries := []pgQuery{
+		c.timeoutsQuery(ctx),
+		familyQuery(pgFamilySettings, pgSettingsQuery, nil, out, func(rows pgx.Rows) (err error) {
+			schema, err = c.readSettings(rows, out)
+			return err
+		}),
+		familyQuery(pgFamilyDatabases, pgDatabasesQuery, [][]byte{c.databasesArg}, out, func(rows pgx.Rows) (err error) {
+			dbs, err = c.readDatabases(rows, out)
+			return err
+		}),
+		familyQuery(pgFamilyActivity, pgActivityQuery, nil, out, func(rows pgx.Rows) error {
+			return c.readActivity(rows, dbs, out)
+		}),
+		familyQuery(pgFamilyLocks, pgLocksQuery, nil, out, func(rows pgx.Rows) error {
+			return c.readLocks(rows, dbs, out)
+		}),
+		familyQuery(pgFamilyCheckpoints, pgCheckpointsQuery(major), nil, out, func(rows pgx.Rows) error {
+			return c.readCheckpoints(rows, out)
+		}),
 	}
-	if !up {
-		return false, err
+	if withStatements {
+		queries = append(queries, c.statementsQueries(st, out)...)
+	}
+	// Last, as the one most likely to wait for a lock (a table's size
+	// needs a lock on it): the others' answers are in by then.
+	if c.tablesInMain {
+		queries = append(queries, c.tablesQuery(c.dsnDB, out))
+	}
+	up, failed, err := c.runFamilies(ctx, conn, queries)
+	if !up || failed[pgFamilySettings] {
+		// Without the settings row the extension's schema is unknown:
+		// keep what was known.
+		return up, err
 	}
 	if st == nil || st.schema != schema || st.major != major {
 		next := &pgStatementsState{schema: schema, major: major}
@@ -326,83 +672,54 @@ func (c *Collector) scrapeMain(ctx context.Context, conn *pgx.Conn, out *[]prome
 		}
 		if err == nil && c.cfg.Statements.Enabled && schema != "" && !withStatements {
 			// First sight of the extension: one more round trip now,
-			// included in the main batch from the next scrape on.
-			err = c.statementsBatch(ctx, conn, next, out)
+			// included in the main pipeline from the next scrape on.
+			_, _, err = c.runFamilies(ctx, conn, c.statementsQueries(next, out))
 		}
 	}
 	return true, err
 }
 
-// mainBatch sends the main queries (and the statements queries when
-// withStatements) in one batch and reads their results in order.
-func (c *Collector) mainBatch(ctx context.Context, conn *pgx.Conn, major int, st *pgStatementsState, withStatements bool, out *[]prometheus.Metric) (up bool, schema string, err error) {
-	b := &pgx.Batch{}
-	b.Queue(pgSettingsQuery)
-	b.Queue(pgDatabasesQuery, c.databases)
-	b.Queue(pgActivityQuery)
-	b.Queue(pgLocksQuery)
-	b.Queue(pgCheckpointsQuery(major))
-	if c.tablesInMain {
-		b.Queue(pgTablesQuery, c.cfg.Tables.TopN)
-	}
-	if withStatements {
-		b.Queue(st.query, c.cfg.Statements.TopN)
-		if st.info != "" {
-			b.Queue(st.info)
-		}
-	}
-	br := conn.SendBatch(ctx, b)
-	defer func() {
-		if cerr := br.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
+// scrapeTables reports the tables of the database conn is connected to,
+// under this scrape's timeouts.
+func (c *Collector) scrapeTables(ctx context.Context, conn *pgx.Conn, datname string, out *[]prometheus.Metric) error {
+	_, _, err := c.runFamilies(ctx, conn, []pgQuery{c.timeoutsQuery(ctx), c.tablesQuery(datname, out)})
+	return err
+}
 
-	// The server answered once its settings row arrives; later failures
-	// keep pg_up at 1.
-	schema, err = c.readSettings(br, out)
-	if err != nil {
-		return false, "", err
-	}
-	dbs, err := c.readDatabases(br, out)
-	if err != nil {
-		return true, schema, err
-	}
-	if err := c.readActivity(br, dbs, out); err != nil {
-		return true, schema, err
-	}
-	if err := c.readLocks(br, dbs, out); err != nil {
-		return true, schema, err
-	}
-	var timed, requested float64
-	if err := br.QueryRow().Scan(&timed, &requested); err != nil {
-		return true, schema, fmt.Errorf("query checkpoints: %w", err)
-	}
-	*out = append(*out,
-		prometheus.MustNewConstMetric(pgCkptTimedDesc, prometheus.CounterValue, timed, c.target),
-		prometheus.MustNewConstMetric(pgCkptReqDesc, prometheus.CounterValue, requested, c.target))
+func (c *Collector) tablesQuery(datname string, out *[]prometheus.Metric) pgQuery {
+	return familyQuery(pgFamilyTables, pgTablesQuery, [][]byte{strconv.AppendInt(nil, int64(c.cfg.Tables.TopN), 10)}, out, func(rows pgx.Rows) error {
+		return c.readTables(rows, datname, out)
+	})
+}
 
-	if c.tablesInMain {
-		rows, err := br.Query()
-		if err != nil {
-			return true, schema, fmt.Errorf("query pg_stat_user_tables: %w", err)
-		}
-		if err := c.readTables(rows, c.dsnDB, out); err != nil {
-			return true, schema, err
-		}
+// statementsQueries are the pg_stat_statements queries for st.
+func (c *Collector) statementsQueries(st *pgStatementsState, out *[]prometheus.Metric) []pgQuery {
+	qs := []pgQuery{familyQuery(pgFamilyStatements, st.query, [][]byte{strconv.AppendInt(nil, int64(c.cfg.Statements.TopN), 10)}, out, func(rows pgx.Rows) error {
+		return c.readStatements(rows, out)
+	})}
+	if st.info != "" {
+		qs = append(qs, familyQuery(pgFamilyStatements, st.info, nil, out, func(rows pgx.Rows) error {
+			return c.readStatementsInfo(rows, out)
+		}))
 	}
-	if withStatements {
-		if err := c.readStatements(br, st, out); err != nil {
-			return true, schema, err
-		}
+	return qs
+}
+
+// pgOneRow moves rows to its only row, or fails.
+func pgOneRow(rows pgx.Rows) error {
+	if rows.Next() {
+		return nil
 	}
-	return true, schema, nil
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return pgx.ErrNoRows
 }
 
 // readSettings reads the server-wide row: version, limits, replication
 // state, and the schema pg_stat_statements is installed in ("" when it is
 // not).
-func (c *Collector) readSettings(br pgx.BatchResults, out *[]prometheus.Metric) (schema string, err error) {
+func (c *Collector) readSettings(rows pgx.Rows, out *[]prometheus.Metric) (schema string, err error) {
 	var (
 		version             string
 		versionNum          int
@@ -411,8 +728,11 @@ func (c *Collector) readSettings(br pgx.BatchResults, out *[]prometheus.Metric) 
 		lag                 *float64
 		extSchema           *string
 	)
-	if err := br.QueryRow().Scan(&version, &versionNum, &maxConns, &startTime, &inRecovery, &lag, &extSchema); err != nil {
-		return "", fmt.Errorf("query server settings: %w", err)
+	if err := pgOneRow(rows); err != nil {
+		return "", err
+	}
+	if err := rows.Scan(&version, &versionNum, &maxConns, &startTime, &inRecovery, &lag, &extSchema); err != nil {
+		return "", err
 	}
 	if extSchema != nil {
 		schema = *extSchema
@@ -436,14 +756,8 @@ func (c *Collector) readSettings(br pgx.BatchResults, out *[]prometheus.Metric) 
 }
 
 // readDatabases reads the per-database statistics and returns the names of
-// the databases reported, which the per-database session and lock counts
-// are filled in for.
-func (c *Collector) readDatabases(br pgx.BatchResults, out *[]prometheus.Metric) ([]string, error) {
-	rows, err := br.Query()
-	if err != nil {
-		return nil, fmt.Errorf("query pg_stat_database: %w", err)
-	}
-	defer rows.Close()
+// the databases reported.
+func (c *Collector) readDatabases(rows pgx.Rows, out *[]prometheus.Metric) ([]string, error) {
 	t := c.target
 	emit := func(desc *prometheus.Desc, vt prometheus.ValueType, v float64, labels ...string) {
 		*out = append(*out, prometheus.MustNewConstMetric(desc, vt, v, labels...))
@@ -457,7 +771,7 @@ func (c *Collector) readDatabases(br pgx.BatchResults, out *[]prometheus.Metric)
 			frozenAge                                                            float64
 		)
 		if err := rows.Scan(&name, &backends, &commit, &rollback, &deadlocks, &blksRead, &blksHit, &temp, &conf, &size, &frozenAge); err != nil {
-			return nil, fmt.Errorf("scan pg_stat_database: %w", err)
+			return nil, err
 		}
 		dbs = append(dbs, name)
 		emit(pgNumBackendsDesc, prometheus.GaugeValue, backends, t, name)
@@ -473,29 +787,21 @@ func (c *Collector) readDatabases(br pgx.BatchResults, out *[]prometheus.Metric)
 		}
 		emit(pgWraparoundDesc, prometheus.GaugeValue, frozenAge, t, name)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("query pg_stat_database: %w", err)
-	}
-	return dbs, nil
+	return dbs, rows.Err()
 }
 
 // readActivity reports sessions by state, every known state for every
 // reported database (0 when none), and the oldest open transaction.
-func (c *Collector) readActivity(br pgx.BatchResults, dbs []string, out *[]prometheus.Metric) error {
+func (c *Collector) readActivity(rows pgx.Rows, dbs []string, out *[]prometheus.Metric) error {
 	counts := make([]float64, len(dbs)*len(pgActivityStates))
 	maxTx := make([]float64, len(dbs))
-	rows, err := br.Query()
-	if err != nil {
-		return fmt.Errorf("query pg_stat_activity: %w", err)
-	}
-	defer rows.Close()
 	for rows.Next() {
 		var (
 			db, state string
 			n, age    float64
 		)
 		if err := rows.Scan(&db, &state, &n, &age); err != nil {
-			return fmt.Errorf("scan pg_stat_activity: %w", err)
+			return err
 		}
 		i := slices.Index(dbs, db)
 		if i < 0 {
@@ -507,7 +813,7 @@ func (c *Collector) readActivity(br pgx.BatchResults, dbs []string, out *[]prome
 		maxTx[i] = max(maxTx[i], age)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("query pg_stat_activity: %w", err)
+		return err
 	}
 	for i, db := range dbs {
 		for s, state := range pgActivityStates {
@@ -519,27 +825,22 @@ func (c *Collector) readActivity(br pgx.BatchResults, dbs []string, out *[]prome
 }
 
 // readLocks reports the lock requests waiting in each reported database.
-func (c *Collector) readLocks(br pgx.BatchResults, dbs []string, out *[]prometheus.Metric) error {
+func (c *Collector) readLocks(rows pgx.Rows, dbs []string, out *[]prometheus.Metric) error {
 	waiting := make([]float64, len(dbs))
-	rows, err := br.Query()
-	if err != nil {
-		return fmt.Errorf("query pg_locks: %w", err)
-	}
-	defer rows.Close()
 	for rows.Next() {
 		var (
 			db string
 			n  float64
 		)
 		if err := rows.Scan(&db, &n); err != nil {
-			return fmt.Errorf("scan pg_locks: %w", err)
+			return err
 		}
 		if i := slices.Index(dbs, db); i >= 0 {
 			waiting[i] = n
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("query pg_locks: %w", err)
+		return err
 	}
 	for i, db := range dbs {
 		*out = append(*out, prometheus.MustNewConstMetric(pgLocksWaitingDesc, prometheus.GaugeValue, waiting[i], c.target, db))
@@ -547,28 +848,21 @@ func (c *Collector) readLocks(br pgx.BatchResults, dbs []string, out *[]promethe
 	return nil
 }
 
-// statementsBatch queries pg_stat_statements on its own (one round trip).
-func (c *Collector) statementsBatch(ctx context.Context, conn *pgx.Conn, st *pgStatementsState, out *[]prometheus.Metric) (err error) {
-	b := &pgx.Batch{}
-	b.Queue(st.query, c.cfg.Statements.TopN)
-	if st.info != "" {
-		b.Queue(st.info)
+func (c *Collector) readCheckpoints(rows pgx.Rows, out *[]prometheus.Metric) error {
+	var timed, requested float64
+	if err := pgOneRow(rows); err != nil {
+		return err
 	}
-	br := conn.SendBatch(ctx, b)
-	defer func() {
-		if cerr := br.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	return c.readStatements(br, st, out)
+	if err := rows.Scan(&timed, &requested); err != nil {
+		return err
+	}
+	*out = append(*out,
+		prometheus.MustNewConstMetric(pgCkptTimedDesc, prometheus.CounterValue, timed, c.target),
+		prometheus.MustNewConstMetric(pgCkptReqDesc, prometheus.CounterValue, requested, c.target))
+	return nil
 }
 
-func (c *Collector) readStatements(br pgx.BatchResults, st *pgStatementsState, out *[]prometheus.Metric) error {
-	rows, err := br.Query()
-	if err != nil {
-		return fmt.Errorf("query pg_stat_statements: %w", err)
-	}
-	defer rows.Close()
+func (c *Collector) readStatements(rows pgx.Rows, out *[]prometheus.Metric) error {
 	// Labels must be unique even if two entries resolve to the same names
 	// (e.g. statements of dropped databases): the first, slowest, wins.
 	seen := make(map[[3]string]bool, c.cfg.Statements.TopN)
@@ -578,7 +872,7 @@ func (c *Collector) readStatements(br pgx.BatchResults, st *pgStatementsState, o
 			calls, total, mean, rowCount float64
 		)
 		if err := rows.Scan(&queryID, &db, &user, &calls, &total, &mean, &rowCount); err != nil {
-			return fmt.Errorf("scan pg_stat_statements: %w", err)
+			return err
 		}
 		key := [3]string{db, user, queryID}
 		if seen[key] {
@@ -592,26 +886,19 @@ func (c *Collector) readStatements(br pgx.BatchResults, st *pgStatementsState, o
 			prometheus.MustNewConstMetric(pgStmtRowsDesc, prometheus.CounterValue, rowCount, c.target, db, user, queryID),
 		)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("query pg_stat_statements: %w", err)
-	}
-	if st.info != "" {
-		var dealloc float64
-		if err := br.QueryRow().Scan(&dealloc); err != nil {
-			return fmt.Errorf("query pg_stat_statements_info: %w", err)
-		}
-		*out = append(*out, prometheus.MustNewConstMetric(pgStmtDeallocDesc, prometheus.CounterValue, dealloc, c.target))
-	}
-	return nil
+	return rows.Err()
 }
 
-// queryTables reports the tables of the database conn is connected to.
-func (c *Collector) queryTables(ctx context.Context, conn *pgx.Conn, datname string, out *[]prometheus.Metric) error {
-	rows, err := conn.Query(ctx, pgTablesQuery, c.cfg.Tables.TopN)
-	if err != nil {
-		return fmt.Errorf("query pg_stat_user_tables: %w", err)
+func (c *Collector) readStatementsInfo(rows pgx.Rows, out *[]prometheus.Metric) error {
+	var dealloc float64
+	if err := pgOneRow(rows); err != nil {
+		return err
 	}
-	return c.readTables(rows, datname, out)
+	if err := rows.Scan(&dealloc); err != nil {
+		return err
+	}
+	*out = append(*out, prometheus.MustNewConstMetric(pgStmtDeallocDesc, prometheus.CounterValue, dealloc, c.target))
+	return nil
 }
 
 func (c *Collector) readTables(rows pgx.Rows, datname string, out *[]prometheus.Metric) error {
@@ -622,7 +909,7 @@ func (c *Collector) readTables(rows pgx.Rows, datname string, out *[]prometheus.
 			size, live, dead, vacuum, autovacuum, analyze, autoanal float64
 		)
 		if err := rows.Scan(&schema, &rel, &size, &live, &dead, &vacuum, &autovacuum, &analyze, &autoanal); err != nil {
-			return fmt.Errorf("scan pg_stat_user_tables: %w", err)
+			return err
 		}
 		l := []string{c.target, datname, schema, rel}
 		*out = append(*out,
@@ -635,8 +922,5 @@ func (c *Collector) readTables(rows pgx.Rows, datname string, out *[]prometheus.
 			prometheus.MustNewConstMetric(pgTableLastAutoAnDesc, prometheus.GaugeValue, autoanal, l...),
 		)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("query pg_stat_user_tables: %w", err)
-	}
-	return nil
+	return rows.Err()
 }

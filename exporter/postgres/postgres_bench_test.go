@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -129,7 +130,8 @@ func BenchmarkPostgresBareRoundTrips(b *testing.B) {
 	}
 }
 
-// BenchmarkPostgresRawBatch runs the scrape's queries as one batch and
+// BenchmarkPostgresRawBatch runs the scrape's queries as the collector
+// sends them (one pipeline, each query in its own implicit transaction) and
 // discards the rows: the server's share of a scrape, without the
 // collector's decoding and metric building.
 func BenchmarkPostgresRawBatch(b *testing.B) {
@@ -151,31 +153,29 @@ func BenchmarkPostgresRawBatch(b *testing.B) {
 	defer conn.Release()
 	major := pgMajorVersion(conn.Conn())
 	stmts, info := pgStatementsQueries(schema, major)
+	discard := func(rows pgx.Rows) error {
+		for rows.Next() {
+		}
+		rows.Close()
+		return rows.Err()
+	}
+	topN := []byte(fmt.Sprint(pgDefaultTopN))
+	queries := []pgQuery{
+		{sql: pgTimeoutsQuery, args: [][]byte{[]byte("5000"), []byte("1000")}, read: discard},
+		{sql: pgSettingsQuery, read: discard},
+		{sql: pgDatabasesQuery, args: [][]byte{nil}, read: discard},
+		{sql: pgActivityQuery, read: discard},
+		{sql: pgLocksQuery, read: discard},
+		{sql: pgCheckpointsQuery(major), read: discard},
+		{sql: stmts, args: [][]byte{topN}, read: discard},
+		{sql: pgTablesQuery, args: [][]byte{topN}, read: discard},
+	}
+	if info != "" {
+		queries = append(queries, pgQuery{sql: info, read: discard})
+	}
 	run := func() {
-		batch := &pgx.Batch{}
-		batch.Queue(pgSettingsQuery)
-		batch.Queue(pgDatabasesQuery, []string(nil))
-		batch.Queue(pgActivityQuery)
-		batch.Queue(pgLocksQuery)
-		batch.Queue(pgCheckpointsQuery(major))
-		batch.Queue(pgTablesQuery, pgDefaultTopN)
-		batch.Queue(stmts, pgDefaultTopN)
-		if info != "" {
-			batch.Queue(info)
-		}
-		br := conn.SendBatch(ctx, batch)
-		for range batch.Len() {
-			rows, err := br.Query()
-			if err != nil {
-				b.Fatal(err)
-			}
-			for rows.Next() {
-			}
-			if err := rows.Err(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := br.Close(); err != nil {
+		errs, _, connErr := runPipeline(ctx, conn.Conn(), queries)
+		if err := errors.Join(append(errs, connErr)...); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/warden-sre/warden/exporter/exportertest"
+	"github.com/warden-sre/warden/internal/certgen"
 	"github.com/warden-sre/warden/internal/secret"
 	"github.com/warden-sre/warden/internal/testenv"
 )
@@ -129,6 +132,9 @@ func withDefaults(t Target) Target {
 	}
 	if t.StatementTimeout == 0 {
 		t.StatementTimeout = d.StatementTimeout
+	}
+	if t.LockTimeout == 0 {
+		t.LockTimeout = d.LockTimeout
 	}
 	if t.ConnectTimeout == 0 {
 		t.ConnectTimeout = d.ConnectTimeout
@@ -746,7 +752,7 @@ func TestPostgresConfig(t *testing.T) {
 		got := cfg[0]
 		want := Target{
 			Name: "main", DSN: "postgres://mon@db:5432/app", MaxConnections: 2,
-			StatementTimeout: 5 * time.Second, ConnectTimeout: 3 * time.Second,
+			StatementTimeout: 5 * time.Second, LockTimeout: time.Second, ConnectTimeout: 3 * time.Second,
 			Tables: TablesConfig{TopN: 20}, Statements: StatementsConfig{TopN: 20},
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -760,6 +766,7 @@ func TestPostgresConfig(t *testing.T) {
   password: {file: %s}
   max_connections: 5
   statement_timeout: 2s
+  lock_timeout: 500ms
   connect_timeout: 1s
   databases: [app, other]
   tables: {top_n: 7}
@@ -770,7 +777,7 @@ func TestPostgresConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := cfg[0]
-		if got.MaxConnections != 5 || got.StatementTimeout != 2*time.Second || got.ConnectTimeout != time.Second ||
+		if got.MaxConnections != 5 || got.StatementTimeout != 2*time.Second || got.LockTimeout != 500*time.Millisecond || got.ConnectTimeout != time.Second ||
 			got.Tables.TopN != 7 || !got.Statements.Enabled || got.Statements.TopN != 9 || len(got.Databases) != 2 || got.Password.File != pwFile {
 			t.Errorf("got %+v", got)
 		}
@@ -786,6 +793,7 @@ func TestPostgresConfig(t *testing.T) {
 		{"max_connections too high", "  max_connections: 21\n", "postgres[0].max_connections: must be between 1 and 20"},
 		{"statement_timeout", "  statement_timeout: -1s\n", "postgres[0].statement_timeout: must be positive"},
 		{"connect_timeout", "  connect_timeout: 0s\n", "postgres[0].connect_timeout: must be positive"},
+		{"lock_timeout", "  lock_timeout: 0s\n", "postgres[0].lock_timeout: must be positive"},
 		{"tables top_n", "  tables: {top_n: 0}\n", "postgres[0].tables.top_n: must be between 1 and 1000"},
 		{"statements top_n", "  statements: {top_n: 5000}\n", "postgres[0].statements.top_n: must be between 1 and 1000"},
 		{"missing password file", "  password: {file: /nonexistent/pw}\n", "postgres[0].password: read secret file"},
@@ -918,4 +926,273 @@ func pgPauseServer(t testing.TB, pg *testenv.Postgres) (resume func()) {
 func pgKillServer(t testing.TB, pg *testenv.Postgres) {
 	t.Helper()
 	pg.Kill()
+}
+
+// pgHoldLocks runs sql in db in a transaction left open on a connection of
+// its own, holding the locks it takes, and returns the function that
+// releases them.
+func pgHoldLocks(t testing.TB, pg *testenv.Postgres, db, sql string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.DSN(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		conn.Close(ctx)
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, sql); err != nil {
+		conn.Close(ctx)
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			_ = tx.Rollback(ctx)
+			conn.Close(ctx)
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// pgLockedScrape is one scrape with the time a Prometheus scrape with
+// scrape_timeout 4s leaves the collector; it checks what every scrape
+// under a lock must show: pg_up 1, the families that need no table present,
+// and a scrape that came back by itself rather than being cut off.
+func pgLockedScrape(t *testing.T, c *Collector, what string) (map[string]*dto.MetricFamily, error) {
+	t.Helper()
+	start := time.Now()
+	mfs, err := pgCollect(t, c, 3500*time.Millisecond)
+	t.Logf("%s: scrape took %s: %v", what, time.Since(start).Round(time.Millisecond), err)
+	if v, ok := pgValue(mfs, "pg_up", nil); !ok || v != 1 {
+		t.Fatalf("%s: pg_up = %v (present %v), want 1; err = %v", what, v, ok, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("%s: the scrape ran into its deadline: %v", what, err)
+	}
+	for _, name := range []string{"pg_static", "pg_stat_database_numbackends", "warden_postgres_activity_connections", "pg_locks_waiting", "pg_stat_bgwriter_checkpoints_timed_total", "pg_stat_statements_calls_total"} {
+		if pgSeriesCount(mfs, name) == 0 {
+			t.Errorf("%s: %s missing", what, name)
+		}
+	}
+	if v, ok := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "databases"}); !ok || v != 0 {
+		t.Errorf("%s: query failures of databases = %v (present %v), want 0", what, v, ok)
+	}
+	return mfs, err
+}
+
+func TestPostgresLocksDuringMigrationKeepPgUpAndTheOtherFamilies(t *testing.T) {
+	db, dsn := pgFreshDatabase(t, sharedPG.Get(t))
+	pgCreateTables(t, db, 3, "CREATE TABLE sessions (id int PRIMARY KEY)")
+	pgExec(t, sharedPG.Get(t), db, "CREATE EXTENSION pg_stat_statements")
+	c := newTestPostgresCollector(t, Target{Name: "lock", DSN: dsn, Databases: []string{db}, Statements: StatementsConfig{Enabled: true}}, nil)
+	for range 2 { // discover the extension
+		if _, err := pgCollect(t, c, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("table locked", func(t *testing.T) {
+		// A migration's ALTER TABLE, VACUUM FULL: the locked table is left
+		// out, every other table is reported.
+		release := pgHoldLocks(t, sharedPG.Get(t), db, "LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+		defer release()
+		mfs, err := pgLockedScrape(t, c, "table locked")
+		if err != nil {
+			t.Errorf("table locked: %v", err)
+		}
+		if got := pgLabelValues(mfs, "pg_stat_user_tables_size_bytes", "relname"); strings.Join(got, ",") != "other,t01,t02,t03" {
+			t.Errorf("table locked: tables %v, want all but sessions", got)
+		}
+		if v, _ := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "tables"}); v != 0 {
+			t.Errorf("table locked: query failures of tables = %v, want 0", v)
+		}
+	})
+
+	t.Run("index locked", func(t *testing.T) {
+		// An index being rebuilt blocks reading the table's size: the
+		// tables query ends in lock_timeout and fails alone.
+		release := pgHoldLocks(t, sharedPG.Get(t), db, "REINDEX INDEX sessions_pkey")
+		defer release()
+		for i := range 2 {
+			mfs, err := pgLockedScrape(t, c, fmt.Sprintf("index locked, scrape %d", i))
+			if err == nil || !strings.Contains(err.Error(), "lock timeout") {
+				t.Errorf("index locked, scrape %d: err = %v, want the tables query's lock timeout", i, err)
+			}
+			if n := pgSeriesCount(mfs, "pg_stat_user_tables_size_bytes"); n != 0 {
+				t.Errorf("index locked, scrape %d: %d table series, want none (the family failed)", i, n)
+			}
+			if v, _ := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "tables"}); v != float64(i+1) {
+				t.Errorf("index locked, scrape %d: query failures of tables = %v, want %d", i, v, i+1)
+			}
+		}
+	})
+
+	mfs, err := pgCollect(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	if n := pgSeriesCount(mfs, "pg_stat_user_tables_size_bytes"); n != 5 {
+		t.Errorf("after release: %d table series, want 5 (4 tables + other)", n)
+	}
+}
+
+func TestPostgresLockInListedDatabaseFailsOnlyItsTables(t *testing.T) {
+	dbA, dsnA := pgFreshDatabase(t, sharedPG.Get(t))
+	dbB, _ := pgFreshDatabase(t, sharedPG.Get(t))
+	pgCreateTables(t, dbA, 2)
+	pgExec(t, sharedPG.Get(t), dbB, "CREATE TABLE sessions (id int PRIMARY KEY)")
+	c := newTestPostgresCollector(t, Target{DSN: dsnA, Databases: []string{dbA, dbB}, MaxConnections: 2}, nil)
+	pgHoldLocks(t, sharedPG.Get(t), dbB, "REINDEX INDEX sessions_pkey")
+	mfs, err := pgCollect(t, c, 3500*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "lock timeout") {
+		t.Errorf("err = %v, want the tables query's lock timeout", err)
+	}
+	if v, _ := pgValue(mfs, "pg_up", nil); v != 1 {
+		t.Errorf("pg_up = %v, want 1", v)
+	}
+	if got := pgLabelValues(mfs, "pg_stat_user_tables_size_bytes", "datname"); len(got) != 3 || got[0] != dbA {
+		t.Errorf("table series for databases %v, want only %s's 3", got, dbA)
+	}
+	if v, _ := pgValue(mfs, "warden_postgres_query_failures_total", map[string]string{"query": "tables"}); v != 1 {
+		t.Errorf("query failures of tables = %v, want 1", v)
+	}
+}
+
+func TestPostgresStoppedPostmasterKeepsPgUpAndShowsInAcceptsConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
+	pg := testenv.StartPostgres(t)
+	c := newTestPostgresCollector(t, Target{Name: "pm", DSN: pg.DSN("postgres"), MaxConnections: 1}, nil)
+	c.acceptsInterval = 0 // check at every scrape
+	mfs, err := pgCollect(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := pgValue(mfs, "warden_postgres_accepts_connections", nil); !ok || v != 1 {
+		t.Fatalf("healthy server: accepts_connections = %v (present %v), want 1", v, ok)
+	}
+
+	if err := pg.SignalPostmaster(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := pg.SignalPostmaster(syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer resume()
+	mfs, err = pgCollect(t, c, 5*time.Second)
+	if err != nil {
+		t.Errorf("stopped postmaster: collect failed: %v", err)
+	}
+	if v, _ := pgValue(mfs, "pg_up", nil); v != 1 {
+		t.Errorf("stopped postmaster: pg_up = %v, want 1 (the pooled session answers)", v)
+	}
+	if v, ok := pgValue(mfs, "warden_postgres_accepts_connections", nil); !ok || v != 0 {
+		t.Errorf("stopped postmaster: accepts_connections = %v (present %v), want 0", v, ok)
+	}
+
+	resume()
+	testenv.WaitFor(t, 30*time.Second, "accepts_connections back to 1", func() bool {
+		mfs, _ := pgCollect(t, c, 5*time.Second)
+		v, _ := pgValue(mfs, "warden_postgres_accepts_connections", nil)
+		return v == 1
+	})
+}
+
+func TestPostgresAcceptsCheckAtMostOncePerInterval(t *testing.T) {
+	c := &Collector{acceptsInterval: time.Hour}
+	if !c.acceptsDue() {
+		t.Fatal("first scrape: check not due")
+	}
+	for i := range 3 {
+		if c.acceptsDue() {
+			t.Fatalf("scrape %d within the interval: check due again", i+2)
+		}
+	}
+}
+
+func TestPostgresPreparedQueryWhoseResultTypeChangedIsPreparedAgain(t *testing.T) {
+	db, dsn := pgFreshDatabase(t, sharedPG.Get(t))
+	pgExec(t, sharedPG.Get(t), db, "CREATE VIEW v AS SELECT 1::int AS a")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	run := func() error {
+		q := pgQuery{family: "v", sql: "SELECT a FROM v", read: func(rows pgx.Rows) error {
+			rows.Close()
+			return rows.Err()
+		}}
+		errs, _, connErr := runPipeline(ctx, conn, []pgQuery{q})
+		if connErr != nil {
+			t.Fatal(connErr)
+		}
+		return errs[0]
+	}
+	if err := run(); err != nil {
+		t.Fatal(err)
+	}
+	// Same text, another result type: the prepared plan cannot be reused.
+	pgExec(t, sharedPG.Get(t), db, "DROP VIEW v", "CREATE VIEW v AS SELECT 'x'::text AS a")
+	_ = run() // may fail once
+	if err := run(); err != nil {
+		t.Errorf("after the result type changed: %v (the statement is never prepared again)", err)
+	}
+}
+
+func TestPostgresAcceptsCheckLeavesNoErrorInTheServerLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
+	chain, err := certgen.NewChain(certgen.ChainOptions{
+		Root:         certgen.Options{CommonName: "root", NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)},
+		Intermediate: certgen.Options{CommonName: "intermediate", NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)},
+		Leaf:         certgen.Options{CommonName: "localhost", DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsPG := testenv.StartPostgres(t, testenv.WithPostgresTLS(certgen.ChainPEM(chain.Leaf, chain.Intermediate), chain.Leaf.KeyPEM()))
+	for _, tc := range []struct {
+		name string
+		pg   *testenv.Postgres
+	}{
+		{"ssl on", tlsPG},
+		{"ssl off", sharedPG.Get(t)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestPostgresCollector(t, Target{DSN: tc.pg.DSN("postgres")}, nil)
+			logPath := filepath.Join(filepath.Dir(tc.pg.DataDir), "postgres.log")
+			before, _ := os.ReadFile(logPath)
+			if err := c.checkAccepts(context.Background()); err != nil {
+				t.Fatalf("check against a healthy server: %v", err)
+			}
+			// The server logs a failed handshake or a broken startup
+			// packet as soon as the check closes its connection, before
+			// this marker, which comes from a later connection.
+			marker := fmt.Sprintf("accepts-check-marker-%d", time.Now().UnixNano())
+			pgExec(t, tc.pg, "postgres", fmt.Sprintf("DO $$ BEGIN RAISE LOG '%s'; END $$", marker))
+			var after []byte
+			testenv.WaitFor(t, 30*time.Second, "the marker in the server log", func() bool {
+				after, _ = os.ReadFile(logPath)
+				return strings.Contains(string(after), marker)
+			})
+			if added := string(after[min(len(before), len(after)):]); strings.Contains(added, "SSL") || strings.Contains(added, "startup packet") {
+				t.Errorf("the check left lines in the server log:\n%s", added)
+			}
+		})
+	}
 }

@@ -7,10 +7,17 @@ import (
 )
 
 // The PostgreSQL collector's queries. They are sent together as one
-// pipelined batch per scrape, so they run in one implicit transaction: now()
-// and the statistics snapshot are the same for all of them. Every number is
-// cast to float8 so that the scan side does not depend on whether a server
-// version returns bigint, numeric or double for a column.
+// pipeline per scrape (one round trip), each in an implicit transaction of
+// its own, so that one failing (a table locked by a migration makes the
+// tables query wait for its lock until lock_timeout) does not abort the
+// others. Every number is cast to float8 so that the scan side does not
+// depend on whether a server version returns bigint, numeric or double for
+// a column.
+
+// pgTimeoutsQuery sets the session's statement_timeout ($1) and
+// lock_timeout ($2), in milliseconds, for the queries that follow it. It is
+// the first query of every scrape, and its answer is what pg_up reports.
+const pgTimeoutsQuery = `SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false)`
 
 // pgSettingsQuery returns one row: server version, limits, replication state
 // and the schema pg_stat_statements is installed in (NULL when it is not).
@@ -96,7 +103,17 @@ func pgCheckpointsQuery(major int) string {
 // summed, and for each maintenance time the oldest among the remaining
 // tables that have one (0 when none has). For the listed tables a
 // maintenance time of 0 means never, as in postgres_exporter.
-const pgTablesQuery = `WITH t AS (
+//
+// A table another session holds or awaits an ACCESS EXCLUSIVE lock on (a
+// migration's ALTER TABLE, VACUUM FULL, TRUNCATE, LOCK TABLE) is left out:
+// its size cannot be read without waiting for the lock. Any other lock
+// that blocks (an index being rebuilt) ends in lock_timeout, failing the
+// query.
+const pgTablesQuery = `WITH locked AS (
+	SELECT relation FROM pg_catalog.pg_locks
+	WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock'
+		AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+), t AS (
 	SELECT
 		schemaname::text AS schemaname,
 		relname::text AS relname,
@@ -108,6 +125,7 @@ const pgTablesQuery = `WITH t AS (
 		EXTRACT(EPOCH FROM last_analyze)::float8 AS last_analyze,
 		EXTRACT(EPOCH FROM last_autoanalyze)::float8 AS last_autoanalyze
 	FROM pg_catalog.pg_stat_user_tables
+	WHERE relid NOT IN (SELECT relation FROM locked)
 ), ranked AS (
 	SELECT t.*, row_number() OVER (ORDER BY size_bytes DESC, schemaname, relname) AS rank FROM t
 )

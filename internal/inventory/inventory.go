@@ -98,6 +98,8 @@ var metrics = []Metric{
 		Conditional: "only with the pg_stat_statements extension installed"},
 	{Name: "warden_postgres_stat_statements_dealloc_total", Type: Counter, Source: Exporter, Collector: "postgres",
 		Conditional: "only with the pg_stat_statements extension installed, PostgreSQL 14 and later"},
+	{Name: "warden_postgres_query_failures_total", Type: Counter, Source: Exporter, Collector: "postgres"},
+	{Name: "warden_postgres_accepts_connections", Type: Gauge, Source: Exporter, Collector: "postgres"},
 
 	// Redis, named as redis_exporter names them.
 	{Name: "redis_up", Type: Gauge, Source: Exporter, Collector: "redis"},

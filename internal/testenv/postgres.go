@@ -287,6 +287,19 @@ func (p *Postgres) CreateDatabase(t testing.TB, name string) string {
 // stay open and nothing answers.
 func (p *Postgres) Pause() error { return p.proc.Pause() }
 
+// SignalPostmaster sends sig to the postmaster alone. SIGSTOP freezes it
+// while its backends run on: sessions already open keep answering, new
+// connections are accepted by the kernel and never served. SIGCONT undoes
+// it (before Stop).
+func (p *Postgres) SignalPostmaster(sig syscall.Signal) error {
+	p.proc.mu.Lock()
+	defer p.proc.mu.Unlock()
+	if p.proc.cmd == nil {
+		return fmt.Errorf("signal postmaster: not running")
+	}
+	return syscall.Kill(p.proc.cmd.Process.Pid, sig)
+}
+
 // Resume unfreezes the server.
 func (p *Postgres) Resume() error { return p.proc.Resume() }
 
