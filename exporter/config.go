@@ -93,6 +93,12 @@ func (c *Config) validate() error {
 	if s.MaxTimeout < s.DefaultTimeout {
 		return errors.New("scrape.max_timeout: must be at least scrape.default_timeout")
 	}
+	// An empty file is a mistake, not a wish to export nothing: loaded by a
+	// reload it would drop every target, and with them pg_up and redis_up,
+	// so the alerts on those could no longer fire.
+	if len(c.Postgres) == 0 && len(c.Redis) == 0 && c.Certs == nil && c.Auth == nil {
+		return errors.New("no collectors configured: set at least one of postgres, redis, certs, auth")
+	}
 	names := map[string]string{}
 	unique := func(kind, name, path string) error {
 		if name == "" {

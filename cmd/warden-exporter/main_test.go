@@ -73,6 +73,18 @@ func TestConfigCheck(t *testing.T) {
 			wantOut:  []string{"redis[1].name"},
 		},
 		{
+			name:     "empty file",
+			config:   "",
+			wantCode: 1,
+			wantOut:  []string{"no collectors configured"},
+		},
+		{
+			name:     "comment-only file",
+			config:   "# targets go here\n",
+			wantCode: 1,
+			wantOut:  []string{"no collectors configured"},
+		},
+		{
 			name:     "not yaml",
 			config:   "postgres: [\n",
 			wantCode: 1,
@@ -176,6 +188,15 @@ func TestReloadKeepsPreviousConfigWhenNewOneIsInvalid(t *testing.T) {
 	// Invalid file via the HTTP endpoint: 500, old config kept.
 	if code := exp.reload(t); code != http.StatusInternalServerError {
 		t.Fatalf("POST /-/reload with invalid file: status %d, want 500", code)
+	}
+	// Empty and comment-only files: rejected, the targets stay.
+	for _, empty := range []string{"", "# emptied by mistake\n"} {
+		testenv.WriteFile(t, filepath.Dir(cfgPath), "config.yml", empty)
+		if code := exp.reload(t); code != http.StatusInternalServerError {
+			t.Fatalf("POST /-/reload with file %q: status %d, want 500", empty, code)
+		}
+		body, _ = exp.scrape(t, "")
+		requireLines(t, body, `redis_up{target="first"} 1`, "warden_exporter_config_last_reload_successful 0")
 	}
 	// Valid file: applied.
 	testenv.WriteFile(t, filepath.Dir(cfgPath), "config.yml", good("second"))
