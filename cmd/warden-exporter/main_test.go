@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -65,6 +66,20 @@ func TestConfigCheck(t *testing.T) {
 			wantCode: 1,
 			wantOut:  []string{"postgres[0].dsn"},
 			notOut:   []string{"hunter2-secret"},
+		},
+		{
+			name:     "inline password never shown",
+			config:   "postgres:\n  - name: main\n    dsn: postgres://warden@127.0.0.1:1/db\n    password: hunter2pw\n",
+			wantCode: 1,
+			wantOut:  []string{"line 4", "secret.Secret"},
+			notOut:   []string{"hunter2pw"},
+		},
+		{
+			name:     "password in the wrong place never shown",
+			config:   "redis:\n  - name: cache\n    address: redis://127.0.0.1:1/0\n    pool_size: hunter2pw\n",
+			wantCode: 1,
+			wantOut:  []string{"line 4"},
+			notOut:   []string{"hunter2pw"},
 		},
 		{
 			name:     "duplicate target names",
@@ -310,5 +325,43 @@ func TestConcurrentScrapesAreServed(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// TestReloadErrorNeverShowsInlinePassword: a password written inline is
+// rejected on reload without appearing in the HTTP answer or the log.
+func TestReloadErrorNeverShowsInlinePassword(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
+	redis := testenv.StartRedis(t)
+	dir := t.TempDir()
+	target := fmt.Sprintf("redis:\n  - name: cache\n    address: redis://%s/0\n", redis.Addr)
+	cfgPath := testenv.WriteFile(t, dir, "config.yml", target)
+	exp := startExporter(t, cfgPath)
+
+	for _, bad := range []string{"    password: hunter2pw\n", "    password: {hunter2pw}\n", "    pool_size: hunter2pw\n"} {
+		testenv.WriteFile(t, dir, "config.yml", target+bad)
+		resp, err := http.Post(exp.URL+"/-/reload", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusInternalServerError {
+			t.Fatalf("%q: status %d, want 500", bad, resp.StatusCode)
+		}
+		if !bytes.Contains(body, []byte("line 4")) {
+			t.Errorf("%q: answer does not say where: %s", bad, body)
+		}
+		if bytes.Contains(body, []byte("hunter2pw")) {
+			t.Errorf("%q: answer reveals the password: %s", bad, body)
+		}
+	}
+	testenv.WaitFor(t, 10*time.Second, "reload failures to be logged", func() bool {
+		return strings.Count(exp.Output(), "configuration reload failed") >= 3
+	})
+	if strings.Contains(exp.Output(), "hunter2pw") {
+		t.Errorf("log reveals the password:\n%s", exp.Output())
 	}
 }
