@@ -67,7 +67,7 @@ func TestBuildFailsWithoutAKubernetesClient(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		set, err := Build(t.Context(), cfg, discard())
+		set, err := Build(t.Context(), cfg, discard(), nil)
 		if err == nil {
 			_ = set.Close()
 			t.Fatalf("%s: built without a kubeconfig", section)

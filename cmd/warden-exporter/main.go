@@ -65,7 +65,7 @@ func run(args []string) int {
 
 	self := selfmetrics.NewRegistry("warden_exporter")
 
-	set, err := exporter.Build(ctx, cfg, logger)
+	set, err := exporter.Build(ctx, cfg, logger, nil)
 	if err != nil {
 		logger.Error("cannot build collectors", "err", err)
 		return 1
@@ -81,15 +81,12 @@ func run(args []string) int {
 		newCfg, err := exporter.LoadConfig(*configFile)
 		if err == nil {
 			var newSet *exporter.Set
-			if newSet, err = exporter.Build(ctx, newCfg, logger); err == nil {
-				old := exp.Swap(newSet, newCfg.Scrape)
-				// In-flight scrapes may still use the old set; give them
-				// their deadline before closing its connections.
-				time.AfterFunc(newCfg.Scrape.MaxTimeout, func() {
-					if err := old.Close(); err != nil {
-						logger.Warn("closing previous collectors", "err", err)
-					}
-				})
+			// Collectors whose configuration is unchanged are carried
+			// over, with their connections and counters.
+			if newSet, err = exporter.Build(ctx, newCfg, logger, exp.Current()); err == nil {
+				// The old set closes what was not carried over as soon
+				// as the scrapes still running on it have ended.
+				exp.Swap(newSet, newCfg.Scrape).Retire()
 			}
 		}
 		if err != nil {
