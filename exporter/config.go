@@ -148,7 +148,13 @@ var (
 	// yamlTypeErrorValue is the value quoted in the decoder's "cannot
 	// unmarshal !!str `value` into type" (cut to 7 characters and "..." past
 	// 10, in full up to 10: a whole short password).
-	yamlTypeErrorValue = regexp.MustCompile("(cannot unmarshal !![^ ]+) `.*?` into ")
+	yamlTypeErrorValue = regexp.MustCompile("cannot unmarshal ([^ ]+?)(?: `.*?`)? into ")
+	// yamlStandardTag is a tag the decoder resolves itself; any other tag
+	// is text from the file (a password starting with '!').
+	yamlStandardTag = regexp.MustCompile(`^!!(str|int|float|bool|null|map|seq|timestamp|binary|merge)$`)
+	// yamlUnknownAnchor names an alias without its anchor: a password
+	// written unquoted and starting with '*'.
+	yamlUnknownAnchor = regexp.MustCompile(`unknown anchor '.*?' referenced`)
 	// yamlFieldNotFound names a mapping key that is not a field.
 	yamlFieldNotFound = regexp.MustCompile(`field (.+?) not found in type `)
 	// secretKey is a mapping key whose value holds or may hold a credential.
@@ -163,7 +169,13 @@ var (
 // are masked wherever they appear. The line numbers stay, so the error
 // still says where to look.
 func redactDecodeError(msg string, raw []byte) string {
-	msg = yamlTypeErrorValue.ReplaceAllString(msg, "$1 value into ")
+	msg = yamlTypeErrorValue.ReplaceAllStringFunc(msg, func(m string) string {
+		if tag := yamlTypeErrorValue.FindStringSubmatch(m)[1]; yamlStandardTag.MatchString(tag) {
+			return "cannot unmarshal " + tag + " value into "
+		}
+		return "cannot unmarshal a value with a custom tag into "
+	})
+	msg = yamlUnknownAnchor.ReplaceAllString(msg, "unknown anchor referenced (quote a value that starts with '*')")
 	secrets := map[string]bool{}
 	var root yaml.Node
 	if yaml.Unmarshal(raw, &root) == nil {
