@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -74,7 +76,7 @@ func ParseConfig(b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parse config: %w", err)
+		return nil, fmt.Errorf("parse config: %s", redactDecodeError(err.Error(), b))
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
@@ -92,6 +94,12 @@ func (c *Config) validate() error {
 	}
 	if s.MaxTimeout < s.DefaultTimeout {
 		return errors.New("scrape.max_timeout: must be at least scrape.default_timeout")
+	}
+	// An empty file is a mistake, not a wish to export nothing: loaded by a
+	// reload it would drop every target, and with them pg_up and redis_up,
+	// so the alerts on those could no longer fire.
+	if len(c.Postgres) == 0 && len(c.Redis) == 0 && c.Certs == nil && c.Auth == nil {
+		return errors.New("no collectors configured: set at least one of postgres, redis, certs, auth")
 	}
 	names := map[string]string{}
 	unique := func(kind, name, path string) error {
@@ -134,4 +142,81 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+var (
+	// yamlTypeErrorValue is the value quoted in the decoder's "cannot
+	// unmarshal !!str `value` into type" (cut to 7 characters and "..." past
+	// 10, in full up to 10: a whole short password).
+	yamlTypeErrorValue = regexp.MustCompile("cannot unmarshal ([^ ]+?)(?: `.*?`)? into ")
+	// yamlStandardTag is a tag the decoder resolves itself; any other tag
+	// is text from the file (a password starting with '!').
+	yamlStandardTag = regexp.MustCompile(`^!!(str|int|float|bool|null|map|seq|timestamp|binary|merge)$`)
+	// yamlUnknownAnchor names an alias without its anchor: a password
+	// written unquoted and starting with '*'.
+	yamlUnknownAnchor = regexp.MustCompile(`unknown anchor '.*?' referenced`)
+	// yamlFieldNotFound names a mapping key that is not a field.
+	yamlFieldNotFound = regexp.MustCompile(`field (.+?) not found in type `)
+	// secretKey is a mapping key whose value holds or may hold a credential.
+	secretKey = regexp.MustCompile(`(?i)pass|secret|token|dsn|user|cred|address`)
+)
+
+// redactDecodeError removes from a YAML decoder error every value that
+// could be a credential: a password written where the decoder wants
+// something else ends up quoted in its message. The value a type error
+// quotes is dropped whatever its field (a credential may be in the wrong
+// place); keys and values found under a credential's key in the raw file
+// are masked wherever they appear. The line numbers stay, so the error
+// still says where to look.
+func redactDecodeError(msg string, raw []byte) string {
+	msg = yamlTypeErrorValue.ReplaceAllStringFunc(msg, func(m string) string {
+		if tag := yamlTypeErrorValue.FindStringSubmatch(m)[1]; yamlStandardTag.MatchString(tag) {
+			return "cannot unmarshal " + tag + " value into "
+		}
+		return "cannot unmarshal a value with a custom tag into "
+	})
+	msg = yamlUnknownAnchor.ReplaceAllString(msg, "unknown anchor referenced (quote a value that starts with '*')")
+	secrets := map[string]bool{}
+	var root yaml.Node
+	if yaml.Unmarshal(raw, &root) == nil {
+		collectSecretScalars(&root, false, secrets)
+	}
+	msg = yamlFieldNotFound.ReplaceAllStringFunc(msg, func(m string) string {
+		if secrets[yamlFieldNotFound.FindStringSubmatch(m)[1]] {
+			return "field <redacted> not found in type "
+		}
+		return m
+	})
+	for s := range secrets {
+		// Shorter values would mask line numbers and type names; they only
+		// appear in the two forms handled above.
+		if len(s) >= 4 {
+			msg = strings.ReplaceAll(msg, s, "<redacted>")
+		}
+	}
+	return msg
+}
+
+// collectSecretScalars adds to out every scalar (key or value) in the
+// subtree of n that lies under a credential's key.
+func collectSecretScalars(n *yaml.Node, underSecret bool, out map[string]bool) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if underSecret {
+			out[n.Value] = true
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			secret := underSecret || secretKey.MatchString(k.Value)
+			if underSecret {
+				out[k.Value] = true
+			}
+			collectSecretScalars(v, secret, out)
+		}
+	default:
+		for _, c := range n.Content {
+			collectSecretScalars(c, underSecret, out)
+		}
+	}
 }

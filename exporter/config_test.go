@@ -13,7 +13,11 @@ func TestParseConfigDefaultsAndErrors(t *testing.T) {
 		yaml    string
 		wantErr string
 	}{
-		{name: "empty file is valid", yaml: ""},
+		{name: "empty file has no collectors", yaml: "", wantErr: "no collectors configured"},
+		{name: "comment-only file has no collectors", yaml: "# nothing yet\n", wantErr: "no collectors configured"},
+		{name: "scrape settings alone have no collectors", yaml: "scrape:\n  default_timeout: 5s\n", wantErr: "no collectors configured"},
+		{name: "empty lists have no collectors", yaml: "postgres: []\nredis: []\n", wantErr: "no collectors configured"},
+		{name: "one redis target is enough", yaml: "redis:\n  - {name: a, address: 'h:1'}\n"},
 		{name: "unknown top-level field", yaml: "scrapes:\n  default_timeout: 5s\n", wantErr: "field scrapes not found"},
 		{name: "unknown scrape field", yaml: "scrape:\n  timeout: 5s\n", wantErr: "field timeout not found"},
 		{name: "zero default timeout", yaml: "scrape:\n  default_timeout: 0s\n", wantErr: "scrape.default_timeout"},
@@ -44,7 +48,7 @@ func TestParseConfigDefaultsAndErrors(t *testing.T) {
 }
 
 func TestParseConfigKeepsUnsetScrapeDefaults(t *testing.T) {
-	cfg, err := ParseConfig([]byte("scrape:\n  timeout_offset: 1s\n"))
+	cfg, err := ParseConfig([]byte("scrape:\n  timeout_offset: 1s\nredis:\n  - {name: a, address: 'h:1'}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +67,7 @@ func TestBuildFailsWithoutAKubernetesClient(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		set, err := Build(t.Context(), cfg, discard())
+		set, err := Build(t.Context(), cfg, discard(), nil)
 		if err == nil {
 			_ = set.Close()
 			t.Fatalf("%s: built without a kubeconfig", section)

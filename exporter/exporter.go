@@ -8,6 +8,7 @@ package exporter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,65 +46,185 @@ var (
 		nil, nil)
 )
 
-// Set is a group of collectors built from one configuration. Closing it
-// releases their connections and background work.
+// Set is a group of collectors built from one configuration. A reload
+// builds the next set from the previous one, carrying over every collector
+// whose configuration did not change (with its connections, counters and
+// log followers); the others are built anew.
+//
+// A set is in use by the scrapes running on it. Once retired (replaced by
+// a reload, or at shutdown) it closes as soon as its last scrape has ended,
+// and closing it closes the collectors no other set still holds.
 type Set struct {
 	Collectors []Collector
-	cancel     context.CancelFunc
+	members    []*member
+	logger     *slog.Logger
+
+	mu      sync.Mutex
+	scrapes int  // scrapes running on the set
+	retired bool // no new scrape will use it
+	closing bool
+	closed  chan struct{}
+	err     error
 }
 
-// Close stops the set's background work and closes every collector that
-// holds resources.
+// member is a collector with the number of sets holding it that are not
+// closed yet; the last of them to close closes the collector.
+type member struct {
+	c   Collector
+	key string // collector name and configuration
+	// sets is changed only while building a set (one at a time, from the
+	// current set) and while closing one.
+	sets atomic.Int32
+}
+
+// acquire marks a scrape as running on s. The exporter calls it only on
+// its current set, which is never retired while the exporter's lock is
+// held for reading.
+func (s *Set) acquire() {
+	s.mu.Lock()
+	s.scrapes++
+	s.mu.Unlock()
+}
+
+// release ends a scrape that acquire began, closing a retired set when it
+// was the last.
+func (s *Set) release() {
+	s.mu.Lock()
+	s.scrapes--
+	last := s.retired && s.scrapes == 0 && !s.closing
+	if last {
+		s.closing = true
+	}
+	s.mu.Unlock()
+	if last {
+		s.close()
+	}
+}
+
+// Retire says the set will serve no new scrape; it closes once the scrapes
+// still running on it have ended (at once when none is). Retire returns at
+// once; a failure to close is logged.
+func (s *Set) Retire() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.retired = true
+	now := s.scrapes == 0 && !s.closing
+	if now {
+		s.closing = true
+	}
+	s.mu.Unlock()
+	if now {
+		s.close()
+	}
+}
+
+// Close retires the set and waits until it is closed, i.e. until the
+// scrapes running on it have ended.
 func (s *Set) Close() error {
 	if s == nil {
 		return nil
 	}
-	if s.cancel != nil {
-		s.cancel()
-	}
+	s.Retire()
+	<-s.closed
+	return s.err
+}
+
+func (s *Set) close() {
 	var errs []error
-	for _, c := range s.Collectors {
-		if cl, ok := c.(io.Closer); ok {
+	for _, m := range s.members {
+		if m.sets.Add(-1) > 0 {
+			continue // carried over into a set still open
+		}
+		if cl, ok := m.c.(io.Closer); ok {
 			if err := cl.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close %s: %w", c.Name(), err))
+				errs = append(errs, fmt.Errorf("close %s: %w", m.c.Name(), err))
 			}
 		}
 	}
-	return errors.Join(errs...)
+	s.err = errors.Join(errs...)
+	if s.err != nil && s.logger != nil {
+		s.logger.Warn("closing collectors", "err", s.err)
+	}
+	close(s.closed)
 }
 
 // Build creates the collectors that cfg describes; cfg is a configuration
 // from ParseConfig or LoadConfig, so defaults are applied and it is valid.
-// Background work (log followers) lives until the returned Set is closed.
-func Build(ctx context.Context, cfg *Config, logger *slog.Logger) (*Set, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	set := &Set{cancel: cancel}
-	if err := set.build(ctx, cfg, logger); err != nil {
+// Collectors of prev (the set in force, nil at start) whose configuration
+// is unchanged are carried over instead of built again; prev itself is
+// left to the caller to retire. Background work (log followers) of a
+// collector lives until the collector is closed, with the last set that
+// holds it, or until ctx ends.
+func Build(ctx context.Context, cfg *Config, logger *slog.Logger, prev *Set) (*Set, error) {
+	set := &Set{logger: logger, closed: make(chan struct{})}
+	if err := set.build(ctx, cfg, logger, prev); err != nil {
 		_ = set.Close()
 		return nil, err
 	}
 	return set, nil
 }
 
-func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger) error {
+// configKey identifies a collector by its name and everything it is built
+// from.
+func configKey(name string, parts ...any) string {
+	b, err := json.Marshal(parts)
+	if err != nil { // plain configuration types always encode
+		panic(fmt.Sprintf("encode configuration of %s: %v", name, err))
+	}
+	return name + "\x00" + string(b)
+}
+
+// add puts into set the collector key names: prev's when it has one,
+// otherwise a new one from build.
+func (set *Set) add(prev *Set, key string, build func() (Collector, error)) error {
+	if prev != nil {
+		for _, m := range prev.members {
+			if m.key == key {
+				m.sets.Add(1)
+				set.members = append(set.members, m)
+				set.Collectors = append(set.Collectors, m.c)
+				return nil
+			}
+		}
+	}
+	c, err := build()
+	if err != nil {
+		return err
+	}
+	m := &member{c: c, key: key}
+	m.sets.Store(1)
+	set.members = append(set.members, m)
+	set.Collectors = append(set.Collectors, c)
+	return nil
+}
+
+func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger, prev *Set) error {
 	for _, t := range cfg.Postgres {
-		c, err := postgres.New(t, logger.With("collector", "postgres/"+t.Name))
+		err := set.add(prev, configKey("postgres/"+t.Name, t), func() (Collector, error) {
+			return postgres.New(t, logger.With("collector", "postgres/"+t.Name))
+		})
 		if err != nil {
 			return err
 		}
-		set.Collectors = append(set.Collectors, c)
 	}
 	for _, t := range cfg.Redis {
-		c, err := redis.New(t, logger.With("collector", "redis/"+t.Name))
+		err := set.add(prev, configKey("redis/"+t.Name, t), func() (Collector, error) {
+			return redis.New(t, logger.With("collector", "redis/"+t.Name))
+		})
 		if err != nil {
 			return err
 		}
-		set.Collectors = append(set.Collectors, c)
 	}
+	// The Kubernetes client is made only when a collector that needs it is
+	// built, not carried over.
 	var client kubernetes.Interface
-	if (cfg.Certs != nil && cfg.Certs.Kubernetes != nil) || (cfg.Auth != nil && cfg.Auth.Kubernetes != nil) {
-		var err error
-		client, _, err = kubeclient.New(kubeclient.Options{
+	kubeClient := func() (kubernetes.Interface, error) {
+		if client != nil {
+			return client, nil
+		}
+		c, _, err := kubeclient.New(kubeclient.Options{
 			Kubeconfig: cfg.Kubernetes.Kubeconfig,
 			UserAgent:  "warden-exporter",
 			// Listing Secrets page by page and following pod logs make
@@ -112,31 +234,60 @@ func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger) err
 			Burst: 40,
 		})
 		if err != nil {
-			return fmt.Errorf("kubernetes: %w", err)
+			return nil, fmt.Errorf("kubernetes: %w", err)
 		}
+		client = c
+		return c, nil
 	}
 	if c := cfg.Certs; c != nil {
 		certsLogger := logger.With("collector", "certs")
 		if c.Endpoints != nil {
-			ec, err := certs.NewEndpoints(c.Endpoints, certsLogger)
+			err := set.add(prev, configKey("certs/endpoints", c.Endpoints), func() (Collector, error) {
+				return certs.NewEndpoints(c.Endpoints, certsLogger)
+			})
 			if err != nil {
 				return err
 			}
-			set.Collectors = append(set.Collectors, ec)
 		}
 		if c.Files != nil {
-			set.Collectors = append(set.Collectors, certs.NewFiles(c.Files, certsLogger))
+			err := set.add(prev, configKey("certs/files", c.Files), func() (Collector, error) {
+				return certs.NewFiles(c.Files, certsLogger), nil
+			})
+			if err != nil {
+				return err
+			}
 		}
 		if c.Kubernetes != nil {
-			set.Collectors = append(set.Collectors, certs.NewKubernetes(c.Kubernetes, client, certsLogger))
+			err := set.add(prev, configKey("certs/kubernetes", c.Kubernetes, cfg.Kubernetes), func() (Collector, error) {
+				client, err := kubeClient()
+				if err != nil {
+					return nil, err
+				}
+				return certs.NewKubernetes(c.Kubernetes, client, certsLogger), nil
+			})
+			if err != nil {
+				return err
+			}
 		}
 	}
-	if cfg.Auth != nil {
-		c, err := authevents.New(ctx, cfg.Auth, client, logger.With("collector", "auth"))
+	if a := cfg.Auth; a != nil {
+		key := configKey("auth", a)
+		if a.Kubernetes != nil {
+			key = configKey("auth", a, cfg.Kubernetes)
+		}
+		err := set.add(prev, key, func() (Collector, error) {
+			var client kubernetes.Interface
+			if a.Kubernetes != nil {
+				var err error
+				if client, err = kubeClient(); err != nil {
+					return nil, err
+				}
+			}
+			return authevents.New(ctx, a, client, logger.With("collector", "auth"))
+		})
 		if err != nil {
 			return err
 		}
-		set.Collectors = append(set.Collectors, c)
 	}
 	return nil
 }
@@ -160,13 +311,20 @@ func New(logger *slog.Logger, set *Set, scrape ScrapeConfig, self prometheus.Gat
 }
 
 // Swap installs a new collector set and scrape settings and returns the old
-// set, which the caller closes once in-flight scrapes no longer need it.
+// set, for the caller to retire (it closes once its running scrapes end).
 func (e *Exporter) Swap(set *Set, scrape ScrapeConfig) *Set {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old := e.set
 	e.set, e.scrape = set, scrape
 	return old
+}
+
+// Current is the set in force, to build the next one from.
+func (e *Exporter) Current() *Set {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.set
 }
 
 // scrapeTimeout derives a scrape's deadline from Prometheus's header, minus the
@@ -191,6 +349,11 @@ func scrapeTimeout(h http.Header, cfg ScrapeConfig) time.Duration {
 func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.mu.RLock()
 	set, scrapeCfg := e.set, e.scrape
+	if set != nil {
+		// Under the lock: a set is retired only after Swap has taken it
+		// out, so it cannot close under this scrape.
+		set.acquire()
+	}
 	e.mu.RUnlock()
 
 	timeout := scrapeTimeout(r.Header, scrapeCfg)
@@ -201,8 +364,17 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if set != nil {
 		collectors = set.Collectors
 	}
+	metrics, finished := scrapeTracked(ctx, e.logger, collectors)
+	if set != nil {
+		// A collector abandoned at the deadline may still be using its
+		// connections: the set is released once every collector returned.
+		go func() {
+			<-finished
+			set.release()
+		}()
+	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(scrapeResult{metrics: scrape(ctx, e.logger, collectors), timeout: timeout})
+	reg.MustRegister(scrapeResult{metrics: metrics, timeout: timeout})
 	promhttp.HandlerFor(prometheus.Gatherers{reg, e.self}, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(e.logger.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
@@ -214,6 +386,13 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // each. A collector still running at ctx's deadline is reported as failed
 // and its metrics are dropped; it is not waited for.
 func scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []prometheus.Metric {
+	metrics, _ := scrapeTracked(ctx, logger, collectors)
+	return metrics
+}
+
+// scrapeTracked is scrape, and also returns a channel closed once every
+// collector has returned, abandoned ones included.
+func scrapeTracked(ctx context.Context, logger *slog.Logger, collectors []Collector) (metrics []prometheus.Metric, finished <-chan struct{}) {
 	type result struct {
 		i       int
 		metrics []prometheus.Metric
@@ -234,8 +413,12 @@ func scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []
 	}
 	// Buffered so that abandoned collectors can finish without a reader.
 	done := make(chan result, len(collectors))
+	var running sync.WaitGroup
+	allDone := make(chan struct{})
 	for i, c := range collectors {
+		running.Add(1)
 		go func() {
+			defer running.Done()
 			ch := make(chan prometheus.Metric, 64)
 			var ms []prometheus.Metric
 			drained := make(chan struct{})
@@ -251,6 +434,11 @@ func scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []
 			done <- result{i: i, metrics: ms, err: err, dur: time.Since(start)}
 		}()
 	}
+
+	go func() {
+		running.Wait()
+		close(allDone)
+	}()
 
 	results := make([]*result, len(collectors))
 	for received := 0; received < len(collectors); received++ {
@@ -282,7 +470,7 @@ func scrape(ctx context.Context, logger *slog.Logger, collectors []Collector) []
 			prometheus.MustNewConstMetric(collectorDurationDesc, prometheus.GaugeValue, dur.Seconds(), c.Name()),
 		)
 	}
-	return out
+	return out, allDone
 }
 
 func deadlineSeconds(ctx context.Context, start time.Time) float64 {

@@ -115,7 +115,7 @@ auth:
 	if err != nil {
 		t.Fatalf("ParseConfig: %v", err)
 	}
-	set, err := Build(ctx, cfg, slog.New(slog.DiscardHandler))
+	set, err := Build(ctx, cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}

@@ -6,9 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,6 +39,7 @@ func run(args []string) int {
 		configFile  = app.Flag("config.file", "Path to the exporter's YAML configuration.").Default("warden-exporter.yml").String()
 		configCheck = app.Flag("config.check", "Validate the configuration file and exit (non-zero when invalid).").Bool()
 		metricsPath = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+		enablePprof = app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/ (linked from the landing page).").Bool()
 		webConfig   = kingpinflag.AddFlags(app, defaultListenAddress)
 	)
 	promslogConfig := &promslog.Config{}
@@ -65,7 +70,7 @@ func run(args []string) int {
 
 	self := selfmetrics.NewRegistry("warden_exporter")
 
-	set, err := exporter.Build(ctx, cfg, logger)
+	set, err := exporter.Build(ctx, cfg, logger, nil)
 	if err != nil {
 		logger.Error("cannot build collectors", "err", err)
 		return 1
@@ -81,15 +86,12 @@ func run(args []string) int {
 		newCfg, err := exporter.LoadConfig(*configFile)
 		if err == nil {
 			var newSet *exporter.Set
-			if newSet, err = exporter.Build(ctx, newCfg, logger); err == nil {
-				old := exp.Swap(newSet, newCfg.Scrape)
-				// In-flight scrapes may still use the old set; give them
-				// their deadline before closing its connections.
-				time.AfterFunc(newCfg.Scrape.MaxTimeout, func() {
-					if err := old.Close(); err != nil {
-						logger.Warn("closing previous collectors", "err", err)
-					}
-				})
+			// Collectors whose configuration is unchanged are carried
+			// over, with their connections and counters.
+			if newSet, err = exporter.Build(ctx, newCfg, logger, exp.Current()); err == nil {
+				// The old set closes what was not carried over as soon
+				// as the scrapes still running on it have ended.
+				exp.Swap(newSet, newCfg.Scrape).Retire()
 			}
 		}
 		if err != nil {
@@ -108,11 +110,20 @@ func run(args []string) int {
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy.") })
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready.") })
 	mux.Handle("/-/reload", reloader.Handler())
+	if *enablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if *metricsPath != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "warden-exporter",
 			Description: "PostgreSQL, Redis, TLS certificate and auth-service security metrics, collected at scrape time.",
 			Version:     version.Info(),
+			// The page links the profiles only when they are served.
+			Profiling: strconv.FormatBool(*enablePprof),
 			Links: []web.LandingLinks{
 				{Address: *metricsPath, Text: "Metrics"},
 				{Address: "/-/healthy", Text: "Health"},
@@ -128,7 +139,17 @@ func run(args []string) int {
 
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- web.ListenAndServe(srv, webConfig, logger) }()
+	if listeners, ok, err := listen(webConfig); err != nil {
+		logger.Error("cannot listen", "err", err)
+		_ = exp.Swap(nil, cfg.Scrape).Close()
+		return 1
+	} else if ok {
+		go func() { errc <- web.ServeMultiple(listeners, srv, webConfig, logger) }()
+	} else {
+		// systemd socket activation or vsock: exporter-toolkit opens the
+		// listeners itself, and a failure shows right after this line.
+		go func() { errc <- web.ListenAndServe(srv, webConfig, logger) }()
+	}
 	logger.Info("warden-exporter started", "config", *configFile, "collectors", len(set.Collectors))
 
 	select {
@@ -143,8 +164,35 @@ func run(args []string) int {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)
-	if err := exp.Swap(nil, cfg.Scrape).Close(); err != nil {
-		logger.Warn("closing collectors", "err", err)
-	}
+	_ = exp.Swap(nil, cfg.Scrape).Close() // logs its own failure
 	return 0
+}
+
+// listen opens the TCP listen addresses before the server starts, so that
+// a failure to bind is reported before anything claims the exporter
+// started. ok is false when exporter-toolkit must open the listeners
+// itself (systemd socket activation, vsock addresses).
+func listen(flags *web.FlagConfig) (listeners []net.Listener, ok bool, err error) {
+	if flags.WebSystemdSocket != nil && *flags.WebSystemdSocket {
+		return nil, false, nil
+	}
+	for _, addr := range *flags.WebListenAddresses {
+		if strings.HasPrefix(addr, "vsock://") {
+			return nil, false, nil
+		}
+	}
+	if err := web.Validate(*flags.WebConfigFile); err != nil {
+		return nil, false, fmt.Errorf("web configuration: %w", err)
+	}
+	for _, addr := range *flags.WebListenAddresses {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, open := range listeners {
+				_ = open.Close()
+			}
+			return nil, false, err
+		}
+		listeners = append(listeners, l)
+	}
+	return listeners, true, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -67,10 +68,36 @@ func TestConfigCheck(t *testing.T) {
 			notOut:   []string{"hunter2-secret"},
 		},
 		{
+			name:     "inline password never shown",
+			config:   "postgres:\n  - name: main\n    dsn: postgres://warden@127.0.0.1:1/db\n    password: hunter2pw\n",
+			wantCode: 1,
+			wantOut:  []string{"line 4", "secret.Secret"},
+			notOut:   []string{"hunter2pw"},
+		},
+		{
+			name:     "password in the wrong place never shown",
+			config:   "redis:\n  - name: cache\n    address: redis://127.0.0.1:1/0\n    pool_size: hunter2pw\n",
+			wantCode: 1,
+			wantOut:  []string{"line 4"},
+			notOut:   []string{"hunter2pw"},
+		},
+		{
 			name:     "duplicate target names",
 			config:   "redis:\n  - name: a\n    address: redis://127.0.0.1:1\n  - name: a\n    address: redis://127.0.0.1:2\n",
 			wantCode: 1,
 			wantOut:  []string{"redis[1].name"},
+		},
+		{
+			name:     "empty file",
+			config:   "",
+			wantCode: 1,
+			wantOut:  []string{"no collectors configured"},
+		},
+		{
+			name:     "comment-only file",
+			config:   "# targets go here\n",
+			wantCode: 1,
+			wantOut:  []string{"no collectors configured"},
 		},
 		{
 			name:     "not yaml",
@@ -176,6 +203,15 @@ func TestReloadKeepsPreviousConfigWhenNewOneIsInvalid(t *testing.T) {
 	// Invalid file via the HTTP endpoint: 500, old config kept.
 	if code := exp.reload(t); code != http.StatusInternalServerError {
 		t.Fatalf("POST /-/reload with invalid file: status %d, want 500", code)
+	}
+	// Empty and comment-only files: rejected, the targets stay.
+	for _, empty := range []string{"", "# emptied by mistake\n"} {
+		testenv.WriteFile(t, filepath.Dir(cfgPath), "config.yml", empty)
+		if code := exp.reload(t); code != http.StatusInternalServerError {
+			t.Fatalf("POST /-/reload with file %q: status %d, want 500", empty, code)
+		}
+		body, _ = exp.scrape(t, "")
+		requireLines(t, body, `redis_up{target="first"} 1`, "warden_exporter_config_last_reload_successful 0")
 	}
 	// Valid file: applied.
 	testenv.WriteFile(t, filepath.Dir(cfgPath), "config.yml", good("second"))
@@ -289,5 +325,43 @@ func TestConcurrentScrapesAreServed(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// TestReloadErrorNeverShowsInlinePassword: a password written inline is
+// rejected on reload without appearing in the HTTP answer or the log.
+func TestReloadErrorNeverShowsInlinePassword(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
+	redis := testenv.StartRedis(t)
+	dir := t.TempDir()
+	target := fmt.Sprintf("redis:\n  - name: cache\n    address: redis://%s/0\n", redis.Addr)
+	cfgPath := testenv.WriteFile(t, dir, "config.yml", target)
+	exp := startExporter(t, cfgPath)
+
+	for _, bad := range []string{"    password: hunter2pw\n", "    password: {hunter2pw}\n", "    pool_size: hunter2pw\n"} {
+		testenv.WriteFile(t, dir, "config.yml", target+bad)
+		resp, err := http.Post(exp.URL+"/-/reload", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusInternalServerError {
+			t.Fatalf("%q: status %d, want 500", bad, resp.StatusCode)
+		}
+		if !bytes.Contains(body, []byte("line 4")) {
+			t.Errorf("%q: answer does not say where: %s", bad, body)
+		}
+		if bytes.Contains(body, []byte("hunter2pw")) {
+			t.Errorf("%q: answer reveals the password: %s", bad, body)
+		}
+	}
+	testenv.WaitFor(t, 10*time.Second, "reload failures to be logged", func() bool {
+		return strings.Count(exp.Output(), "configuration reload failed") >= 3
+	})
+	if strings.Contains(exp.Output(), "hunter2pw") {
+		t.Errorf("log reveals the password:\n%s", exp.Output())
 	}
 }

@@ -82,6 +82,7 @@ var (
 	authInvalidDesc      = authDesc("log_lines_invalid_total", "Log lines skipped, by reason.", "reason")
 	authQueryValueDesc   = authDesc("query_value", "Value returned by a configured auth database query (cached between refreshes).", "query")
 	authQueryAgeDesc     = authDesc("query_age_seconds", "Seconds since the value of warden_auth_query_value was read from the database.", "query")
+	authFilesMatchedDesc = authDesc("files_matched", "Files each glob of auth.files matched at the last poll; 0 when the glob matches no file.", "glob")
 	authInvalidReasonIdx = func() map[string]int {
 		m := map[string]int{}
 		for i, r := range authInvalidReasons {
@@ -110,6 +111,9 @@ type Collector struct {
 
 	queries []*authQuery
 	pods    *logfollow.Pods
+	// files follows cfg.Files (the globs), nil without files.
+	files *logfollow.Files
+	globs []string
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -180,6 +184,7 @@ func (c *Collector) start(ctx context.Context, cfg *Config) {
 			MaxLineBytes:  cfg.MaxLineBytes,
 			PollInterval:  cfg.PollInterval,
 		}, c, c.logger)
+		c.files, c.globs = ff, cfg.Files
 		c.wg.Go(func() { ff.Run(ctx) })
 	}
 	if c.pods != nil {
@@ -287,6 +292,11 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 	}
 	gauge(authBySourceDesc, float64(total-reported), authOther)
 	gauge(authWindowDesc, c.window.Seconds())
+	if c.files != nil {
+		for i, n := range c.files.Matched() {
+			gauge(authFilesMatchedDesc, float64(n), c.globs[i])
+		}
+	}
 
 	// Queries refresh concurrently, each bounded by its timeout and all by
 	// the scrape deadline.

@@ -205,6 +205,9 @@ warden_auth_failed_logins_by_source{source="other"} 2
 # HELP warden_auth_failed_logins_window_seconds Length of the sliding window of warden_auth_failed_logins_by_source.
 # TYPE warden_auth_failed_logins_window_seconds gauge
 warden_auth_failed_logins_window_seconds 600
+# HELP warden_auth_files_matched Files each glob of auth.files matched at the last poll; 0 when the glob matches no file.
+# TYPE warden_auth_files_matched gauge
+warden_auth_files_matched{glob="GLOB"} 1
 # HELP warden_auth_log_lines_invalid_total Log lines skipped, by reason.
 # TYPE warden_auth_log_lines_invalid_total counter
 warden_auth_log_lines_invalid_total{reason="invalid_field"} 1
@@ -224,6 +227,7 @@ warden_auth_login_failures_total 10
 # TYPE warden_auth_login_successes_total counter
 warden_auth_login_successes_total 1
 `
+	want = strings.Replace(want, "GLOB", filepath.Join(dir, "*.log"), 1)
 	if err := testutil.CollectAndCompare(pc, strings.NewReader(want)); err != nil {
 		t.Fatal(err)
 	}

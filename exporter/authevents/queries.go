@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,11 +37,20 @@ func newAuthQuery(ctx context.Context, qc QueryConfig) (*authQuery, error) {
 		return nil, fmt.Errorf("auth.queries %s: %w", qc.Name, err)
 	}
 	if qc.Password.IsSet() {
-		pw, err := qc.Password.Value()
-		if err != nil {
+		if _, err := qc.Password.Value(); err != nil {
 			return nil, fmt.Errorf("auth.queries %s: password: %w", qc.Name, err)
 		}
-		pc.ConnConfig.Password = pw
+		// Read for every new connection: the pool outlives reloads that
+		// leave the query unchanged, and a rotated password file must
+		// still take effect.
+		pc.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+			pw, err := qc.Password.Value()
+			if err != nil {
+				return fmt.Errorf("auth.queries %s: password: %w", qc.Name, err)
+			}
+			cc.Password = pw
+			return nil
+		}
 	}
 	// One query, refreshed at most once at a time: one connection is all
 	// it ever needs, and the exporter must not crowd the auth database.

@@ -172,6 +172,8 @@ var metrics = []Metric{
 		Conditional: "only with auth queries configured"},
 	{Name: "warden_auth_query_age_seconds", Type: Gauge, Source: Exporter, Collector: "auth",
 		Conditional: "only with auth queries configured"},
+	{Name: "warden_auth_files_matched", Type: Gauge, Source: Exporter, Collector: "auth",
+		Conditional: "only with auth.files configured"},
 
 	// The exporter's own health.
 	{Name: "warden_exporter_collector_success", Type: Gauge, Source: Exporter, Collector: "self"},

@@ -9,11 +9,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -98,43 +98,55 @@ type FileOptions struct {
 	FromBeginning bool
 	MaxLineBytes  int
 	PollInterval  time.Duration
-	// missingGrace is how long a followed path may be missing (rotated
-	// away, not yet recreated) before its old file is closed.
+	// MissingGrace is how long a followed file may be matched by no glob
+	// (rotated to a name no glob matches, or deleted) before it is closed;
+	// what is appended to it meanwhile is still read.
 	MissingGrace time.Duration
+	// NoMatchWarning is how long a glob may match no file before a warning
+	// is logged.
+	NoMatchWarning time.Duration
 }
 
-// followedFile is one open log file.
+// followedFile is one open log file, known by its identity (device and
+// inode) whatever name it has.
 type followedFile struct {
-	path         string
-	f            *os.File
-	info         os.FileInfo // identity of the open file
-	offset       int64
-	split        Splitter
-	missingSince time.Time
-}
-
-// retiredFile remembers a file that was rotated away (renamed) so that,
-// if the glob also matches its new name, it continues where it stopped
-// instead of being read again from the start.
-type retiredFile struct {
-	info   os.FileInfo
+	id     fileID
+	path   string // the name a glob last matched it under
+	f      *os.File
 	offset int64
-	at     time.Time
+	split  Splitter
+	// unmatchedSince is when no glob matched the file any more; zero while
+	// one does.
+	unmatchedSince time.Time
 }
 
-// Files follows every file matching a set of globs, by polling:
-// it survives rename rotation (the old file is read to its end, then the new
-// file from its start) and truncation (copytruncate: reading restarts at the
-// start when a file shrinks below the read offset). Lines appended and
-// truncated within one poll interval by copytruncate cannot be seen; use
-// rename rotation where possible.
+// globState is what the follower knows of one glob's matches.
+type globState struct {
+	matched     atomic.Int64
+	noneSince   time.Time
+	warnedEmpty bool
+}
+
+// Files follows every file matching a set of globs, by polling. A file is
+// known by its device and inode, not its name: each poll expands the globs,
+// and a known file is read on under whatever matching name it now has, so
+// a glob that matches the rotated names too (auth.log*) never reads a
+// rotated file again. A file that no glob matches any more (rotated out of
+// the globs, or deleted) is read to its end and closed after
+// MissingGrace. Truncation (copytruncate) restarts reading at the start
+// when a file shrinks below the read offset; lines appended and truncated
+// within one poll interval cannot be seen, so use rename rotation where
+// possible.
 type Files struct {
-	opts    FileOptions
-	sink    Sink
-	logger  *slog.Logger
-	files   map[string]*followedFile
-	retired []retiredFile
-	buf     []byte
+	opts   FileOptions
+	sink   Sink
+	logger *slog.Logger
+	files  map[fileID]*followedFile
+	// order holds the open files in the order they were found, so that
+	// the rest of a rotated file is read before its successor.
+	order []*followedFile
+	globs []globState
+	buf   []byte
 }
 
 // NewFiles returns a follower of the files matching opts.Globs; Run starts
@@ -146,7 +158,28 @@ func NewFiles(opts FileOptions, sink Sink, logger *slog.Logger) *Files {
 	if opts.MissingGrace <= 0 {
 		opts.MissingGrace = 30 * time.Second
 	}
-	return &Files{opts: opts, sink: sink, logger: logger, files: map[string]*followedFile{}, buf: make([]byte, 64<<10)}
+	if opts.NoMatchWarning <= 0 {
+		opts.NoMatchWarning = 5 * time.Minute
+	}
+	return &Files{
+		opts:   opts,
+		sink:   sink,
+		logger: logger,
+		files:  map[fileID]*followedFile{},
+		globs:  make([]globState, len(opts.Globs)),
+		buf:    make([]byte, 64<<10),
+	}
+}
+
+// Matched returns, for each glob in the order of FileOptions.Globs, how
+// many files it matched at the last poll. It is safe to call while Run
+// runs.
+func (w *Files) Matched() []int {
+	n := make([]int, len(w.globs))
+	for i := range w.globs {
+		n[i] = int(w.globs[i].matched.Load())
+	}
+	return n
 }
 
 // Run follows the files until ctx ends, then closes them.
@@ -166,63 +199,116 @@ func (w *Files) Run(ctx context.Context) {
 }
 
 func (w *Files) closeAll() {
-	for _, ff := range w.files {
+	for _, ff := range w.order {
 		_ = ff.f.Close()
 	}
 	clear(w.files)
+	w.order = nil
 }
 
-// poll discovers new files and reads what was appended to each.
+// candidate is a file a glob matches that is not followed yet.
+type candidate struct {
+	path string
+	info os.FileInfo
+}
+
+// poll expands the globs, starts following new files, reads what was
+// appended to every open file and closes those no glob has matched for
+// MissingGrace.
 func (w *Files) poll(initial bool) {
 	now := time.Now()
-	w.retired = slices.DeleteFunc(w.retired, func(r retiredFile) bool { return now.Sub(r.at) > w.opts.MissingGrace })
-	for _, g := range w.opts.Globs {
-		matches, err := filepath.Glob(g)
+	matched := map[fileID]candidate{}
+	for i, g := range w.opts.Globs {
+		paths, err := filepath.Glob(g)
 		if err != nil { // only ErrBadPattern, rejected by validation
 			continue
 		}
-		for _, path := range matches {
-			if _, ok := w.files[path]; !ok {
-				w.open(path, initial && !w.opts.FromBeginning)
+		n := 0
+		for _, path := range paths {
+			info, err := os.Stat(path)
+			if err != nil || !info.Mode().IsRegular() {
+				continue
+			}
+			n++
+			id := identity(path, info)
+			if _, ok := matched[id]; !ok {
+				matched[id] = candidate{path: path, info: info}
 			}
 		}
+		w.noteMatches(i, n, now)
 	}
-	for path, ff := range w.files {
-		if !w.follow(ff, now) {
-			delete(w.files, path)
+	for _, ff := range w.order {
+		if c, ok := matched[ff.id]; ok {
+			if ff.path != c.path {
+				w.logger.Debug("log file renamed", "path", ff.path, "new_path", c.path)
+				ff.path = c.path
+			}
+			ff.unmatchedSince = time.Time{}
+			delete(matched, ff.id)
+		} else if ff.unmatchedSince.IsZero() {
+			ff.unmatchedSince = now
 		}
+	}
+	// New files, oldest first, so that at start with FromBeginning the
+	// rotated files are read before the live one.
+	fresh := make([]fileID, 0, len(matched))
+	for id := range matched {
+		fresh = append(fresh, id)
+	}
+	slices.SortFunc(fresh, func(a, b fileID) int {
+		return matched[a].info.ModTime().Compare(matched[b].info.ModTime())
+	})
+	for _, id := range fresh {
+		w.open(id, matched[id].path, initial && !w.opts.FromBeginning)
+	}
+	w.order = slices.DeleteFunc(w.order, func(ff *followedFile) bool {
+		w.follow(ff)
+		if ff.unmatchedSince.IsZero() || now.Sub(ff.unmatchedSince) < w.opts.MissingGrace {
+			return false
+		}
+		w.logger.Debug("log file no longer matched, closed", "path", ff.path)
+		ff.split.flush(w.sink)
+		_ = ff.f.Close()
+		delete(w.files, ff.id)
+		return true
+	})
+}
+
+// noteMatches records how many files glob i matched and warns once when it
+// has matched none for NoMatchWarning.
+func (w *Files) noteMatches(i, n int, now time.Time) {
+	g := &w.globs[i]
+	g.matched.Store(int64(n))
+	switch {
+	case n > 0:
+		if g.warnedEmpty {
+			w.logger.Info("log file glob matches files again", "glob", w.opts.Globs[i], "files", n)
+		}
+		g.noneSince, g.warnedEmpty = time.Time{}, false
+	case g.noneSince.IsZero():
+		g.noneSince = now
+	case !g.warnedEmpty && now.Sub(g.noneSince) >= w.opts.NoMatchWarning:
+		w.logger.Warn("log file glob matches no file", "glob", w.opts.Globs[i], "for_seconds", now.Sub(g.noneSince).Round(time.Second).Seconds())
+		g.warnedEmpty = true
 	}
 }
 
-// open starts following path, at its end or its start. A file already
-// followed under another name (a glob matching both the live and the
-// rotated name) is left to that follower.
-func (w *Files) open(path string, atEnd bool) {
+// open starts following the file id found at path, at its end or its
+// start.
+func (w *Files) open(id fileID, path string, atEnd bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		w.logger.Warn("cannot open log file", "path", path, "err", err)
 		return
 	}
 	info, err := f.Stat()
-	if err != nil || !info.Mode().IsRegular() {
+	if err != nil || identity(path, info) != id {
+		// Renamed between the glob and the open: the next poll finds it
+		// under its new name.
 		_ = f.Close()
 		return
 	}
-	for _, other := range w.files {
-		if os.SameFile(other.info, info) {
-			_ = f.Close()
-			return
-		}
-	}
-	ff := &followedFile{path: path, f: f, info: info, split: Splitter{max: w.opts.MaxLineBytes}}
-	for i, r := range w.retired {
-		if os.SameFile(r.info, info) {
-			ff.offset = r.offset
-			w.retired = slices.Delete(w.retired, i, i+1)
-			atEnd = false
-			break
-		}
-	}
+	ff := &followedFile{id: id, path: path, f: f, split: Splitter{max: w.opts.MaxLineBytes}}
 	if atEnd {
 		ff.offset = info.Size()
 		// Starting inside a line: drop its remainder.
@@ -237,67 +323,23 @@ func (w *Files) open(path string, atEnd bool) {
 		_ = f.Close()
 		return
 	}
-	w.files[path] = ff
+	w.files[id] = ff
+	w.order = append(w.order, ff)
 	w.logger.Debug("following log file", "path", path, "offset", ff.offset)
 }
 
-// follow reads what was appended to ff and handles truncation and rotation.
-// It returns false when ff is closed.
-func (w *Files) follow(ff *followedFile, now time.Time) bool {
-	w.drain(ff)
-	cur, err := os.Stat(ff.path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if ff.missingSince.IsZero() {
-			ff.missingSince = now
-		}
-		if now.Sub(ff.missingSince) < w.opts.MissingGrace {
-			return true
-		}
-		w.retire(ff, now)
-		return false
-	case err != nil:
-		w.logger.Warn("cannot stat log file", "path", ff.path, "err", err)
-		return true
-	case !os.SameFile(cur, ff.info):
-		// Rotated: the old file has been read to its end; continue with the
-		// file now at the path, from its start.
-		w.retire(ff, now)
-		nf, err := os.Open(ff.path)
-		if err != nil {
-			return false
-		}
-		info, err := nf.Stat()
-		if err != nil {
-			_ = nf.Close()
-			return false
-		}
-		w.logger.Debug("log file rotated", "path", ff.path)
-		*ff = followedFile{path: ff.path, f: nf, info: info, split: Splitter{max: w.opts.MaxLineBytes, partial: ff.split.partial[:0]}}
-		w.drain(ff)
-		return true
-	}
-	ff.missingSince = time.Time{}
+// follow reads what was appended to ff, starting again at the start when
+// it was truncated.
+func (w *Files) follow(ff *followedFile) {
 	if info, err := ff.f.Stat(); err == nil && info.Size() < ff.offset {
 		w.logger.Debug("log file truncated", "path", ff.path, "size", info.Size(), "offset", ff.offset)
 		if _, err := ff.f.Seek(0, io.SeekStart); err != nil {
-			return true
+			return
 		}
 		ff.offset = 0
 		ff.split.reset()
-		w.drain(ff)
 	}
-	return true
-}
-
-// retire closes a file that left its path, flushing its last line.
-func (w *Files) retire(ff *followedFile, now time.Time) {
-	ff.split.flush(w.sink)
-	_ = ff.f.Close()
-	w.retired = append(w.retired, retiredFile{info: ff.info, offset: ff.offset, at: now})
-	if len(w.retired) > 64 {
-		w.retired = w.retired[1:]
-	}
+	w.drain(ff)
 }
 
 // drain reads ff to its current end.

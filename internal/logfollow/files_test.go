@@ -1,7 +1,11 @@
 package logfollow
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // recordingSink keeps every line it receives, and "too_long" for each
@@ -214,5 +219,88 @@ func TestFileFollowerNewFilesAndDeletedFiles(t *testing.T) {
 	lines, reasons := sink.take()
 	if !slices.Equal(lines, []string{"ok"}) || !slices.Equal(reasons, []string{"too_long"}) {
 		t.Fatalf("lines %q reasons %q", lines, reasons)
+	}
+}
+
+// rotateNumbered rotates path the way logrotate does with numbered files
+// and "rotate keep": the oldest is removed, path.N becomes path.N+1, and
+// path becomes path.1. The caller creates the new path.
+func rotateNumbered(t testing.TB, path string, keep int) {
+	t.Helper()
+	if err := os.Remove(fmt.Sprintf("%s.%d", path, keep)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for n := keep - 1; n >= 1; n-- {
+		err := os.Rename(fmt.Sprintf("%s.%d", path, n), fmt.Sprintf("%s.%d", path, n+1))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileFollowerReadsNumberedRotationsOnce: with a glob that matches the
+// rotated names too, every rotation renames files the glob already
+// matched; each file is followed by identity wherever its name moves and
+// read once.
+func TestFileFollowerReadsNumberedRotationsOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auth.log")
+	appendFile(t, path, "")
+	var sink recordingSink
+	w := newTestFollower(&sink, false, path+"*")
+	defer w.closeAll()
+	w.poll(true)
+
+	var want []string
+	for r := range 6 {
+		for i := range 3 {
+			line := fmt.Sprintf("r%d-%d", r, i)
+			appendFile(t, path, line+"\n")
+			want = append(want, line)
+		}
+		w.poll(false)
+		rotateNumbered(t, path, 4)
+		// Written to the renamed file before the writer reopens.
+		late := fmt.Sprintf("r%d-late", r)
+		appendFile(t, path+".1", late+"\n")
+		want = append(want, late)
+		w.poll(false)
+		appendFile(t, path, "")
+		w.poll(false)
+	}
+	for range 3 {
+		w.poll(false)
+	}
+	expectLines(t, &sink, want...)
+}
+
+// TestFileFollowerWarnsWhenAGlobMatchesNothing: a glob that matches no file
+// for NoMatchWarning is logged once, and Matched counts each glob's files.
+func TestFileFollowerWarnsWhenAGlobMatchesNothing(t *testing.T) {
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	var sink recordingSink
+	w := NewFiles(FileOptions{
+		Globs:          []string{filepath.Join(dir, "auth.log*"), filepath.Join(dir, "other/*.log")},
+		MaxLineBytes:   100,
+		NoMatchWarning: time.Nanosecond,
+	}, &sink, slog.New(slog.NewTextHandler(&logs, nil)))
+	defer w.closeAll()
+	appendFile(t, filepath.Join(dir, "auth.log"), "")
+	appendFile(t, filepath.Join(dir, "auth.log.1"), "")
+	for range 3 {
+		w.poll(false)
+	}
+	if got := w.Matched(); !slices.Equal(got, []int{2, 0}) {
+		t.Fatalf("Matched() = %v, want [2 0]", got)
+	}
+	if n := strings.Count(logs.String(), "log file glob matches no file"); n != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "other/*.log") || strings.Contains(logs.String(), "auth.log*") {
+		t.Fatalf("warning names the wrong glob:\n%s", logs.String())
 	}
 }
