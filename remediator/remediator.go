@@ -89,6 +89,10 @@ type Remediator struct {
 	// dryRunSeen keeps dry-run deliveries from being recorded over and over
 	// (dry-run writes no coordination state).
 	dryRunSeen *seenSet
+	// resolvedSeen holds the occurrences (alertOccurrence) whose resolved
+	// notification was received, so that a delayed firing job of the same
+	// occurrence is dropped even before the store is reachable.
+	resolvedSeen *seenSet
 
 	queueMu sync.Mutex
 	queue   chan job
@@ -126,19 +130,20 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		opts.Identity = host
 	}
 	r := &Remediator{
-		kube:       opts.Kube,
-		exec:       opts.Executor,
-		logger:     opts.Logger,
-		identity:   opts.Identity,
-		dryRun:     opts.DryRun,
-		now:        opts.Now,
-		maxBody:    opts.MaxBodyBytes,
-		workers:    opts.Workers,
-		leases:     &leaseStore{kube: opts.Kube, identity: opts.Identity},
-		limiter:    newRateLimiter(p.RateLimit.ActionsPerHour),
-		dryRunSeen: newSeenSet(4096),
-		queue:      make(chan job, opts.QueueSize),
-		stopped:    make(chan struct{}),
+		kube:         opts.Kube,
+		exec:         opts.Executor,
+		logger:       opts.Logger,
+		identity:     opts.Identity,
+		dryRun:       opts.DryRun,
+		now:          opts.Now,
+		maxBody:      opts.MaxBodyBytes,
+		workers:      opts.Workers,
+		leases:       &leaseStore{kube: opts.Kube, identity: opts.Identity},
+		limiter:      newRateLimiter(p.RateLimit.ActionsPerHour),
+		dryRunSeen:   newSeenSet(4096),
+		resolvedSeen: newSeenSet(4096),
+		queue:        make(chan job, opts.QueueSize),
+		stopped:      make(chan struct{}),
 	}
 	auth := opts.Auth
 	r.auth.Store(&auth)
@@ -192,6 +197,9 @@ func (r *Remediator) enqueue(alerts []amtemplate.Alert, received time.Time) erro
 		return errQueueFull
 	}
 	for _, a := range alerts {
+		if a.Status == "resolved" {
+			r.resolvedSeen.add(alertOccurrence(a.Fingerprint, a.StartsAt))
+		}
 		r.queue <- job{alert: a, received: received}
 	}
 	return nil
@@ -305,16 +313,22 @@ func (r *Remediator) handleResolved(ctx context.Context, snap *snapshot, d decis
 	if err != nil || d.DryRun {
 		return rec
 	}
-	changed := false
+	changed, early := false, false
+	occ := occurrence{Key: occurrenceKey(rec.Fingerprint, rec.StartsAt, string(d.Rule.Action)), Fingerprint: rec.Fingerprint}
 	err = retryStore(ctx, snap.policy.Defaults.RetryFor, func() error {
 		return store.update(ctx, d.Target, func(st *targetState) bool {
-			changed = resolve(st, rec.Fingerprint)
+			changed, early = resolveOccurrence(st, occ, r.now())
 			return changed
 		})
 	}, r.retryLogger(d.Target))
 	switch {
 	case err != nil:
 		rec.Detail = "could not record resolution: " + err.Error()
+	case early:
+		// Nothing was done on the target, so no Event; the record makes a
+		// delayed firing delivery of this occurrence drop.
+		rec.Detail = "resolved before any action; a delayed firing delivery will not act"
+		rec.Reason = ReasonDuplicate
 	case changed:
 		rec.Detail = "closed out the earlier action"
 	default:
@@ -354,7 +368,7 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 	if d.DryRun {
 		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
 	}
-	return r.claimAndAct(ctx, snap.policy, store, d, in, rec)
+	return r.claimAndAct(ctx, snap.policy, store, a, d, in, rec)
 }
 
 // dryRunFiring reads the coordination state but never writes it, so a
@@ -386,7 +400,7 @@ func (r *Remediator) dryRunFiring(ctx context.Context, p *Policy, store stateSto
 
 // claimAndAct writes the claim conditionally; only the replica whose write
 // succeeds runs the action, and then stores its outcome.
-func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStore, d decision, in claimInput, rec record) record {
+func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStore, a *amtemplate.Alert, d decision, in claimInput, rec record) record {
 	start := r.now()
 	rateOK, cancelRate := r.limiter.reserve(r.now())
 	in.RateOK = rateOK
@@ -394,6 +408,10 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 	err := retryStore(ctx, p.Defaults.RetryFor, func() error {
 		return store.update(ctx, d.Target, func(st *targetState) bool {
 			in.Now = r.now()
+			if r.resolvedSeen.has(alertOccurrence(a.Fingerprint, a.StartsAt)) || resolvedEarly(st, in.Occ.Key) {
+				v = verdict{Reason: ReasonResolvedBeforeAction, Detail: "the alert's resolved notification arrived before this firing delivery could act", BreakerOpen: in.Now.Before(st.BreakerOpenUntil)}
+				return false
+			}
 			v = claim(st, in)
 			return v.Write
 		})
