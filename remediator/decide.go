@@ -79,9 +79,10 @@ func claim(st *targetState, in claimInput) verdict {
 		if now.Before(st.BreakerOpenUntil) {
 			return verdict{Reason: ReasonBreakerOpen, Detail: "circuit breaker open until " + st.BreakerOpenUntil.UTC().Format(time.RFC3339), BreakerOpen: true}
 		}
-		// Half-open: the breaker expired; the next action is a new trial.
+		// Half-open: the breaker expired; the next action is a trial,
+		// and one failure of it opens the breaker again.
 		st.BreakerOpenUntil = time.Time{}
-		st.Failures, st.Refires = 0, 0
+		st.Failures, st.Refires = max(in.Breaker.Failures-1, 0), 0
 		st.WindowStart = now
 		v.Write = true
 	}
@@ -105,10 +106,16 @@ func claim(st *targetState, in claimInput) verdict {
 		v.Reason, v.Detail = ReasonCooldown, fmt.Sprintf("last action %s ago (cooldown %s)", now.Sub(st.LastActionAt).Round(time.Second), in.Cooldown)
 		return v
 	}
+	if !in.RateOK {
+		v.Reason, v.Detail = ReasonRateLimited, "global action rate limit reached"
+		return v
+	}
 	for _, o := range st.Occurrences {
-		if o.Fingerprint == in.Occ.Fingerprint && now.Sub(o.At) <= in.Breaker.Window {
+		if o.Fingerprint == in.Occ.Fingerprint && o.Outcome != ReasonResolvedBeforeAction && now.Sub(o.At) <= in.Breaker.Window {
 			// The same alert fires again after it was remediated: the fix
-			// is not holding.
+			// is not holding. Counted here, once the occurrence passed
+			// every other check, so that only the delivery that claims a
+			// new occurrence counts, never a refused one.
 			st.Refires++
 			v.Write = true
 			if st.Refires >= in.Breaker.Refires {
@@ -120,10 +127,6 @@ func claim(st *targetState, in claimInput) verdict {
 			}
 			break
 		}
-	}
-	if !in.RateOK {
-		v.Reason, v.Detail = ReasonRateLimited, "global action rate limit reached"
-		return v
 	}
 	occ := in.Occ
 	occ.At = now
