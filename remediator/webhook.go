@@ -196,6 +196,10 @@ func (r *Remediator) webhook(w http.ResponseWriter, req *http.Request, received 
 		r.logger.Warn("Alertmanager truncated the alert list (max_alerts in its webhook_config); the missing alerts are not seen",
 			"truncated_alerts", msg.TruncatedAlerts, "group_key", msg.GroupKey)
 	}
+	if n := len(msg.Alerts); n > cap(r.queue) {
+		// No amount of waiting makes room: a 503 would be retried forever.
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("%d alerts in one payload, more than the queue holds (--queue.size %d): set max_alerts to at most %d in Alertmanager's webhook_config", n, cap(r.queue), cap(r.queue))
+	}
 	switch err := r.enqueue(msg.Alerts, received); {
 	case errors.Is(err, errShuttingDown):
 		w.Header().Set("Retry-After", "5")

@@ -227,3 +227,19 @@ func BenchmarkWebhookAck(b *testing.B) {
 		}
 	})
 }
+
+func TestWebhookRefusesPayloadLargerThanTheQueuePermanently(t *testing.T) {
+	exec := &recordingExecutor{}
+	tr := startRemediator(t, declinePolicy, fake.NewClientset(), exec, func(o *Options) { o.QueueSize = 3 })
+	t0 := time.Now()
+	var alerts []amtemplate.Alert
+	for i := range 4 {
+		alerts = append(alerts, firing("Unrelated", fmt.Sprintf("f%03d", i), t0, nil))
+	}
+	// The remediator is idle: waiting cannot make room, so a retryable
+	// 503 would come back forever.
+	code, body, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(alerts...), nil)
+	if code < 400 || code >= 500 || !strings.Contains(body, "max_alerts") {
+		t.Fatalf("payload of 4 alerts with --queue.size 3: got %d %q, want a 4xx naming max_alerts", code, body)
+	}
+}
