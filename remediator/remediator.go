@@ -93,6 +93,8 @@ type Remediator struct {
 	// notification was received, so that a delayed firing job of the same
 	// occurrence is dropped even before the store is reachable.
 	resolvedSeen *seenSet
+	// unauthorizedLog spaces the log lines about refused credentials.
+	unauthorizedLog logThrottle
 
 	queueMu sync.Mutex
 	queue   chan job

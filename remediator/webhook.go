@@ -159,7 +159,10 @@ func (r *Remediator) serveWebhook(w http.ResponseWriter, req *http.Request) {
 	}
 	r.metrics.webhookRequests.WithLabelValues(strconv.Itoa(code)).Inc()
 	r.metrics.webhookDuration.Observe(time.Since(start).Seconds())
-	if code >= 400 && code != http.StatusServiceUnavailable {
+	switch {
+	case code == http.StatusUnauthorized:
+		r.logUnauthorized(req)
+	case code >= 400 && code != http.StatusServiceUnavailable:
 		r.logger.Warn("webhook request refused", "code", code, "reason", msg, "remote", req.RemoteAddr)
 	}
 }
