@@ -43,7 +43,7 @@ const (
 var skipReasons = []string{
 	ReasonNoMatchingRule, ReasonInvalidTarget, ReasonNotAllowed, ReasonDisabled,
 	ReasonDuplicate, ReasonCooldown, ReasonRateLimited, ReasonBreakerOpen,
-	ReasonOptedOut, ReasonUnavailable, ReasonShutdown, ReasonResolvedBeforeAction,
+	ReasonOptedOut, ReasonUnavailable, ReasonShutdown, ReasonResolvedBeforeAction, ReasonBlastRadius,
 }
 
 // record is one decision, as audited.

@@ -93,7 +93,7 @@ func claim(st *targetState, in claimInput) verdict {
 	}
 	if in.Recycle {
 		for _, o := range st.Occurrences {
-			if o.Pod == "" || now.Sub(o.At) >= in.Cooldown {
+			if o.Pod == "" || !mayHaveEvicted(o.Outcome) || now.Sub(o.At) >= in.Cooldown {
 				continue
 			}
 			if o.Pod == in.Occ.Pod {

@@ -448,9 +448,9 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 func (r *Remediator) recordOutcome(ctx context.Context, p *Policy, store stateStore, t target, key string, rec record) {
 	outcome := rec.Outcome
 	if outcome == outcomeSkipped {
-		// Opt-out is not a failure of the fix; it does not count towards
-		// the breaker.
-		outcome = ReasonOptedOut
+		// Opt-out and the blast-radius cap are refusals, not failures of
+		// the fix; they do not count towards the breaker.
+		outcome = rec.Reason
 	}
 	var opened bool
 	err := retryStore(ctx, p.Defaults.RetryFor, func() error {
@@ -480,6 +480,10 @@ func (r *Remediator) execute(ctx context.Context, req actions.Request, rec recor
 	switch {
 	case errors.Is(err, actions.ErrOptedOut):
 		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, ReasonOptedOut, err.Error()
+		rec.Executed = false
+	case errors.Is(err, actions.ErrBlastRadius):
+		// A refusal by the policy's cap, not a failure of the fix.
+		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, ReasonBlastRadius, err.Error()
 		rec.Executed = false
 	case err != nil:
 		rec.Outcome, rec.Reason, rec.Detail = outcomeFailed, actions.Reason(err), err.Error()
