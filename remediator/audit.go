@@ -192,7 +192,6 @@ func (r *Remediator) createEvent(ctx context.Context, t target, reason, eventTyp
 // escalate reports that a target's breaker opened: metric, counter, an
 // ERROR log line and a Warning event.
 func (r *Remediator) escalate(ctx context.Context, t target, alertname, why string) {
-	r.metrics.breakerOpen.WithLabelValues(t.Namespace, t.String()).Set(1)
 	r.metrics.escalations.WithLabelValues(t.Namespace, t.String()).Inc()
 	r.logger.Error("escalating to Level 2: circuit breaker opened, no more automatic actions on this target",
 		"namespace", t.Namespace, "target", t.String(), "alertname", alertname, "reason", why)

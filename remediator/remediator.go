@@ -149,7 +149,7 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 	}
 	auth := opts.Auth
 	r.auth.Store(&auth)
-	m, err := newMetrics(opts.Registerer, func() float64 { return float64(len(r.queue)) })
+	m, err := newMetrics(opts.Registerer, func() float64 { return float64(len(r.queue)) }, opts.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -218,6 +218,14 @@ func (r *Remediator) Run(ctx context.Context) {
 	if !r.started.CompareAndSwap(false, true) {
 		return
 	}
+	// The breaker gauge is derived from the stores, refreshed from start
+	// until the workers are done.
+	breakerCtx, stopBreakers := context.WithCancel(ctx)
+	breakersDone := make(chan struct{})
+	go func() {
+		defer close(breakersDone)
+		r.watchBreakers(breakerCtx, breakerRefreshInterval)
+	}()
 	var wg sync.WaitGroup
 	for range r.workers {
 		wg.Add(1)
@@ -229,6 +237,8 @@ func (r *Remediator) Run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	stopBreakers()
+	<-breakersDone
 	close(r.stopped)
 }
 
@@ -407,9 +417,11 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 	rateOK, cancelRate := r.limiter.reserve(r.now())
 	in.RateOK = rateOK
 	var v verdict
+	var openUntil time.Time
 	err := retryStore(ctx, p.Defaults.RetryFor, func() error {
 		return store.update(ctx, d.Target, func(st *targetState) bool {
 			in.Now = r.now()
+			defer func() { openUntil = st.BreakerOpenUntil }()
 			if r.resolvedSeen.has(alertOccurrence(a.Fingerprint, a.StartsAt)) || resolvedEarly(st, in.Occ.Key) {
 				v = verdict{Reason: ReasonResolvedBeforeAction, Detail: "the alert's resolved notification arrived before this firing delivery could act", BreakerOpen: in.Now.Before(st.BreakerOpenUntil)}
 				return false
@@ -426,7 +438,7 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 		rec.Duration = r.now().Sub(start)
 		return rec
 	}
-	r.metrics.breakerOpen.WithLabelValues(d.Target.Namespace, d.Target.String()).Set(boolGauge(v.BreakerOpen))
+	r.metrics.breakerOpen.set(d.Target, openUntil)
 	if v.Opened {
 		r.escalate(ctx, d.Target, rec.Alertname, v.Detail)
 	}
@@ -453,9 +465,11 @@ func (r *Remediator) recordOutcome(ctx context.Context, p *Policy, store stateSt
 		outcome = rec.Reason
 	}
 	var opened bool
+	var openUntil time.Time
 	err := retryStore(ctx, p.Defaults.RetryFor, func() error {
 		return store.update(ctx, t, func(st *targetState) bool {
 			opened = finish(st, key, outcome, r.now(), p.Breaker)
+			openUntil = st.BreakerOpenUntil
 			return true
 		})
 	}, r.retryLogger(t))
@@ -463,6 +477,7 @@ func (r *Remediator) recordOutcome(ctx context.Context, p *Policy, store stateSt
 		r.logger.Error("cannot record action outcome", "target", t.String(), "namespace", t.Namespace, "outcome", outcome, "err", err)
 		return
 	}
+	r.metrics.breakerOpen.set(t, openUntil)
 	if opened {
 		r.escalate(ctx, t, rec.Alertname, fmt.Sprintf("%d failed actions within %s", p.Breaker.Failures, p.Breaker.Window))
 	}

@@ -177,7 +177,7 @@ func TestBreakerOpensAfterRepeatedFailures(t *testing.T) {
 	if got := testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonBreakerOpen)); got != 1 {
 		t.Fatalf("breaker_open skips %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(tr.metrics.breakerOpen.WithLabelValues(ns, "deployment/auth-service")); got != 1 {
+	if got, _ := breakerGauge(t, tr.reg, ns, "deployment/auth-service"); got != 1 {
 		t.Fatalf("warden_remediator_breaker_open = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(tr.metrics.escalations.WithLabelValues(ns, "deployment/auth-service")); got != 1 {
@@ -213,7 +213,7 @@ func TestBreakerOpensAfterRefires(t *testing.T) {
 	if got := testutil.ToFloat64(tr.metrics.actions.WithLabelValues("restart", "success")); got != 2 {
 		t.Fatalf("successful restarts %v, want 2", got)
 	}
-	if got := testutil.ToFloat64(tr.metrics.breakerOpen.WithLabelValues(ns, "deployment/auth-service")); got != 1 {
+	if got, _ := breakerGauge(t, tr.reg, ns, "deployment/auth-service"); got != 1 {
 		t.Fatalf("breaker_open = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(tr.metrics.escalations.WithLabelValues(ns, "deployment/auth-service")); got != 1 {
