@@ -16,6 +16,10 @@ type occurrence struct {
 	Key         string `json:"key"`
 	Fingerprint string `json:"fp"`
 	Pod         string `json:"pod,omitempty"`
+	// Holder names the claim (replica identity and a per-job id), so that
+	// a job whose claim write landed but whose reply was lost recognises
+	// its own claim when it retries.
+	Holder string `json:"holder,omitempty"`
 	// At is when the action was claimed.
 	At       time.Time `json:"at"`
 	Resolved bool      `json:"resolved,omitempty"`
@@ -71,6 +75,9 @@ func claim(st *targetState, in claimInput) verdict {
 	now := in.Now
 	for _, o := range st.Occurrences {
 		if o.Key == in.Occ.Key {
+			if ownClaim(o, in.Occ) {
+				return verdict{Proceed: true, RecentlyRecycled: recentRecycles(st, in), BreakerOpen: now.Before(st.BreakerOpenUntil)}
+			}
 			return verdict{Reason: ReasonDuplicate, Detail: "occurrence already handled at " + o.At.UTC().Format(time.RFC3339), BreakerOpen: now.Before(st.BreakerOpenUntil)}
 		}
 	}

@@ -16,3 +16,24 @@ func mayHaveEvicted(outcome string) bool {
 	}
 	return true
 }
+
+// ownClaim reports whether stored is the claim this job wrote and has not
+// finished: the write landed although its reply was lost.
+func ownClaim(stored, occ occurrence) bool {
+	return occ.Holder != "" && stored.Holder == occ.Holder && stored.Outcome == ""
+}
+
+// recentRecycles counts the other pods of the workload that may have been
+// recycled within the cooldown, for a job that already holds its claim.
+func recentRecycles(st *targetState, in claimInput) int {
+	if !in.Recycle {
+		return 0
+	}
+	n := 0
+	for _, o := range st.Occurrences {
+		if o.Key != in.Occ.Key && o.Pod != "" && mayHaveEvicted(o.Outcome) && in.Now.Sub(o.At) < in.Cooldown {
+			n++
+		}
+	}
+	return n
+}

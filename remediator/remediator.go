@@ -17,6 +17,7 @@ import (
 	amtemplate "github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/warden-sre/warden/remediator/actions"
@@ -414,6 +415,7 @@ func (r *Remediator) dryRunFiring(ctx context.Context, p *Policy, store stateSto
 // succeeds runs the action, and then stores its outcome.
 func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStore, a *amtemplate.Alert, d decision, in claimInput, rec record) record {
 	start := r.now()
+	in.Occ.Holder = r.identity + "/" + rand.String(8)
 	rateOK, cancelRate := r.limiter.reserve(r.now())
 	in.RateOK = rateOK
 	var v verdict

@@ -24,16 +24,23 @@ func (e *executor) scale(ctx context.Context, log *slog.Logger, req Request) (Re
 	var from, to int32
 	var note string
 	var updated *autoscalingv1.Scale
+	computed := false
 	err := e.retry(ctx, log, "scale", func(ctx context.Context) error {
 		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			sc, err := deployments.GetScale(ctx, req.Deployment, metav1.GetOptions{})
 			if err != nil {
 				return fmt.Errorf("get scale of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
 			}
-			from = sc.Spec.Replicas
-			to, note = desiredReplicas(req, from)
+			// The target is computed once, from the count first read: a
+			// retry after a write that landed but whose reply was lost
+			// must not apply a delta twice.
+			if !computed {
+				from = sc.Spec.Replicas
+				to, note = desiredReplicas(req, from)
+				computed = true
+			}
 			updated = nil
-			if to == from {
+			if sc.Spec.Replicas == to {
 				return nil
 			}
 			sc.Spec.Replicas = to
@@ -76,7 +83,7 @@ func (e *executor) scale(ctx context.Context, log *slog.Logger, req Request) (Re
 	}
 	res.Verified = current.Spec.Replicas == to
 	res.Detail = fmt.Sprintf("scaled %d -> %d replicas%s; spec now %d, %d running", from, to, note, current.Spec.Replicas, current.Status.Replicas)
-	log.Debug("deployment scaled", "from", from, "to", to, "spec_replicas", current.Spec.Replicas, "resource_version", updated.ResourceVersion)
+	log.Debug("deployment scaled", "from", from, "to", to, "spec_replicas", current.Spec.Replicas, "reply_received", updated != nil)
 	return res, nil
 }
 
