@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 )
@@ -33,7 +34,8 @@ func (e *executor) scale(ctx context.Context, log *slog.Logger, req Request) (Re
 			}
 			// The target is computed once, from the count first read: a
 			// retry after a write that landed but whose reply was lost
-			// must not apply a delta twice.
+			// must not apply a delta twice. Only a conflict, which
+			// proves the write did not land, recomputes it.
 			if !computed {
 				from = sc.Spec.Replicas
 				to, note = desiredReplicas(req, from)
@@ -46,6 +48,11 @@ func (e *executor) scale(ctx context.Context, log *slog.Logger, req Request) (Re
 			sc.Spec.Replicas = to
 			updated, err = deployments.UpdateScale(ctx, req.Deployment, sc,
 				metav1.UpdateOptions{FieldManager: FieldManager, DryRun: dryRunOpt(req.DryRun)})
+			if apierrors.IsConflict(err) {
+				// Certainly not written: someone else changed the count,
+				// so the next attempt applies the change to theirs.
+				computed = false
+			}
 			if err != nil {
 				return fmt.Errorf("update scale of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
 			}
