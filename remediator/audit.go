@@ -90,7 +90,7 @@ func (rec record) skipped(reason, detail string) record {
 // is a Kubernetes object inside the allowlist, records an Event on it.
 func (r *Remediator) audit(ctx context.Context, rec record) {
 	level := slog.LevelInfo
-	if rec.Outcome == outcomeFailed {
+	if rec.Outcome == outcomeFailed || rec.Outcome == outcomeInterrupted {
 		level = slog.LevelWarn
 	}
 	targetName := ""
@@ -118,6 +118,8 @@ func (r *Remediator) audit(ctx context.Context, rec record) {
 		r.metrics.actions.WithLabelValues(string(rec.Action), "failed").Inc()
 	case outcomeDryRun:
 		r.metrics.actions.WithLabelValues(string(rec.Action), "dry_run").Inc()
+	case outcomeInterrupted:
+		r.metrics.actions.WithLabelValues(string(rec.Action), outcomeInterrupted).Inc()
 	case outcomeSkipped:
 		r.metrics.skipped.WithLabelValues(rec.Reason).Inc()
 	}
@@ -144,6 +146,8 @@ func (r *Remediator) event(ctx context.Context, rec record) {
 		reason, eventType = "RemediationFailed", corev1.EventTypeWarning
 	case outcomeResolved:
 		reason = "AlertResolved"
+	case outcomeInterrupted:
+		reason, eventType = "RemediationInterrupted", corev1.EventTypeWarning
 	}
 	msg := fmt.Sprintf("%s %s for alert %s (fingerprint %s, rule %s)", rec.Outcome, rec.Action, rec.Alertname, rec.Fingerprint, rec.Rule)
 	if rec.Reason != "" {

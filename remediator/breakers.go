@@ -10,9 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// breakerRefreshInterval is how often the breaker states are re-read from
+// breakerRefreshInterval is how often the target states are re-read from
 // the stores, so that a breaker opened by another replica (or before a
-// restart) shows in this replica's warden_remediator_breaker_open.
+// restart) shows in this replica's warden_remediator_breaker_open, and a
+// claim left without outcome is found.
 const breakerRefreshInterval = 30 * time.Second
 
 // leaseSelector selects the remediator's coordination Leases.
@@ -58,9 +59,10 @@ func (b *breakerStates) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// refreshBreakers reads the breaker state of every target the policy may act
-// on from its store: the Leases in the allowlisted namespaces and the
-// records of the enabled Redis targets. Errors are logged; the previous
+// refreshBreakers reads the state of every target the policy may act on
+// from its store (the Leases in the allowlisted namespaces and the records
+// of the enabled Redis targets): the breaker gauge, and claims that will
+// never get an outcome (sweepInterrupted). Errors are logged; the previous
 // values stay.
 func (r *Remediator) refreshBreakers(ctx context.Context) {
 	r.swapMu.RLock()
@@ -92,6 +94,7 @@ func (r *Remediator) refreshBreakers(ctx context.Context) {
 				continue
 			}
 			r.metrics.breakerOpen.set(t, st.BreakerOpenUntil)
+			r.sweepInterrupted(ctx, snap.policy, r.leases, t, st)
 		}
 	}
 	for name, s := range snap.redis {
@@ -102,6 +105,7 @@ func (r *Remediator) refreshBreakers(ctx context.Context) {
 			continue
 		}
 		r.metrics.breakerOpen.set(t, st.BreakerOpenUntil)
+		r.sweepInterrupted(ctx, snap.policy, s, t, st)
 	}
 }
 

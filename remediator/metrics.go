@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer, queueDepth func() float64, now func()
 	m := &metrics{
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warden_remediator_actions_total",
-			Help: "Actions carried out, by action and outcome (success, failed, dry_run).",
+			Help: "Actions carried out, by action and outcome (success, failed, dry_run; interrupted: claimed, but no outcome was ever recorded).",
 		}, []string{"action", "outcome"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warden_remediator_skipped_total",
@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, queueDepth func() float64, now func()
 		}
 	}
 	for _, k := range []actions.Kind{actions.Restart, actions.Scale, actions.Recycle, actions.FlushCache, actions.Reload} {
-		for _, o := range []string{"success", "failed", "dry_run"} {
+		for _, o := range []string{"success", "failed", "dry_run", outcomeInterrupted} {
 			m.actions.WithLabelValues(string(k), o)
 		}
 		m.actionDuration.WithLabelValues(string(k))

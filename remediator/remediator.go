@@ -94,6 +94,9 @@ type Remediator struct {
 	// notification was received, so that a delayed firing job of the same
 	// occurrence is dropped even before the store is reachable.
 	resolvedSeen *seenSet
+	// holderPrefix starts the holder of every claim of this process:
+	// "<identity>/<process id>/".
+	holderPrefix string
 	// unauthorizedLog spaces the log lines about refused credentials.
 	unauthorizedLog logThrottle
 
@@ -148,6 +151,7 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		queue:        make(chan job, opts.QueueSize),
 		stopped:      make(chan struct{}),
 	}
+	r.holderPrefix = r.identity + "/" + rand.String(6) + "/"
 	auth := opts.Auth
 	r.auth.Store(&auth)
 	m, err := newMetrics(opts.Registerer, func() float64 { return float64(len(r.queue)) }, opts.Now)
@@ -415,7 +419,7 @@ func (r *Remediator) dryRunFiring(ctx context.Context, p *Policy, store stateSto
 // succeeds runs the action, and then stores its outcome.
 func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStore, a *amtemplate.Alert, d decision, in claimInput, rec record) record {
 	start := r.now()
-	in.Occ.Holder = r.identity + "/" + rand.String(8)
+	in.Occ.Holder = r.holderPrefix + rand.String(8)
 	rateOK, cancelRate := r.limiter.reserve(r.now())
 	in.RateOK = rateOK
 	var v verdict
