@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	amtemplate "github.com/prometheus/alertmanager/template"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/warden-sre/warden/remediator/actions"
 )
@@ -129,8 +126,21 @@ func (r *Remediator) audit(ctx context.Context, rec record) {
 	// Events only on allowed Kubernetes targets: refused targets are
 	// outside what the remediator may touch, and duplicate deliveries would
 	// flood the target's event list.
-	if rec.Target.Kind != "deployment" || rec.Reason == ReasonDuplicate || r.kube == nil {
+	if rec.Target.Kind != "deployment" || r.kube == nil {
 		return
+	}
+	switch rec.Reason {
+	case ReasonDuplicate, ReasonInvalidTarget, ReasonNotAllowed, ReasonNoMatchingRule:
+		return
+	}
+	if rec.Outcome == outcomeSkipped {
+		ok, held := r.skipEvents.allow(rec.Target, rec.Reason, r.now())
+		if !ok {
+			return
+		}
+		if held > 0 {
+			rec.Detail += fmt.Sprintf(" (%d more %s skips since the last such Event)", held, rec.Reason)
+		}
 	}
 	r.event(ctx, rec)
 }
@@ -159,38 +169,11 @@ func (r *Remediator) event(ctx context.Context, rec record) {
 	r.createEvent(ctx, rec.Target, reason, eventType, msg)
 }
 
-func (r *Remediator) createEvent(ctx context.Context, t target, reason, eventType, msg string) {
+func (r *Remediator) createEvent(_ context.Context, t target, reason, eventType, msg string) {
 	if len(msg) > 1024 {
 		msg = msg[:1024]
 	}
-	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      t.Name + "." + strconv.FormatInt(now.UnixNano(), 16) + rand.String(4),
-			Namespace: t.Namespace,
-		},
-		InvolvedObject: corev1.ObjectReference{
-			APIVersion: "apps/v1",
-			Kind:       "Deployment",
-			Namespace:  t.Namespace,
-			Name:       t.Name,
-		},
-		Reason:              reason,
-		Message:             msg,
-		Type:                eventType,
-		Source:              corev1.EventSource{Component: "warden-remediator"},
-		ReportingController: "warden.io/remediator",
-		ReportingInstance:   r.identity,
-		Action:              "Remediate",
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
-		Count:               1,
-	}
-	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := r.kube.CoreV1().Events(t.Namespace).Create(ectx, ev, metav1.CreateOptions{FieldManager: actions.FieldManager}); err != nil {
-		r.logger.Warn("cannot record event", "namespace", t.Namespace, "target", t.String(), "reason", reason, "err", err)
-	}
+	r.recorder.Event(deploymentRef(t), eventType, reason, msg)
 }
 
 // escalate reports that a target's breaker opened: metric, counter, an

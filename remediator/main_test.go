@@ -318,6 +318,15 @@ func countEvents(t testing.TB, kube kubernetes.Interface, ns, reason string) int
 	return n
 }
 
+// waitEvents waits until the namespace holds exactly n Events with the
+// reason: the recorder writes them in the background.
+func waitEvents(t testing.TB, kube kubernetes.Interface, ns, reason string, n int) {
+	t.Helper()
+	testenv.WaitFor(t, time.Minute, fmt.Sprintf("%d %s events", n, reason), func() bool {
+		return countEvents(t, kube, ns, reason) == n
+	})
+}
+
 func restartPolicy(ns string, extra string) string {
 	return fmt.Sprintf(`
 defaults: {cooldown: 3s, timeout: 20s, retry_for: 1m}

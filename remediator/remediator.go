@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
+	kuberecord "k8s.io/client-go/tools/record"
 
 	"github.com/warden-sre/warden/remediator/actions"
 )
@@ -94,6 +95,9 @@ type Remediator struct {
 	// notification was received, so that a delayed firing job of the same
 	// occurrence is dropped even before the store is reachable.
 	resolvedSeen *seenSet
+	events       kuberecord.EventBroadcaster
+	recorder     kuberecord.EventRecorder
+	skipEvents   *skipEvents
 	// holderPrefix starts the holder of every claim of this process:
 	// "<identity>/<process id>/".
 	holderPrefix string
@@ -152,6 +156,8 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		stopped:      make(chan struct{}),
 	}
 	r.holderPrefix = r.identity + "/" + rand.String(6) + "/"
+	r.events, r.recorder = newEventRecorder(opts.Kube, opts.Identity)
+	r.skipEvents = newSkipEvents()
 	auth := opts.Auth
 	r.auth.Store(&auth)
 	m, err := newMetrics(opts.Registerer, func() float64 { return float64(len(r.queue)) }, opts.Now)
@@ -244,6 +250,7 @@ func (r *Remediator) Run(ctx context.Context) {
 	wg.Wait()
 	stopBreakers()
 	<-breakersDone
+	r.events.Shutdown()
 	close(r.stopped)
 }
 

@@ -107,9 +107,7 @@ func TestExactlyOnceAcrossReplicasAndDeliveries(t *testing.T) {
 	if n := restarts.Load(); n != 1 {
 		t.Fatalf("restartedAt changed %d times, want exactly 1", n)
 	}
-	if n := countEvents(t, admin, ns, "Remediated"); n != 1 {
-		t.Fatalf("%d Remediated events, want 1", n)
-	}
+	waitEvents(t, admin, ns, "Remediated", 1)
 	lease, err := admin.CoordinationV1().Leases(ns).Get(context.Background(), "warden-deployment-auth-service", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("coordination lease: %v", err)
@@ -151,9 +149,7 @@ func TestExactlyOnceAcrossReplicasAndDeliveries(t *testing.T) {
 	if n := restarts.Load(); n != 2 {
 		t.Fatalf("restartedAt changed %d times, want 2", n)
 	}
-	if n := countEvents(t, admin, ns, "Remediated"); n != 2 {
-		t.Fatalf("%d Remediated events, want 2", n)
-	}
+	waitEvents(t, admin, ns, "Remediated", 2)
 }
 
 func TestBreakerOpensAfterRepeatedFailures(t *testing.T) {
@@ -186,12 +182,8 @@ func TestBreakerOpensAfterRepeatedFailures(t *testing.T) {
 	if n := logsOf(t).count("escalating to Level 2"); n != 1 {
 		t.Fatalf("%d escalation log lines, want 1", n)
 	}
-	if n := countEvents(t, kube, ns, "RemediationEscalated"); n != 1 {
-		t.Fatalf("%d RemediationEscalated events, want 1", n)
-	}
-	if n := countEvents(t, kube, ns, "RemediationFailed"); n != 3 {
-		t.Fatalf("%d RemediationFailed events, want 3", n)
-	}
+	waitEvents(t, kube, ns, "RemediationEscalated", 1)
+	waitEvents(t, kube, ns, "RemediationFailed", 3)
 }
 
 func TestBreakerOpensAfterRefires(t *testing.T) {
@@ -328,9 +320,7 @@ func TestRemediatorWorksWithShippedRBAC(t *testing.T) {
 		t.Fatalf("restart as the restricted user: %v successes, want 1", got)
 	}
 	testenv.WaitFor(t, 30*time.Second, "restart", func() bool { return restarts.Load() == 1 })
-	if n := countEvents(t, admin, ns, "Remediated"); n != 1 {
-		t.Fatalf("%d Remediated events written by the restricted user, want 1", n)
-	}
+	waitEvents(t, admin, ns, "Remediated", 1)
 	if strings.Contains(logsOf(t).String(), "cannot record event") {
 		t.Fatalf("event creation failed under the shipped RBAC:\n%s", logsOf(t).String())
 	}
