@@ -70,15 +70,7 @@ func (r *Remediator) refreshBreakers(ctx context.Context) {
 	snap.users.Add(1)
 	r.swapMu.RUnlock()
 	defer snap.users.Done()
-	var namespaces []string
-	for _, rule := range snap.policy.Rules {
-		for _, ns := range rule.Allow.Namespaces {
-			if !slices.Contains(namespaces, ns) {
-				namespaces = append(namespaces, ns)
-			}
-		}
-	}
-	for _, ns := range namespaces {
+	for _, ns := range snap.policy.namespaces() {
 		list, err := r.kube.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{LabelSelector: leaseSelector})
 		if err != nil {
 			r.logger.Warn("cannot read breaker states", "namespace", ns, "err", err)
@@ -107,6 +99,19 @@ func (r *Remediator) refreshBreakers(ctx context.Context) {
 		r.metrics.breakerOpen.set(t, st.BreakerOpenUntil)
 		r.sweepInterrupted(ctx, snap.policy, s, t, st)
 	}
+}
+
+// namespaces lists the allowlisted namespaces of every rule, once each.
+func (p *Policy) namespaces() []string {
+	var out []string
+	for _, rule := range p.Rules {
+		for _, ns := range rule.Allow.Namespaces {
+			if !slices.Contains(out, ns) {
+				out = append(out, ns)
+			}
+		}
+	}
+	return out
 }
 
 // parseTarget reads the warden.io/target annotation ("<kind>/<name>").

@@ -148,7 +148,7 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		now:          opts.Now,
 		maxBody:      opts.MaxBodyBytes,
 		workers:      opts.Workers,
-		leases:       &leaseStore{kube: opts.Kube, identity: opts.Identity},
+		leases:       &leaseStore{kube: opts.Kube, identity: opts.Identity, cache: newLeaseCache(opts.Kube)},
 		limiter:      newRateLimiter(p.RateLimit.ActionsPerHour),
 		dryRunSeen:   newSeenSet(4096),
 		resolvedSeen: newSeenSet(4096),
@@ -184,6 +184,7 @@ func (r *Remediator) newSnapshot(p *Policy) *snapshot {
 // one; its Redis clients are closed once they are done.
 func (r *Remediator) SetPolicy(p *Policy) {
 	r.limiter.setLimit(p.RateLimit.ActionsPerHour)
+	r.leases.cache.watch(p.namespaces())
 	next := r.newSnapshot(p)
 	r.swapMu.Lock()
 	old := r.current.Swap(next)
@@ -229,6 +230,7 @@ func (r *Remediator) Run(ctx context.Context) {
 	if !r.started.CompareAndSwap(false, true) {
 		return
 	}
+	r.leases.cache.start(ctx, r.Policy().namespaces())
 	// The breaker gauge is derived from the stores, refreshed from start
 	// until the workers are done.
 	breakerCtx, stopBreakers := context.WithCancel(ctx)

@@ -75,6 +75,13 @@ func (p *tcpProxy) up(t testing.TB) {
 				continue
 			}
 			p.mu.Lock()
+			if p.ln != ln {
+				// Taken down while this connection was being set up.
+				p.mu.Unlock()
+				c.Close()
+				b.Close()
+				continue
+			}
 			p.conns[c], p.conns[b] = struct{}{}, struct{}{}
 			p.mu.Unlock()
 			go func() { _, _ = io.Copy(b, c); b.Close() }()
@@ -87,6 +94,7 @@ func (p *tcpProxy) down() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_ = p.ln.Close()
+	p.ln = nil
 	for c := range p.conns {
 		_ = c.Close()
 	}
