@@ -245,6 +245,11 @@ func kubeClient(t testing.TB, cfg *rest.Config) kubernetes.Interface {
 	return k
 }
 
+// kubeClientFor is a client with the limits of cfg as they are.
+func kubeClientFor(cfg *rest.Config) (kubernetes.Interface, error) {
+	return kubernetes.NewForConfig(cfg)
+}
+
 // setupTarget creates a namespace with one Deployment and returns the
 // namespace name.
 func setupTarget(t testing.TB, kube kubernetes.Interface, deployment string, mod func(*appsv1.Deployment)) string {

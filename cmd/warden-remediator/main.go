@@ -68,10 +68,15 @@ func run() int {
 	kube, _, err := kubeclient.New(kubeclient.Options{
 		Kubeconfig: f.kubeconfig,
 		UserAgent:  "warden-remediator",
-		// Duplicate deliveries each read a Lease; client-go's default of 5
-		// QPS would turn an Alertmanager burst into a backlog.
-		QPS:   50,
-		Burst: 100,
+		// Refusals (duplicate, cooldown, breaker) are decided from the
+		// Lease informer's cache and cost no request. A claim costs about
+		// seven: two Lease writes, the action's reads and writes, an
+		// Event. 200 QPS sustains about 30 claims/s, the burst absorbs
+		// the first claims of a storm on many targets; the API server's
+		// priority and fairness protects it beyond that. client-go's
+		// default of 5 QPS would turn a storm into a backlog.
+		QPS:   200,
+		Burst: 400,
 	})
 	if err != nil {
 		logger.Error("kubernetes client", "err", err)
