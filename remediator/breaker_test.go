@@ -1,7 +1,6 @@
 package remediator
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +47,4 @@ func TestRateLimitedDeliveriesDoNotCountAsRefires(t *testing.T) {
 	if st.Refires != 0 || !st.BreakerOpenUntil.IsZero() {
 		t.Fatalf("state after refused deliveries: refires %d, breaker open until %v", st.Refires, st.BreakerOpenUntil)
 	}
-	_ = fmt.Sprint
 }

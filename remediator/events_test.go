@@ -55,15 +55,7 @@ func TestInvalidTargetWritesNoEvent(t *testing.T) {
 	k := kubeServer.Get(t)
 	kube := kubeClient(t, k.Config)
 	ns := setupTarget(t, kube, "auth-service", nil)
-	policy := fmt.Sprintf(`
-defaults: {cooldown: 0s, timeout: 10s, retry_for: 1m}
-rules:
-  - name: recycle-leaking-pod
-    matchers: ['alertname="ContainerMemoryLeak"']
-    action: recycle
-    target: {namespace: '%[1]s', deployment: auth-service, pod: '{{ .Labels.pod }}'}
-    allow: {namespaces: ['%[1]s'], deployments: [auth-service]}
-`, ns)
+	policy := recyclePolicy(ns, "defaults: {cooldown: 0s, timeout: 10s, retry_for: 1m}", "")
 	tr := startRemediator(t, policy, kube, actions.NewExecutor(kube, discardLogger(), actions.WithMaxAttempts(1)), nil)
 	t0 := time.Now().Truncate(time.Second)
 	bad := firing("ContainerMemoryLeak", "bad", t0, map[string]string{"pod": "Not_A_Pod!"})

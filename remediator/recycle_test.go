@@ -45,6 +45,21 @@ func createPods(t testing.TB, kube kubernetes.Interface, ns, deployment string, 
 	return names
 }
 
+// recyclePolicy is one recycle rule for auth-service in ns, after head
+// (defaults, breaker) and with block as the rule's recycle parameters.
+func recyclePolicy(ns, head, block string) string {
+	return fmt.Sprintf(`
+%[2]s
+rules:
+  - name: recycle-leaking-pod
+    matchers: ['alertname="ContainerMemoryLeak"']
+    action: recycle
+    target: {namespace: '%[1]s', deployment: auth-service, pod: '{{ .Labels.pod }}'}
+    allow: {namespaces: ['%[1]s'], deployments: [auth-service]}
+    %[3]s
+`, ns, head, block)
+}
+
 func TestRecycleBlastRadiusCountsOnlyEvictionsAndRefusalsAreSkips(t *testing.T) {
 	k := kubeServer.Get(t)
 	kube := kubeClient(t, k.Config)
@@ -54,17 +69,8 @@ func TestRecycleBlastRadiusCountsOnlyEvictionsAndRefusalsAreSkips(t *testing.T) 
 			p.Annotations = map[string]string{actions.OptOutAnnotation: actions.OptOutDisabled}
 		}
 	})
-	policy := fmt.Sprintf(`
-defaults: {cooldown: 1h, timeout: 20s, retry_for: 1m}
-breaker: {failures: 2, refires: 5, window: 1h, open_for: 1h}
-rules:
-  - name: recycle-leaking-pod
-    matchers: ['alertname="ContainerMemoryLeak"']
-    action: recycle
-    target: {namespace: '%[1]s', deployment: auth-service, pod: '{{ .Labels.pod }}'}
-    allow: {namespaces: ['%[1]s'], deployments: [auth-service]}
-    recycle: {max_fraction: 0.25}
-`, ns)
+	policy := recyclePolicy(ns, `defaults: {cooldown: 1h, timeout: 20s, retry_for: 1m}
+breaker: {failures: 2, refires: 5, window: 1h, open_for: 1h}`, "recycle: {max_fraction: 0.25}")
 	tr := startRemediator(t, policy, kube, actions.NewExecutor(kube, discardLogger()), nil)
 	t0 := time.Now().Truncate(time.Second)
 	// One pod of four may go. The opted-out pod is not evicted, so the

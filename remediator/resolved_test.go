@@ -1,38 +1,18 @@
 package remediator
 
 import (
-	"net"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"k8s.io/client-go/rest"
 
 	"github.com/warden-sre/warden/internal/testenv"
-	"github.com/warden-sre/warden/remediator/actions"
 )
 
 func TestDelayedFiringJobIsDroppedAfterItsResolvedNotification(t *testing.T) {
-	k := kubeServer.Get(t)
-	admin := kubeClient(t, k.Config)
-	ns := setupTarget(t, admin, "auth-service", nil)
-	restarts := watchRestarts(t, admin, ns, "auth-service")
-
-	apiURL, err := url.Parse(k.Config.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{addr: "127.0.0.1:0", backend: apiURL.Host, conns: map[net.Conn]struct{}{}}
-	p.up(t)
-	t.Cleanup(p.down)
-	cfg := rest.CopyConfig(k.Config)
-	cfg.Host = "https://" + p.addr
-	cfg.Timeout = 2 * time.Second
-	kube := kubeClient(t, cfg)
-	tr := startRemediator(t, strings.Replace(restartPolicy(ns, ""), "retry_for: 1m", "retry_for: 10m", 1), kube, actions.NewExecutor(kube, discardLogger()), nil)
-
+	bp := startBehindProxy(t)
+	tr, p, ns, restarts := bp.tr, bp.proxy, bp.ns, bp.restarts
 	p.down()
 	a := firing("HighMemoryUsage", "de1ayed", time.Now().Truncate(time.Second), map[string]string{"namespace": ns, "deployment": "auth-service"})
 	if code, body, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(a), nil); code != 202 {
