@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	amtemplate "github.com/prometheus/alertmanager/template"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/warden-sre/warden/remediator/actions"
 )
@@ -43,7 +40,7 @@ const (
 var skipReasons = []string{
 	ReasonNoMatchingRule, ReasonInvalidTarget, ReasonNotAllowed, ReasonDisabled,
 	ReasonDuplicate, ReasonCooldown, ReasonRateLimited, ReasonBreakerOpen,
-	ReasonOptedOut, ReasonUnavailable, ReasonShutdown,
+	ReasonOptedOut, ReasonUnavailable, ReasonShutdown, ReasonResolvedBeforeAction, ReasonBlastRadius,
 }
 
 // record is one decision, as audited.
@@ -90,7 +87,7 @@ func (rec record) skipped(reason, detail string) record {
 // is a Kubernetes object inside the allowlist, records an Event on it.
 func (r *Remediator) audit(ctx context.Context, rec record) {
 	level := slog.LevelInfo
-	if rec.Outcome == outcomeFailed {
+	if rec.Outcome == outcomeFailed || rec.Outcome == outcomeInterrupted {
 		level = slog.LevelWarn
 	}
 	targetName := ""
@@ -118,6 +115,8 @@ func (r *Remediator) audit(ctx context.Context, rec record) {
 		r.metrics.actions.WithLabelValues(string(rec.Action), "failed").Inc()
 	case outcomeDryRun:
 		r.metrics.actions.WithLabelValues(string(rec.Action), "dry_run").Inc()
+	case outcomeInterrupted:
+		r.metrics.actions.WithLabelValues(string(rec.Action), outcomeInterrupted).Inc()
 	case outcomeSkipped:
 		r.metrics.skipped.WithLabelValues(rec.Reason).Inc()
 	}
@@ -127,8 +126,21 @@ func (r *Remediator) audit(ctx context.Context, rec record) {
 	// Events only on allowed Kubernetes targets: refused targets are
 	// outside what the remediator may touch, and duplicate deliveries would
 	// flood the target's event list.
-	if rec.Target.Kind != "deployment" || rec.Reason == ReasonDuplicate || r.kube == nil {
+	if rec.Target.Kind != "deployment" || r.kube == nil {
 		return
+	}
+	switch rec.Reason {
+	case ReasonDuplicate, ReasonInvalidTarget, ReasonNotAllowed, ReasonNoMatchingRule:
+		return
+	}
+	if rec.Outcome == outcomeSkipped {
+		ok, held := r.skipEvents.allow(rec.Target, rec.Reason, r.now())
+		if !ok {
+			return
+		}
+		if held > 0 {
+			rec.Detail += fmt.Sprintf(" (%d more %s skips since the last such Event)", held, rec.Reason)
+		}
 	}
 	r.event(ctx, rec)
 }
@@ -144,6 +156,8 @@ func (r *Remediator) event(ctx context.Context, rec record) {
 		reason, eventType = "RemediationFailed", corev1.EventTypeWarning
 	case outcomeResolved:
 		reason = "AlertResolved"
+	case outcomeInterrupted:
+		reason, eventType = "RemediationInterrupted", corev1.EventTypeWarning
 	}
 	msg := fmt.Sprintf("%s %s for alert %s (fingerprint %s, rule %s)", rec.Outcome, rec.Action, rec.Alertname, rec.Fingerprint, rec.Rule)
 	if rec.Reason != "" {
@@ -155,44 +169,16 @@ func (r *Remediator) event(ctx context.Context, rec record) {
 	r.createEvent(ctx, rec.Target, reason, eventType, msg)
 }
 
-func (r *Remediator) createEvent(ctx context.Context, t target, reason, eventType, msg string) {
+func (r *Remediator) createEvent(_ context.Context, t target, reason, eventType, msg string) {
 	if len(msg) > 1024 {
 		msg = msg[:1024]
 	}
-	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      t.Name + "." + strconv.FormatInt(now.UnixNano(), 16) + rand.String(4),
-			Namespace: t.Namespace,
-		},
-		InvolvedObject: corev1.ObjectReference{
-			APIVersion: "apps/v1",
-			Kind:       "Deployment",
-			Namespace:  t.Namespace,
-			Name:       t.Name,
-		},
-		Reason:              reason,
-		Message:             msg,
-		Type:                eventType,
-		Source:              corev1.EventSource{Component: "warden-remediator"},
-		ReportingController: "warden.io/remediator",
-		ReportingInstance:   r.identity,
-		Action:              "Remediate",
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
-		Count:               1,
-	}
-	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := r.kube.CoreV1().Events(t.Namespace).Create(ectx, ev, metav1.CreateOptions{FieldManager: actions.FieldManager}); err != nil {
-		r.logger.Warn("cannot record event", "namespace", t.Namespace, "target", t.String(), "reason", reason, "err", err)
-	}
+	r.recorder.Event(deploymentRef(t), eventType, reason, msg)
 }
 
 // escalate reports that a target's breaker opened: metric, counter, an
 // ERROR log line and a Warning event.
 func (r *Remediator) escalate(ctx context.Context, t target, alertname, why string) {
-	r.metrics.breakerOpen.WithLabelValues(t.Namespace, t.String()).Set(1)
 	r.metrics.escalations.WithLabelValues(t.Namespace, t.String()).Inc()
 	r.logger.Error("escalating to Level 2: circuit breaker opened, no more automatic actions on this target",
 		"namespace", t.Namespace, "target", t.String(), "alertname", alertname, "reason", why)

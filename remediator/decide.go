@@ -16,6 +16,10 @@ type occurrence struct {
 	Key         string `json:"key"`
 	Fingerprint string `json:"fp"`
 	Pod         string `json:"pod,omitempty"`
+	// Holder names the claim (replica identity and a per-job id), so that
+	// a job whose claim write landed but whose reply was lost recognises
+	// its own claim when it retries.
+	Holder string `json:"holder,omitempty"`
 	// At is when the action was claimed.
 	At       time.Time `json:"at"`
 	Resolved bool      `json:"resolved,omitempty"`
@@ -71,6 +75,9 @@ func claim(st *targetState, in claimInput) verdict {
 	now := in.Now
 	for _, o := range st.Occurrences {
 		if o.Key == in.Occ.Key {
+			if ownClaim(o, in.Occ) {
+				return verdict{Proceed: true, RecentlyRecycled: recentRecycles(st, in), BreakerOpen: now.Before(st.BreakerOpenUntil)}
+			}
 			return verdict{Reason: ReasonDuplicate, Detail: "occurrence already handled at " + o.At.UTC().Format(time.RFC3339), BreakerOpen: now.Before(st.BreakerOpenUntil)}
 		}
 	}
@@ -79,9 +86,10 @@ func claim(st *targetState, in claimInput) verdict {
 		if now.Before(st.BreakerOpenUntil) {
 			return verdict{Reason: ReasonBreakerOpen, Detail: "circuit breaker open until " + st.BreakerOpenUntil.UTC().Format(time.RFC3339), BreakerOpen: true}
 		}
-		// Half-open: the breaker expired; the next action is a new trial.
+		// Half-open: the breaker expired; the next action is a trial,
+		// and one failure of it opens the breaker again.
 		st.BreakerOpenUntil = time.Time{}
-		st.Failures, st.Refires = 0, 0
+		st.Failures, st.Refires = max(in.Breaker.Failures-1, 0), 0
 		st.WindowStart = now
 		v.Write = true
 	}
@@ -92,7 +100,7 @@ func claim(st *targetState, in claimInput) verdict {
 	}
 	if in.Recycle {
 		for _, o := range st.Occurrences {
-			if o.Pod == "" || now.Sub(o.At) >= in.Cooldown {
+			if o.Pod == "" || !mayHaveEvicted(o.Outcome) || now.Sub(o.At) >= in.Cooldown {
 				continue
 			}
 			if o.Pod == in.Occ.Pod {
@@ -105,10 +113,16 @@ func claim(st *targetState, in claimInput) verdict {
 		v.Reason, v.Detail = ReasonCooldown, fmt.Sprintf("last action %s ago (cooldown %s)", now.Sub(st.LastActionAt).Round(time.Second), in.Cooldown)
 		return v
 	}
+	if !in.RateOK {
+		v.Reason, v.Detail = ReasonRateLimited, "global action rate limit reached"
+		return v
+	}
 	for _, o := range st.Occurrences {
-		if o.Fingerprint == in.Occ.Fingerprint && now.Sub(o.At) <= in.Breaker.Window {
+		if o.Fingerprint == in.Occ.Fingerprint && o.Outcome != ReasonResolvedBeforeAction && now.Sub(o.At) <= in.Breaker.Window {
 			// The same alert fires again after it was remediated: the fix
-			// is not holding.
+			// is not holding. Counted here, once the occurrence passed
+			// every other check, so that only the delivery that claims a
+			// new occurrence counts, never a refused one.
 			st.Refires++
 			v.Write = true
 			if st.Refires >= in.Breaker.Refires {
@@ -120,10 +134,6 @@ func claim(st *targetState, in claimInput) verdict {
 			}
 			break
 		}
-	}
-	if !in.RateOK {
-		v.Reason, v.Detail = ReasonRateLimited, "global action rate limit reached"
-		return v
 	}
 	occ := in.Occ
 	occ.At = now

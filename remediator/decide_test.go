@@ -137,3 +137,20 @@ func TestOccurrenceHistoryIsBounded(t *testing.T) {
 		t.Fatalf("history has %d entries", len(st.Occurrences))
 	}
 }
+
+func TestHalfOpenTrialReopensOnOneFailure(t *testing.T) {
+	t0 := time.Now()
+	var st targetState
+	finish(&st, "k1", outcomeFailed, t0, testBreaker)
+	if !finish(&st, "k2", outcomeFailed, t0.Add(time.Minute), testBreaker) {
+		t.Fatal("breaker did not open")
+	}
+	trial := t0.Add(time.Minute + testBreaker.OpenFor + time.Second)
+	v := claim(&st, claimInput{Occ: occurrence{Key: "k3", Fingerprint: "f3"}, Now: trial, Breaker: testBreaker, RateOK: true})
+	if !v.Proceed {
+		t.Fatalf("half-open breaker refused the trial: %s", v.Reason)
+	}
+	if !finish(&st, "k3", outcomeFailed, trial, testBreaker) {
+		t.Fatal("a failed trial did not open the breaker again")
+	}
+}

@@ -245,6 +245,11 @@ func kubeClient(t testing.TB, cfg *rest.Config) kubernetes.Interface {
 	return k
 }
 
+// kubeClientFor is a client with the limits of cfg as they are.
+func kubeClientFor(cfg *rest.Config) (kubernetes.Interface, error) {
+	return kubernetes.NewForConfig(cfg)
+}
+
 // setupTarget creates a namespace with one Deployment and returns the
 // namespace name.
 func setupTarget(t testing.TB, kube kubernetes.Interface, deployment string, mod func(*appsv1.Deployment)) string {
@@ -316,6 +321,15 @@ func countEvents(t testing.TB, kube kubernetes.Interface, ns, reason string) int
 		}
 	}
 	return n
+}
+
+// waitEvents waits until the namespace holds exactly n Events with the
+// reason: the recorder writes them in the background.
+func waitEvents(t testing.TB, kube kubernetes.Interface, ns, reason string, n int) {
+	t.Helper()
+	testenv.WaitFor(t, time.Minute, fmt.Sprintf("%d %s events", n, reason), func() bool {
+		return countEvents(t, kube, ns, reason) == n
+	})
 }
 
 func restartPolicy(ns string, extra string) string {

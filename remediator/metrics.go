@@ -3,6 +3,7 @@ package remediator
 import (
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,17 +19,17 @@ type metrics struct {
 	webhookDuration prometheus.Histogram
 	queueDepth      prometheus.GaugeFunc
 	actionDuration  *prometheus.HistogramVec
-	breakerOpen     *prometheus.GaugeVec
+	breakerOpen     *breakerStates
 	escalations     *prometheus.CounterVec
 }
 
 var webhookCodes = []int{202, 400, 401, 405, 413, 415, 503}
 
-func newMetrics(reg prometheus.Registerer, queueDepth func() float64) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, queueDepth func() float64, now func() time.Time) (*metrics, error) {
 	m := &metrics{
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warden_remediator_actions_total",
-			Help: "Actions carried out, by action and outcome (success, failed, dry_run).",
+			Help: "Actions carried out, by action and outcome (success, failed, dry_run; interrupted: claimed, but no outcome was ever recorded).",
 		}, []string{"action", "outcome"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warden_remediator_skipped_total",
@@ -52,10 +53,7 @@ func newMetrics(reg prometheus.Registerer, queueDepth func() float64) (*metrics,
 			Help:    "Time an action took, retries and verification included.",
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
 		}, []string{"action"}),
-		breakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "warden_remediator_breaker_open",
-			Help: "1 while the circuit breaker of a target is open (no more actions; escalated to Level 2), 0 when closed.",
-		}, []string{"namespace", "target"}),
+		breakerOpen: newBreakerStates(now),
 		escalations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warden_remediator_escalations_total",
 			Help: "Times a target's circuit breaker opened and the problem was escalated to Level 2.",
@@ -67,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, queueDepth func() float64) (*metrics,
 		}
 	}
 	for _, k := range []actions.Kind{actions.Restart, actions.Scale, actions.Recycle, actions.FlushCache, actions.Reload} {
-		for _, o := range []string{"success", "failed", "dry_run"} {
+		for _, o := range []string{"success", "failed", "dry_run", outcomeInterrupted} {
 			m.actions.WithLabelValues(string(k), o)
 		}
 		m.actionDuration.WithLabelValues(string(k))

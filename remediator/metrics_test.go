@@ -2,6 +2,7 @@ package remediator
 
 import (
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/client-go/kubernetes/fake"
@@ -9,7 +10,7 @@ import (
 
 func TestMetricsLint(t *testing.T) {
 	tr := startRemediator(t, declinePolicy, fake.NewClientset(), &recordingExecutor{}, nil)
-	tr.metrics.breakerOpen.WithLabelValues("ns", "deployment/x").Set(0)
+	tr.metrics.breakerOpen.set(target{Kind: "deployment", Namespace: "ns", Name: "x"}, time.Time{})
 	tr.metrics.escalations.WithLabelValues("ns", "deployment/x")
 	problems, err := testutil.GatherAndLint(tr.reg)
 	if err != nil {

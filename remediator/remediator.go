@@ -17,7 +17,9 @@ import (
 	amtemplate "github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
+	kuberecord "k8s.io/client-go/tools/record"
 
 	"github.com/warden-sre/warden/remediator/actions"
 )
@@ -89,6 +91,18 @@ type Remediator struct {
 	// dryRunSeen keeps dry-run deliveries from being recorded over and over
 	// (dry-run writes no coordination state).
 	dryRunSeen *seenSet
+	// resolvedSeen holds the occurrences (alertOccurrence) whose resolved
+	// notification was received, so that a delayed firing job of the same
+	// occurrence is dropped even before the store is reachable.
+	resolvedSeen *seenSet
+	events       kuberecord.EventBroadcaster
+	recorder     kuberecord.EventRecorder
+	skipEvents   *skipEvents
+	// holderPrefix starts the holder of every claim of this process:
+	// "<identity>/<process id>/".
+	holderPrefix string
+	// unauthorizedLog spaces the log lines about refused credentials.
+	unauthorizedLog logThrottle
 
 	queueMu sync.Mutex
 	queue   chan job
@@ -126,23 +140,27 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		opts.Identity = host
 	}
 	r := &Remediator{
-		kube:       opts.Kube,
-		exec:       opts.Executor,
-		logger:     opts.Logger,
-		identity:   opts.Identity,
-		dryRun:     opts.DryRun,
-		now:        opts.Now,
-		maxBody:    opts.MaxBodyBytes,
-		workers:    opts.Workers,
-		leases:     &leaseStore{kube: opts.Kube, identity: opts.Identity},
-		limiter:    newRateLimiter(p.RateLimit.ActionsPerHour),
-		dryRunSeen: newSeenSet(4096),
-		queue:      make(chan job, opts.QueueSize),
-		stopped:    make(chan struct{}),
+		kube:         opts.Kube,
+		exec:         opts.Executor,
+		logger:       opts.Logger,
+		identity:     opts.Identity,
+		dryRun:       opts.DryRun,
+		now:          opts.Now,
+		maxBody:      opts.MaxBodyBytes,
+		workers:      opts.Workers,
+		leases:       &leaseStore{kube: opts.Kube, identity: opts.Identity, cache: newLeaseCache(opts.Kube)},
+		limiter:      newRateLimiter(p.RateLimit.ActionsPerHour),
+		dryRunSeen:   newSeenSet(4096),
+		resolvedSeen: newSeenSet(4096),
+		queue:        make(chan job, opts.QueueSize),
+		stopped:      make(chan struct{}),
 	}
+	r.holderPrefix = r.identity + "/" + rand.String(6) + "/"
+	r.events, r.recorder = newEventRecorder(opts.Kube, opts.Identity)
+	r.skipEvents = newSkipEvents()
 	auth := opts.Auth
 	r.auth.Store(&auth)
-	m, err := newMetrics(opts.Registerer, func() float64 { return float64(len(r.queue)) })
+	m, err := newMetrics(opts.Registerer, func() float64 { return float64(len(r.queue)) }, opts.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -166,6 +184,7 @@ func (r *Remediator) newSnapshot(p *Policy) *snapshot {
 // one; its Redis clients are closed once they are done.
 func (r *Remediator) SetPolicy(p *Policy) {
 	r.limiter.setLimit(p.RateLimit.ActionsPerHour)
+	r.leases.cache.watch(p.namespaces())
 	next := r.newSnapshot(p)
 	r.swapMu.Lock()
 	old := r.current.Swap(next)
@@ -192,6 +211,9 @@ func (r *Remediator) enqueue(alerts []amtemplate.Alert, received time.Time) erro
 		return errQueueFull
 	}
 	for _, a := range alerts {
+		if a.Status == "resolved" {
+			r.resolvedSeen.add(alertOccurrence(a.Fingerprint, a.StartsAt))
+		}
 		r.queue <- job{alert: a, received: received}
 	}
 	return nil
@@ -208,6 +230,15 @@ func (r *Remediator) Run(ctx context.Context) {
 	if !r.started.CompareAndSwap(false, true) {
 		return
 	}
+	r.leases.cache.start(ctx, r.Policy().namespaces())
+	// The breaker gauge is derived from the stores, refreshed from start
+	// until the workers are done.
+	breakerCtx, stopBreakers := context.WithCancel(ctx)
+	breakersDone := make(chan struct{})
+	go func() {
+		defer close(breakersDone)
+		r.watchBreakers(breakerCtx, breakerRefreshInterval)
+	}()
 	var wg sync.WaitGroup
 	for range r.workers {
 		wg.Add(1)
@@ -219,6 +250,9 @@ func (r *Remediator) Run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	stopBreakers()
+	<-breakersDone
+	r.events.Shutdown()
 	close(r.stopped)
 }
 
@@ -305,16 +339,22 @@ func (r *Remediator) handleResolved(ctx context.Context, snap *snapshot, d decis
 	if err != nil || d.DryRun {
 		return rec
 	}
-	changed := false
+	changed, early := false, false
+	occ := occurrence{Key: occurrenceKey(rec.Fingerprint, rec.StartsAt, string(d.Rule.Action)), Fingerprint: rec.Fingerprint}
 	err = retryStore(ctx, snap.policy.Defaults.RetryFor, func() error {
 		return store.update(ctx, d.Target, func(st *targetState) bool {
-			changed = resolve(st, rec.Fingerprint)
+			changed, early = resolveOccurrence(st, occ, r.now())
 			return changed
 		})
 	}, r.retryLogger(d.Target))
 	switch {
 	case err != nil:
 		rec.Detail = "could not record resolution: " + err.Error()
+	case early:
+		// Nothing was done on the target, so no Event; the record makes a
+		// delayed firing delivery of this occurrence drop.
+		rec.Detail = "resolved before any action; a delayed firing delivery will not act"
+		rec.Reason = ReasonDuplicate
 	case changed:
 		rec.Detail = "closed out the earlier action"
 	default:
@@ -354,7 +394,7 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 	if d.DryRun {
 		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
 	}
-	return r.claimAndAct(ctx, snap.policy, store, d, in, rec)
+	return r.claimAndAct(ctx, snap.policy, store, a, d, in, rec)
 }
 
 // dryRunFiring reads the coordination state but never writes it, so a
@@ -386,14 +426,21 @@ func (r *Remediator) dryRunFiring(ctx context.Context, p *Policy, store stateSto
 
 // claimAndAct writes the claim conditionally; only the replica whose write
 // succeeds runs the action, and then stores its outcome.
-func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStore, d decision, in claimInput, rec record) record {
+func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStore, a *amtemplate.Alert, d decision, in claimInput, rec record) record {
 	start := r.now()
+	in.Occ.Holder = r.holderPrefix + rand.String(8)
 	rateOK, cancelRate := r.limiter.reserve(r.now())
 	in.RateOK = rateOK
 	var v verdict
+	var openUntil time.Time
 	err := retryStore(ctx, p.Defaults.RetryFor, func() error {
 		return store.update(ctx, d.Target, func(st *targetState) bool {
 			in.Now = r.now()
+			defer func() { openUntil = st.BreakerOpenUntil }()
+			if r.resolvedSeen.has(alertOccurrence(a.Fingerprint, a.StartsAt)) || resolvedEarly(st, in.Occ.Key) {
+				v = verdict{Reason: ReasonResolvedBeforeAction, Detail: "the alert's resolved notification arrived before this firing delivery could act", BreakerOpen: in.Now.Before(st.BreakerOpenUntil)}
+				return false
+			}
 			v = claim(st, in)
 			return v.Write
 		})
@@ -406,7 +453,7 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 		rec.Duration = r.now().Sub(start)
 		return rec
 	}
-	r.metrics.breakerOpen.WithLabelValues(d.Target.Namespace, d.Target.String()).Set(boolGauge(v.BreakerOpen))
+	r.metrics.breakerOpen.set(d.Target, openUntil)
 	if v.Opened {
 		r.escalate(ctx, d.Target, rec.Alertname, v.Detail)
 	}
@@ -428,14 +475,16 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 func (r *Remediator) recordOutcome(ctx context.Context, p *Policy, store stateStore, t target, key string, rec record) {
 	outcome := rec.Outcome
 	if outcome == outcomeSkipped {
-		// Opt-out is not a failure of the fix; it does not count towards
-		// the breaker.
-		outcome = ReasonOptedOut
+		// Opt-out and the blast-radius cap are refusals, not failures of
+		// the fix; they do not count towards the breaker.
+		outcome = rec.Reason
 	}
 	var opened bool
+	var openUntil time.Time
 	err := retryStore(ctx, p.Defaults.RetryFor, func() error {
 		return store.update(ctx, t, func(st *targetState) bool {
 			opened = finish(st, key, outcome, r.now(), p.Breaker)
+			openUntil = st.BreakerOpenUntil
 			return true
 		})
 	}, r.retryLogger(t))
@@ -443,6 +492,7 @@ func (r *Remediator) recordOutcome(ctx context.Context, p *Policy, store stateSt
 		r.logger.Error("cannot record action outcome", "target", t.String(), "namespace", t.Namespace, "outcome", outcome, "err", err)
 		return
 	}
+	r.metrics.breakerOpen.set(t, openUntil)
 	if opened {
 		r.escalate(ctx, t, rec.Alertname, fmt.Sprintf("%d failed actions within %s", p.Breaker.Failures, p.Breaker.Window))
 	}
@@ -460,6 +510,10 @@ func (r *Remediator) execute(ctx context.Context, req actions.Request, rec recor
 	switch {
 	case errors.Is(err, actions.ErrOptedOut):
 		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, ReasonOptedOut, err.Error()
+		rec.Executed = false
+	case errors.Is(err, actions.ErrBlastRadius):
+		// A refusal by the policy's cap, not a failure of the fix.
+		rec.Outcome, rec.Reason, rec.Detail = outcomeSkipped, ReasonBlastRadius, err.Error()
 		rec.Executed = false
 	case err != nil:
 		rec.Outcome, rec.Reason, rec.Detail = outcomeFailed, actions.Reason(err), err.Error()

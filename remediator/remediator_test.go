@@ -107,9 +107,7 @@ func TestExactlyOnceAcrossReplicasAndDeliveries(t *testing.T) {
 	if n := restarts.Load(); n != 1 {
 		t.Fatalf("restartedAt changed %d times, want exactly 1", n)
 	}
-	if n := countEvents(t, admin, ns, "Remediated"); n != 1 {
-		t.Fatalf("%d Remediated events, want 1", n)
-	}
+	waitEvents(t, admin, ns, "Remediated", 1)
 	lease, err := admin.CoordinationV1().Leases(ns).Get(context.Background(), "warden-deployment-auth-service", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("coordination lease: %v", err)
@@ -151,9 +149,7 @@ func TestExactlyOnceAcrossReplicasAndDeliveries(t *testing.T) {
 	if n := restarts.Load(); n != 2 {
 		t.Fatalf("restartedAt changed %d times, want 2", n)
 	}
-	if n := countEvents(t, admin, ns, "Remediated"); n != 2 {
-		t.Fatalf("%d Remediated events, want 2", n)
-	}
+	waitEvents(t, admin, ns, "Remediated", 2)
 }
 
 func TestBreakerOpensAfterRepeatedFailures(t *testing.T) {
@@ -177,7 +173,7 @@ func TestBreakerOpensAfterRepeatedFailures(t *testing.T) {
 	if got := testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonBreakerOpen)); got != 1 {
 		t.Fatalf("breaker_open skips %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(tr.metrics.breakerOpen.WithLabelValues(ns, "deployment/auth-service")); got != 1 {
+	if got, _ := breakerGauge(t, tr.reg, ns, "deployment/auth-service"); got != 1 {
 		t.Fatalf("warden_remediator_breaker_open = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(tr.metrics.escalations.WithLabelValues(ns, "deployment/auth-service")); got != 1 {
@@ -186,12 +182,8 @@ func TestBreakerOpensAfterRepeatedFailures(t *testing.T) {
 	if n := logsOf(t).count("escalating to Level 2"); n != 1 {
 		t.Fatalf("%d escalation log lines, want 1", n)
 	}
-	if n := countEvents(t, kube, ns, "RemediationEscalated"); n != 1 {
-		t.Fatalf("%d RemediationEscalated events, want 1", n)
-	}
-	if n := countEvents(t, kube, ns, "RemediationFailed"); n != 3 {
-		t.Fatalf("%d RemediationFailed events, want 3", n)
-	}
+	waitEvents(t, kube, ns, "RemediationEscalated", 1)
+	waitEvents(t, kube, ns, "RemediationFailed", 3)
 }
 
 func TestBreakerOpensAfterRefires(t *testing.T) {
@@ -213,7 +205,7 @@ func TestBreakerOpensAfterRefires(t *testing.T) {
 	if got := testutil.ToFloat64(tr.metrics.actions.WithLabelValues("restart", "success")); got != 2 {
 		t.Fatalf("successful restarts %v, want 2", got)
 	}
-	if got := testutil.ToFloat64(tr.metrics.breakerOpen.WithLabelValues(ns, "deployment/auth-service")); got != 1 {
+	if got, _ := breakerGauge(t, tr.reg, ns, "deployment/auth-service"); got != 1 {
 		t.Fatalf("breaker_open = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(tr.metrics.escalations.WithLabelValues(ns, "deployment/auth-service")); got != 1 {
@@ -235,6 +227,44 @@ func TestBreakerOpensAfterRefires(t *testing.T) {
 	testenv.WaitFor(t, 30*time.Second, "breaker skip on another replica", func() bool {
 		return testutil.ToFloat64(other.metrics.skipped.WithLabelValues(ReasonBreakerOpen)) == 1
 	})
+}
+
+func TestRateLimitedDeliveriesDoNotCountAsRefires(t *testing.T) {
+	k := kubeServer.Get(t)
+	kube := kubeClient(t, k.Config)
+	ns := setupTarget(t, kube, "auth-service", nil)
+	policy := strings.NewReplacer("cooldown: 3s", "cooldown: 0s", "refires: 5", "refires: 2", "actions_per_hour: 0", "actions_per_hour: 1").Replace(restartPolicy(ns, ""))
+	tr := startRemediator(t, policy, kube, actions.NewExecutor(kube, discardLogger()), nil)
+	labels := map[string]string{"namespace": ns, "deployment": "auth-service"}
+	t0 := time.Now().Truncate(time.Second)
+	// One action uses up the hour's budget; the alert then fires again
+	// (a new occurrence) and is delivered three times.
+	for i, a := range []int{0, 1, 1, 1} {
+		al := firing("HighMemoryUsage", "feedbeef", t0.Add(time.Duration(a)*time.Minute), labels)
+		if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(al), nil); code != 202 {
+			t.Fatalf("post %d: %d", i, code)
+		}
+		testenv.WaitFor(t, 30*time.Second, "decision", func() bool { return decisions(tr) == float64(i+1) })
+	}
+	if got := testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonRateLimited)); got != 3 {
+		t.Fatalf("rate_limited skips %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(tr.metrics.escalations.WithLabelValues(ns, "deployment/auth-service")); got != 0 {
+		t.Fatalf("escalations = %v, want 0", got)
+	}
+	if n := logsOf(t).count("escalating to Level 2"); n != 0 {
+		t.Fatalf("%d escalation log lines, want 0", n)
+	}
+	if n := countEvents(t, kube, ns, "RemediationEscalated"); n != 0 {
+		t.Fatalf("%d RemediationEscalated events, want 0", n)
+	}
+	st, err := (&leaseStore{kube: kube}).read(t.Context(), target{Kind: "deployment", Namespace: ns, Name: "auth-service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Refires != 0 || !st.BreakerOpenUntil.IsZero() {
+		t.Fatalf("state after refused deliveries: refires %d, breaker open until %v", st.Refires, st.BreakerOpenUntil)
+	}
 }
 
 func TestOptOutAndDryRunChangeNothing(t *testing.T) {
@@ -328,9 +358,7 @@ func TestRemediatorWorksWithShippedRBAC(t *testing.T) {
 		t.Fatalf("restart as the restricted user: %v successes, want 1", got)
 	}
 	testenv.WaitFor(t, 30*time.Second, "restart", func() bool { return restarts.Load() == 1 })
-	if n := countEvents(t, admin, ns, "Remediated"); n != 1 {
-		t.Fatalf("%d Remediated events written by the restricted user, want 1", n)
-	}
+	waitEvents(t, admin, ns, "Remediated", 1)
 	if strings.Contains(logsOf(t).String(), "cannot record event") {
 		t.Fatalf("event creation failed under the shipped RBAC:\n%s", logsOf(t).String())
 	}

@@ -136,6 +136,8 @@ var (
 type leaseStore struct {
 	kube     kubernetes.Interface
 	identity string
+	// cache, when set, answers the first read of each update.
+	cache *leaseCache
 }
 
 // leaseName is warden-<kind>-<name>, shortened with a hash when it would
@@ -163,8 +165,25 @@ func (s *leaseStore) read(ctx context.Context, t target) (targetState, error) {
 func (s *leaseStore) update(ctx context.Context, t target, fn func(st *targetState) bool) error {
 	leases := s.kube.CoordinationV1().Leases(t.Namespace)
 	name := leaseName(t)
-	for range maxUpdateAttempts {
-		l, err := leases.Get(ctx, name, metav1.GetOptions{})
+	for attempt := range maxUpdateAttempts {
+		var l *coordinationv1.Lease
+		var err error
+		cached := false
+		if attempt == 0 && s.cache != nil {
+			// A refusal decided on the cache costs no API call; a write
+			// based on a stale version conflicts, and the next attempt
+			// reads from the API server.
+			if l, cached = s.cache.get(t.Namespace, name); cached {
+				if l == nil {
+					err = apierrors.NewNotFound(coordinationv1.Resource("leases"), name)
+				} else {
+					l = l.DeepCopy()
+				}
+			}
+		}
+		if !cached {
+			l, err = leases.Get(ctx, name, metav1.GetOptions{})
+		}
 		exists := true
 		if apierrors.IsNotFound(err) {
 			exists, err = false, nil
@@ -197,17 +216,21 @@ func (s *leaseStore) update(ctx context.Context, t target, fn func(st *targetSta
 		now := metav1.NewMicroTime(time.Now())
 		l.Spec.HolderIdentity = ptr.To(s.identity)
 		l.Spec.RenewTime = &now
+		var written *coordinationv1.Lease
 		if exists {
-			_, err = leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: actions.FieldManager})
+			written, err = leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: actions.FieldManager})
 		} else {
 			l.Spec.AcquireTime = &now
-			_, err = leases.Create(ctx, l, metav1.CreateOptions{FieldManager: actions.FieldManager})
+			written, err = leases.Create(ctx, l, metav1.CreateOptions{FieldManager: actions.FieldManager})
 		}
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 			continue // another replica wrote first: decide again on its state
 		}
 		if err != nil {
 			return fmt.Errorf("write lease %s/%s: %w", t.Namespace, name, err)
+		}
+		if s.cache != nil {
+			s.cache.remember(written)
 		}
 		return nil
 	}

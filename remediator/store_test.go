@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,6 +76,13 @@ func (p *tcpProxy) up(t testing.TB) {
 				continue
 			}
 			p.mu.Lock()
+			if p.ln != ln {
+				// Taken down while this connection was being set up.
+				p.mu.Unlock()
+				c.Close()
+				b.Close()
+				continue
+			}
 			p.conns[c], p.conns[b] = struct{}{}, struct{}{}
 			p.mu.Unlock()
 			go func() { _, _ = io.Copy(b, c); b.Close() }()
@@ -87,13 +95,24 @@ func (p *tcpProxy) down() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_ = p.ln.Close()
+	p.ln = nil
 	for c := range p.conns {
 		_ = c.Close()
 	}
 	p.conns = map[net.Conn]struct{}{}
 }
 
-func TestAlertIsNotLostWhileAPIServerIsUnreachable(t *testing.T) {
+// behindProxy is a remediator whose API server connection goes through a
+// proxy the test takes down and brings back, acting on auth-service in ns.
+type behindProxy struct {
+	tr       *testRemediator
+	proxy    *tcpProxy
+	ns       string
+	restarts *atomic.Int64
+}
+
+func startBehindProxy(t *testing.T) behindProxy {
+	t.Helper()
 	k := kubeServer.Get(t)
 	admin := kubeClient(t, k.Config)
 	ns := setupTarget(t, admin, "auth-service", nil)
@@ -113,6 +132,12 @@ func TestAlertIsNotLostWhileAPIServerIsUnreachable(t *testing.T) {
 	// retry_for outlasts the outage however slowly this machine gets
 	// through it.
 	tr := startRemediator(t, strings.Replace(restartPolicy(ns, ""), "retry_for: 1m", "retry_for: 10m", 1), kube, actions.NewExecutor(kube, discardLogger()), nil)
+	return behindProxy{tr: tr, proxy: p, ns: ns, restarts: restarts}
+}
+
+func TestAlertIsNotLostWhileAPIServerIsUnreachable(t *testing.T) {
+	bp := startBehindProxy(t)
+	tr, p, ns, restarts := bp.tr, bp.proxy, bp.ns, bp.restarts
 
 	p.down()
 	a := firing("HighMemoryUsage", "0utage", time.Now().Truncate(time.Second), map[string]string{"namespace": ns, "deployment": "auth-service"})

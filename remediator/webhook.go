@@ -159,7 +159,10 @@ func (r *Remediator) serveWebhook(w http.ResponseWriter, req *http.Request) {
 	}
 	r.metrics.webhookRequests.WithLabelValues(strconv.Itoa(code)).Inc()
 	r.metrics.webhookDuration.Observe(time.Since(start).Seconds())
-	if code >= 400 && code != http.StatusServiceUnavailable {
+	switch {
+	case code == http.StatusUnauthorized:
+		r.logUnauthorized(req)
+	case code >= 400 && code != http.StatusServiceUnavailable:
 		r.logger.Warn("webhook request refused", "code", code, "reason", msg, "remote", req.RemoteAddr)
 	}
 }
@@ -195,6 +198,10 @@ func (r *Remediator) webhook(w http.ResponseWriter, req *http.Request, received 
 	if msg.TruncatedAlerts > 0 {
 		r.logger.Warn("Alertmanager truncated the alert list (max_alerts in its webhook_config); the missing alerts are not seen",
 			"truncated_alerts", msg.TruncatedAlerts, "group_key", msg.GroupKey)
+	}
+	if n := len(msg.Alerts); n > cap(r.queue) {
+		// No amount of waiting makes room: a 503 would be retried forever.
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("%d alerts in one payload, more than the queue holds (--queue.size %d): set max_alerts to at most %d in Alertmanager's webhook_config", n, cap(r.queue), cap(r.queue))
 	}
 	switch err := r.enqueue(msg.Alerts, received); {
 	case errors.Is(err, errShuttingDown):

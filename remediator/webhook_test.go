@@ -227,3 +227,37 @@ func BenchmarkWebhookAck(b *testing.B) {
 		}
 	})
 }
+
+func TestWebhookRefusesPayloadLargerThanTheQueuePermanently(t *testing.T) {
+	exec := &recordingExecutor{}
+	tr := startRemediator(t, declinePolicy, fake.NewClientset(), exec, func(o *Options) { o.QueueSize = 3 })
+	t0 := time.Now()
+	var alerts []amtemplate.Alert
+	for i := range 4 {
+		alerts = append(alerts, firing("Unrelated", fmt.Sprintf("f%03d", i), t0, nil))
+	}
+	// The remediator is idle: waiting cannot make room, so a retryable
+	// 503 would come back forever.
+	code, body, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(alerts...), nil)
+	if code < 400 || code >= 500 || !strings.Contains(body, "max_alerts") {
+		t.Fatalf("payload of 4 alerts with --queue.size 3: got %d %q, want a 4xx naming max_alerts", code, body)
+	}
+}
+
+func TestWebhookLogsRefusedCredentialsAtMostOncePerInterval(t *testing.T) {
+	tr := startRemediator(t, declinePolicy, fake.NewClientset(), &recordingExecutor{}, nil)
+	body := payload(firing("HighMemoryUsage", "f1", time.Now(), nil))
+	for range 50 {
+		if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", body, map[string]string{"Authorization": "Bearer wrong"}); code != 401 {
+			t.Fatalf("wrong token: %d, want 401", code)
+		}
+	}
+	if got := testutil.ToFloat64(tr.metrics.webhookRequests.WithLabelValues("401")); got != 50 {
+		t.Fatalf("401s counted %v, want 50", got)
+	}
+	// The interval is 10s; 50 loopback requests take far less, and even a
+	// slow machine writes no more than a handful of lines for them.
+	if n := logsOf(t).count("level=WARN"); n > 5 {
+		t.Fatalf("%d WARN lines for 50 refused requests", n)
+	}
+}

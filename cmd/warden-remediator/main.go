@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -67,10 +68,15 @@ func run() int {
 	kube, _, err := kubeclient.New(kubeclient.Options{
 		Kubeconfig: f.kubeconfig,
 		UserAgent:  "warden-remediator",
-		// Duplicate deliveries each read a Lease; client-go's default of 5
-		// QPS would turn an Alertmanager burst into a backlog.
-		QPS:   50,
-		Burst: 100,
+		// Refusals (duplicate, cooldown, breaker) are decided from the
+		// Lease informer's cache and cost no request. A claim costs about
+		// seven: two Lease writes, the action's reads and writes, an
+		// Event. 200 QPS sustains about 30 claims/s, the burst absorbs
+		// the first claims of a storm on many targets; the API server's
+		// priority and fairness protects it beyond that. client-go's
+		// default of 5 QPS would turn a storm into a backlog.
+		QPS:   200,
+		Burst: 400,
 	})
 	if err != nil {
 		logger.Error("kubernetes client", "err", err)
@@ -251,7 +257,9 @@ func newMux(rem *remediator.Remediator, reg *prometheus.Registry, reloader *relo
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelError)}))
 	mux.Handle("/-/healthy", rem.HealthHandler())
 	mux.Handle("/-/ready", rem.ReadyHandler())
-	mux.Handle("/-/reload", reloader.Handler())
+	// The reload endpoint takes the webhook's credentials, and a failure's
+	// details (policy path, YAML error) stay in the log.
+	mux.Handle("/-/reload", rem.Protect(reloadHandler(reloader)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
@@ -261,6 +269,24 @@ func newMux(rem *remediator.Remediator, reg *prometheus.Registry, reloader *relo
 		_, _ = w.Write([]byte("warden-remediator\n\nPOST /api/v1/alerts  Alertmanager webhook (version 4)\n/metrics /-/healthy /-/ready /-/reload\n"))
 	})
 	return mux
+}
+
+// reloadHandler serves POST /-/reload: 200 when the policy and credentials
+// were re-read, 500 when the previous ones stay in force (the reason is
+// logged by the reload function, not returned).
+func reloadHandler(reloader *reload.Reloader) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method != http.MethodPost && req.Method != http.MethodPut {
+			w.Header().Set("Allow", "POST, PUT")
+			http.Error(w, "use POST to reload the policy", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := reloader.Reload(); err != nil {
+			http.Error(w, "reload failed, previous policy kept; the reason is in the log", http.StatusInternalServerError)
+			return
+		}
+		_, _ = io.WriteString(w, "Reloaded.\n")
+	})
 }
 
 // serve runs the workers and the web server until a signal or a server

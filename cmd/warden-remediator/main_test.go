@@ -356,9 +356,18 @@ func (p *remediatorProc) metrics(t *testing.T) string {
 	return string(b)
 }
 
-func (p *remediatorProc) reload(t *testing.T) (int, string) {
+// reload posts to /-/reload; auth, when not empty, is the Authorization
+// header.
+func (p *remediatorProc) reload(t *testing.T, auth string) (int, string) {
 	t.Helper()
-	resp, err := http.Post(p.URL+"/-/reload", "", nil)
+	req, err := http.NewRequest(http.MethodPost, p.URL+"/-/reload", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,8 +521,10 @@ func TestAuthenticationRequired(t *testing.T) {
 func TestWebhookAuthentication(t *testing.T) {
 	dir := t.TempDir()
 	const token = "0123456789abcdef-token"
-	tokenFile := testenv.WriteFile(t, dir, "token", token+"\n")
-	pwFile := testenv.WriteFile(t, dir, "password", "am-password\n")
+	// Surrounding white space is trimmed, as Alertmanager's
+	// credentials_file does.
+	tokenFile := testenv.WriteFile(t, dir, "token", token+" \n")
+	pwFile := testenv.WriteFile(t, dir, "password", "am-password \n")
 	policy := testenv.WriteFile(t, dir, "remediator.yml", restartPolicy("r", "A", "ns"))
 	p := startRemediator(t, policy, "--web.bearer-token-file="+tokenFile,
 		"--web.basic-auth.username=alertmanager", "--web.basic-auth.password-file="+pwFile)
@@ -561,7 +572,7 @@ func TestWebhookAuthentication(t *testing.T) {
 	// old one refused.
 	const rotated = "rotated-token-0987654321"
 	testenv.WriteFile(t, dir, "token", rotated+"\n")
-	if code, resp := p.reload(t); code != http.StatusOK {
+	if code, resp := p.reload(t, "Bearer "+token); code != http.StatusOK {
 		t.Fatalf("reload after rotating the token: status %d %q", code, resp)
 	}
 	if code, _, resp := p.send(t, "Bearer "+token, body); code != http.StatusUnauthorized {
@@ -575,9 +586,12 @@ func TestWebhookAuthentication(t *testing.T) {
 	if err := os.Remove(tokenFile); err != nil {
 		t.Fatal(err)
 	}
-	if code, resp := p.reload(t); code != http.StatusInternalServerError || !strings.Contains(resp, "--web.bearer-token-file") {
-		t.Errorf("reload without the token file: status %d %q, want 500 naming --web.bearer-token-file", code, resp)
+	if code, resp := p.reload(t, "Bearer "+rotated); code != http.StatusInternalServerError || strings.Contains(resp, tokenFile) {
+		t.Errorf("reload without the token file: status %d %q, want 500 without the file's path", code, resp)
 	}
+	p.waitOutput(t, "the failed reload logged naming --web.bearer-token-file", func(out string) bool {
+		return strings.Contains(out, "reload failed") && strings.Contains(out, "--web.bearer-token-file")
+	})
 	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 0")
 	if code, _, resp := p.send(t, "Bearer "+rotated, body); code != http.StatusAccepted {
 		t.Errorf("token in force after a failed reload: status %d (%s), want 202", code, resp)
@@ -646,10 +660,16 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 	// Invalid policy via the HTTP endpoint: 500 naming the problem, old
 	// rule still acts.
 	testenv.WriteFile(t, dir, "remediator.yml", strings.Replace(restartPolicy("new-rule", "NewAlert", ns), `'{{ .Labels.deployment }}'`, `'{{ .Labels.deployment '`, 1))
-	code, body := p.reload(t)
-	if code != http.StatusInternalServerError || !strings.Contains(body, "rules[0].target.deployment") {
-		t.Fatalf("POST /-/reload with invalid policy: status %d %q, want 500 naming rules[0].target.deployment", code, body)
+	if code, body := p.reload(t, ""); code != http.StatusUnauthorized || strings.Contains(body, "rules[0]") || strings.Contains(body, policyPath) {
+		t.Fatalf("POST /-/reload without credentials: status %d %q, want 401 revealing nothing", code, body)
 	}
+	code, body := p.reload(t, auth)
+	if code != http.StatusInternalServerError || strings.Contains(body, "rules[0]") || strings.Contains(body, policyPath) {
+		t.Fatalf("POST /-/reload with invalid policy: status %d %q, want 500 without the policy path or the YAML error", code, body)
+	}
+	p.waitOutput(t, "the failed reload logged naming rules[0].target.deployment", func(out string) bool {
+		return strings.Contains(out, "rules[0].target.deployment")
+	})
 	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 0")
 	sendAlert(t, deployAlert("OldAlert", ns, "old3"))
 	waitMetric(t, p, restartDryRuns(3))
@@ -672,7 +692,7 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
     scale: {replicas: 3, max_replicas: 5}
 `, ns)
 	testenv.WriteFile(t, dir, "remediator.yml", newPolicy)
-	if code, body := p.reload(t); code != http.StatusOK {
+	if code, body := p.reload(t, auth); code != http.StatusOK {
 		t.Fatalf("POST /-/reload with valid policy: status %d %q, want 200", code, body)
 	}
 	requireLine(t, p.metrics(t), "warden_remediator_config_last_reload_successful 1")
@@ -696,7 +716,9 @@ func TestReloadKeepsPreviousPolicyWhenNewOneIsInvalid(t *testing.T) {
 		t.Errorf("dry run changed the Deployment: replicas %d, template annotations %v", *d.Spec.Replicas, d.Spec.Template.Annotations)
 	}
 
-	if resp, err := http.Get(p.URL + "/-/reload"); err == nil {
+	getReq, _ := http.NewRequest(http.MethodGet, p.URL+"/-/reload", nil)
+	getReq.Header.Set("Authorization", auth)
+	if resp, err := http.DefaultClient.Do(getReq); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("GET /-/reload: status %d, want 405", resp.StatusCode)

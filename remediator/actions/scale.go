@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 )
@@ -24,21 +25,34 @@ func (e *executor) scale(ctx context.Context, log *slog.Logger, req Request) (Re
 	var from, to int32
 	var note string
 	var updated *autoscalingv1.Scale
+	computed := false
 	err := e.retry(ctx, log, "scale", func(ctx context.Context) error {
 		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			sc, err := deployments.GetScale(ctx, req.Deployment, metav1.GetOptions{})
 			if err != nil {
 				return fmt.Errorf("get scale of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
 			}
-			from = sc.Spec.Replicas
-			to, note = desiredReplicas(req, from)
+			// The target is computed once, from the count first read: a
+			// retry after a write that landed but whose reply was lost
+			// must not apply a delta twice. Only a conflict, which
+			// proves the write did not land, recomputes it.
+			if !computed {
+				from = sc.Spec.Replicas
+				to, note = desiredReplicas(req, from)
+				computed = true
+			}
 			updated = nil
-			if to == from {
+			if sc.Spec.Replicas == to {
 				return nil
 			}
 			sc.Spec.Replicas = to
 			updated, err = deployments.UpdateScale(ctx, req.Deployment, sc,
 				metav1.UpdateOptions{FieldManager: FieldManager, DryRun: dryRunOpt(req.DryRun)})
+			if apierrors.IsConflict(err) {
+				// Certainly not written: someone else changed the count,
+				// so the next attempt applies the change to theirs.
+				computed = false
+			}
 			if err != nil {
 				return fmt.Errorf("update scale of deployment %s/%s: %w", req.Namespace, req.Deployment, err)
 			}
@@ -76,7 +90,7 @@ func (e *executor) scale(ctx context.Context, log *slog.Logger, req Request) (Re
 	}
 	res.Verified = current.Spec.Replicas == to
 	res.Detail = fmt.Sprintf("scaled %d -> %d replicas%s; spec now %d, %d running", from, to, note, current.Spec.Replicas, current.Status.Replicas)
-	log.Debug("deployment scaled", "from", from, "to", to, "spec_replicas", current.Spec.Replicas, "resource_version", updated.ResourceVersion)
+	log.Debug("deployment scaled", "from", from, "to", to, "spec_replicas", current.Spec.Replicas, "reply_received", updated != nil)
 	return res, nil
 }
 
