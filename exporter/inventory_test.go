@@ -21,6 +21,7 @@ import (
 
 	"github.com/warden-sre/warden/internal/certgen"
 	"github.com/warden-sre/warden/internal/inventory"
+	"github.com/warden-sre/warden/internal/testenv"
 )
 
 // inventoryRedisDB is this test's database on the shared Redis server.
@@ -30,7 +31,6 @@ const inventoryRedisDB = 14
 // with the reason. Every other exporter metric in internal/inventory,
 // conditional or not, is set up below and must be in the scrape.
 var inventoryNotScraped = map[string]string{
-	"pg_replication_lag_seconds":                                   "needs a streaming replica",
 	"redis_master_link_up":                                         "needs a Redis replica",
 	"redis_master_last_io_seconds_ago":                             "needs a Redis replica",
 	"redis_master_sync_in_progress":                                "needs a Redis replica",
@@ -59,6 +59,10 @@ func TestScrapeProducesEveryInventoryMetric(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
+
+	// A streaming replica of the server, for the metrics only replicas
+	// report; taken after the setup, so it has the database too.
+	replica := testenv.StartPostgresReplica(t, pg)
 
 	rc := goredis.NewClient(&goredis.Options{Addr: rs.Addr, DB: inventoryRedisDB, Protocol: 2, DisableIdentity: true, PoolSize: 1})
 	t.Cleanup(func() { _ = rc.Close() })
@@ -93,6 +97,8 @@ postgres:
 - name: main
   dsn: %q
   statements: {enabled: true}
+- name: replica
+  dsn: %q
 redis:
 - name: sessions
   address: %q
@@ -111,7 +117,7 @@ auth:
   - name: active_sessions
     dsn: %q
     sql: SELECT count(*) FROM sessions
-`, dsn, "redis://"+rs.Addr+"/"+strconv.Itoa(inventoryRedisDB), caFile, endpoint, certFile, filepath.Join(dir, "missing.pem"), logFile, dsn))
+`, dsn, replica.DSN(db), "redis://"+rs.Addr+"/"+strconv.Itoa(inventoryRedisDB), caFile, endpoint, certFile, filepath.Join(dir, "missing.pem"), logFile, dsn))
 	if err != nil {
 		t.Fatalf("ParseConfig: %v", err)
 	}
@@ -121,13 +127,16 @@ auth:
 	}
 	t.Cleanup(func() { _ = set.Close() })
 
-	// The auth collector follows its file in the background: scrape until
-	// the lines are counted, at most a few seconds.
+	// The auth collector follows its file in the background, and the
+	// replica reports its lag and last receipt once its WAL receiver has
+	// connected: scrape until all are there.
 	var scraped map[string]bool
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		scraped = inventoryScrape(t, set)
-		if scraped["warden_auth_log_lines_total"] && scraped["warden_auth_log_lines_invalid_total"] || time.Now().After(deadline) {
+		if scraped["warden_auth_log_lines_total"] && scraped["warden_auth_log_lines_invalid_total"] &&
+			scraped["pg_replication_lag_seconds"] && scraped["warden_postgres_wal_receiver_last_receipt_timestamp_seconds"] ||
+			time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

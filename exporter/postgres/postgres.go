@@ -33,9 +33,13 @@ var (
 	pgUpDesc           = pgDesc("pg_up", "Whether the last scrape could query the PostgreSQL server (1) or not (0).")
 	pgStaticDesc       = pgDesc("pg_static", "Server version, as labels; always 1.", "version", "short_version")
 	pgMaxConnDesc      = pgDesc("pg_settings_max_connections", "The server's max_connections setting.")
+	pgSuperResDesc     = pgDesc("pg_settings_superuser_reserved_connections", "The server's superuser_reserved_connections setting.")
+	pgReservedDesc     = pgDesc("pg_settings_reserved_connections", "The server's reserved_connections setting (PostgreSQL 16+); 0 before 16, which has no such setting.")
 	pgStartTimeDesc    = pgDesc("pg_postmaster_start_time_seconds", "When the server started, in Unix seconds.")
 	pgIsReplicaDesc    = pgDesc("pg_replication_is_replica", "Whether the server is in recovery, i.e. a replica (1) or a primary (0).")
 	pgReplLagDesc      = pgDesc("pg_replication_lag_seconds", "Replication lag of a replica: age of the last replayed transaction, 0 when all received WAL is replayed. Only reported by replicas.")
+	pgWalRecvDesc      = pgDesc("warden_postgres_wal_receiver_streaming", "Whether the replica's WAL receiver is streaming from the primary (1) or not running or not streaming (0). Only reported by replicas.")
+	pgWalReceiptDesc   = pgDesc("warden_postgres_wal_receiver_last_receipt_timestamp_seconds", "When the replica's WAL receiver last received a message (WAL or keepalive) from the primary, in Unix seconds. Only reported while a WAL receiver runs.")
 	pgNumBackendsDesc  = pgDesc("pg_stat_database_numbackends", "Number of backends connected to the database.", "datname")
 	pgXactCommitDesc   = pgDesc("pg_stat_database_xact_commit_total", "Transactions committed in the database.", "datname")
 	pgXactRollbackDesc = pgDesc("pg_stat_database_xact_rollback_total", "Transactions rolled back in the database.", "datname")
@@ -716,22 +720,24 @@ func pgOneRow(rows pgx.Rows) error {
 	return pgx.ErrNoRows
 }
 
-// readSettings reads the server-wide row: version, limits, replication
-// state, and the schema pg_stat_statements is installed in ("" when it is
-// not).
+// readSettings reads the server-wide row: version, limits, replication and
+// WAL receiver state, and the schema pg_stat_statements is installed in (""
+// when it is not).
 func (c *Collector) readSettings(rows pgx.Rows, out *[]prometheus.Metric) (schema string, err error) {
 	var (
-		version             string
-		versionNum          int
-		maxConns, startTime float64
-		inRecovery          bool
-		lag                 *float64
-		extSchema           *string
+		version                                      string
+		versionNum                                   int
+		maxConns, superReserved, reserved, startTime float64
+		inRecovery                                   bool
+		lag                                          *float64
+		walStreaming                                 *bool
+		walLastReceipt                               *float64
+		extSchema                                    *string
 	)
 	if err := pgOneRow(rows); err != nil {
 		return "", err
 	}
-	if err := rows.Scan(&version, &versionNum, &maxConns, &startTime, &inRecovery, &lag, &extSchema); err != nil {
+	if err := rows.Scan(&version, &versionNum, &maxConns, &superReserved, &reserved, &startTime, &inRecovery, &lag, &walStreaming, &walLastReceipt, &extSchema); err != nil {
 		return "", err
 	}
 	if extSchema != nil {
@@ -743,11 +749,23 @@ func (c *Collector) readSettings(rows pgx.Rows, out *[]prometheus.Metric) (schem
 	}
 	emit(pgStaticDesc, 1, t, version, fmt.Sprintf("%d.%d.0", versionNum/10000, versionNum%10000))
 	emit(pgMaxConnDesc, maxConns, t)
+	emit(pgSuperResDesc, superReserved, t)
+	emit(pgReservedDesc, reserved, t)
 	emit(pgStartTimeDesc, startTime, t)
 	if inRecovery {
 		emit(pgIsReplicaDesc, 1, t)
 		if lag != nil {
 			emit(pgReplLagDesc, *lag, t)
+		}
+		if walStreaming != nil {
+			v := 0.0
+			if *walStreaming {
+				v = 1
+			}
+			emit(pgWalRecvDesc, v, t)
+		}
+		if walLastReceipt != nil {
+			emit(pgWalReceiptDesc, *walLastReceipt, t)
 		}
 	} else {
 		emit(pgIsReplicaDesc, 0, t)

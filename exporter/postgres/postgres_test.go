@@ -207,12 +207,20 @@ func TestPostgresCollectorReportsServerAndDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("collect: %v", err)
 	}
-	// The stable parts, compared as exposition text.
+	// The stable parts, compared as exposition text; the reserved
+	// connections are the server's own settings.
+	superReserved, reserved := pgReservedSettings(t, sharedPG.Get(t))
 	a := &exportertest.Adapter{C: c, Timeout: 10 * time.Second}
 	expected := fmt.Sprintf(`
 # HELP pg_settings_max_connections The server's max_connections setting.
 # TYPE pg_settings_max_connections gauge
 pg_settings_max_connections{target="main"} 50
+# HELP pg_settings_superuser_reserved_connections The server's superuser_reserved_connections setting.
+# TYPE pg_settings_superuser_reserved_connections gauge
+pg_settings_superuser_reserved_connections{target="main"} %[2]s
+# HELP pg_settings_reserved_connections The server's reserved_connections setting (PostgreSQL 16+); 0 before 16, which has no such setting.
+# TYPE pg_settings_reserved_connections gauge
+pg_settings_reserved_connections{target="main"} %[3]s
 # HELP pg_up Whether the last scrape could query the PostgreSQL server (1) or not (0).
 # TYPE pg_up gauge
 pg_up{target="main"} 1
@@ -225,9 +233,10 @@ pg_locks_waiting{datname=%[1]q,target="main"} 0
 # HELP pg_stat_database_deadlocks_total Deadlocks detected in the database.
 # TYPE pg_stat_database_deadlocks_total counter
 pg_stat_database_deadlocks_total{datname=%[1]q,target="main"} 0
-`, db)
+`, db, superReserved, reserved)
 	if err := testutil.CollectAndCompare(a, strings.NewReader(expected),
-		"pg_up", "pg_settings_max_connections", "pg_replication_is_replica", "pg_locks_waiting", "pg_stat_database_deadlocks_total"); err != nil {
+		"pg_up", "pg_settings_max_connections", "pg_settings_superuser_reserved_connections", "pg_settings_reserved_connections",
+		"pg_replication_is_replica", "pg_locks_waiting", "pg_stat_database_deadlocks_total"); err != nil {
 		t.Error(err)
 	}
 
@@ -262,12 +271,169 @@ pg_stat_database_deadlocks_total{datname=%[1]q,target="main"} 0
 	if got := pgLabelValues(mfs, "pg_static", "short_version"); len(got) != 1 || !strings.HasPrefix(got[0], "1") || strings.Count(got[0], ".") != 2 {
 		t.Errorf("pg_static short_version = %v", got)
 	}
-	if _, ok := mfs["pg_replication_lag_seconds"]; ok {
-		t.Error("pg_replication_lag_seconds reported by a primary")
+	for _, name := range []string{"pg_replication_lag_seconds", "warden_postgres_wal_receiver_streaming", "warden_postgres_wal_receiver_last_receipt_timestamp_seconds"} {
+		if _, ok := mfs[name]; ok {
+			t.Errorf("%s reported by a primary", name)
+		}
 	}
 	if _, ok := pgValue(mfs, "pg_stat_bgwriter_checkpoints_timed_total", nil); !ok {
 		t.Error("checkpoint counters missing")
 	}
+}
+
+// pgReservedSettings returns the server's superuser_reserved_connections
+// and reserved_connections as SHOW prints them, the latter "0" before
+// PostgreSQL 16, which has no such setting.
+func pgReservedSettings(t testing.TB, pg *testenv.Postgres) (superReserved, reserved string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var versionNum int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&versionNum); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SHOW superuser_reserved_connections").Scan(&superReserved); err != nil {
+		t.Fatal(err)
+	}
+	reserved = "0"
+	if versionNum >= 160000 {
+		if err := conn.QueryRow(ctx, "SHOW reserved_connections").Scan(&reserved); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return superReserved, reserved
+}
+
+func TestPostgresReservedConnectionsFollowTheServersSettings(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own server; skipped with -short")
+	}
+	// Values other than the defaults (3, and 0 before 16), so that a
+	// constant in the collector would not pass.
+	pg := testenv.StartPostgres(t, testenv.WithPostgresSetting("superuser_reserved_connections", "5"))
+	superReserved, reserved := pgReservedSettings(t, pg)
+	if superReserved != "5" {
+		t.Fatalf("SHOW superuser_reserved_connections = %s, want the 5 the server was started with", superReserved)
+	}
+	c := newTestPostgresCollector(t, Target{DSN: pg.DSN("postgres")}, nil)
+	mfs, err := pgCollect(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"pg_settings_superuser_reserved_connections": superReserved,
+		"pg_settings_reserved_connections":           reserved,
+	} {
+		if v, ok := pgValue(mfs, name, nil); !ok || fmt.Sprint(v) != want {
+			t.Errorf("%s = %v (present %v), want %s", name, v, ok, want)
+		}
+	}
+}
+
+// TestPostgresReplicaReportsWalReceiverUntilThePrimaryStopsAnswering scrapes
+// a real streaming replica: streaming with a recent last receipt, then,
+// with the primary frozen (its sessions stay open, so only the receiver's
+// timeout notices), not streaming and no receipt since, then streaming
+// again once the primary answers.
+func TestPostgresReplicaReportsWalReceiverUntilThePrimaryStopsAnswering(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own servers; skipped with -short")
+	}
+	const receiverTimeout = 5 * time.Second
+	// The replica is started with its primary's settings.
+	primary := testenv.StartPostgres(t, testenv.WithPostgresSetting("wal_receiver_timeout", fmt.Sprint(receiverTimeout.Milliseconds())))
+	// A role without pg_read_all_stats, in the base backup.
+	pgExec(t, primary, "postgres", "CREATE ROLE nostats LOGIN")
+	replica := testenv.StartPostgresReplica(t, primary)
+	c := newTestPostgresCollector(t, Target{Name: "replica", DSN: replica.DSN("postgres")}, nil)
+
+	scrape := func(what string) (streaming float64, streamingOK bool, receipt float64, receiptOK bool) {
+		t.Helper()
+		mfs, err := pgCollect(t, c, 10*time.Second)
+		if err != nil {
+			t.Fatalf("%s: collect: %v", what, err)
+		}
+		if v, _ := pgValue(mfs, "pg_replication_is_replica", nil); v != 1 {
+			t.Fatalf("%s: pg_replication_is_replica = %v, want 1", what, v)
+		}
+		streaming, streamingOK = pgValue(mfs, "warden_postgres_wal_receiver_streaming", nil)
+		receipt, receiptOK = pgValue(mfs, "warden_postgres_wal_receiver_last_receipt_timestamp_seconds", nil)
+		return streaming, streamingOK, receipt, receiptOK
+	}
+
+	started := float64(time.Now().Add(-time.Minute).Unix())
+	var firstReceipt float64
+	testenv.WaitFor(t, 60*time.Second, "the replica streaming with a last receipt", func() bool {
+		streaming, _, receipt, ok := scrape("starting")
+		firstReceipt = receipt
+		return streaming == 1 && ok
+	})
+	if now := float64(time.Now().Unix()); firstReceipt < started || firstReceipt > now+1 {
+		t.Errorf("last receipt %v, want between %v and now (%v)", firstReceipt, started, now)
+	}
+	// An idle primary still sends keepalives, which the receipt follows.
+	testenv.WaitFor(t, 60*time.Second, "the last receipt to advance", func() bool {
+		streaming, _, receipt, _ := scrape("streaming")
+		return streaming == 1 && receipt > firstReceipt
+	})
+
+	// The receiver's status is hidden from a role without
+	// pg_read_all_stats: unknown, so not reported, rather than 0.
+	nostats := newTestPostgresCollector(t, Target{Name: "nostats", DSN: fmt.Sprintf("postgres://nostats@%s/postgres?sslmode=disable", replica.Addr())}, nil)
+	mfs, err := pgCollect(t, nostats, 10*time.Second)
+	if err != nil {
+		t.Fatalf("collect as a role without pg_read_all_stats: %v", err)
+	}
+	if v, _ := pgValue(mfs, "pg_replication_is_replica", nil); v != 1 {
+		t.Errorf("without pg_read_all_stats: pg_replication_is_replica = %v, want 1", v)
+	}
+	for _, name := range []string{"warden_postgres_wal_receiver_streaming", "warden_postgres_wal_receiver_last_receipt_timestamp_seconds"} {
+		if v, ok := pgValue(mfs, name, nil); ok {
+			t.Errorf("without pg_read_all_stats: %s = %v, want it absent", name, v)
+		}
+	}
+
+	resume := pgPauseServer(t, primary)
+	resumed := false
+	defer func() {
+		if !resumed {
+			resume()
+		}
+	}()
+	var (
+		receipt    float64
+		receiptOK  bool
+		observedAt float64
+	)
+	testenv.WaitFor(t, 2*time.Minute, "the receiver to leave streaming after the primary froze", func() bool {
+		streaming, ok, r, rok := scrape("primary frozen")
+		if !ok {
+			t.Fatal("primary frozen: warden_postgres_wal_receiver_streaming missing from a replica")
+		}
+		receipt, receiptOK, observedAt = r, rok, float64(time.Now().Unix())
+		return streaming == 0
+	})
+	// The receiver gave up after wal_receiver_timeout without a message:
+	// no receipt since, or none reported at all (no receiver running).
+	if receiptOK {
+		if age := observedAt - receipt; age < receiverTimeout.Seconds()-1 {
+			t.Errorf("not streaming, yet last receipt %v is only %vs before the scrape", receipt, age)
+		}
+	} else {
+		receipt = 0
+	}
+
+	resume()
+	resumed = true
+	testenv.WaitFor(t, 2*time.Minute, "the receiver streaming again after the primary resumed", func() bool {
+		streaming, _, r, ok := scrape("primary resumed")
+		return streaming == 1 && ok && r > receipt
+	})
 }
 
 func TestPostgresCollectorReportsAllDatabasesByDefault(t *testing.T) {

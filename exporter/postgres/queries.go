@@ -22,18 +22,40 @@ const pgTimeoutsQuery = `SELECT set_config('statement_timeout', $1, false), set_
 // pgSettingsQuery returns one row: server version, limits, replication state
 // and the schema pg_stat_statements is installed in (NULL when it is not).
 //
+// reserved_connections exists from PostgreSQL 16 on; before, it reads 0,
+// so that max_connections minus both reserves is what ordinary roles may
+// use on every version. current_setting(name, true) returns NULL for a
+// setting the server does not know, and ” for a placeholder that was once
+// set: both mean none reserved.
+//
 // The replication lag follows postgres_exporter: 0 when everything received
 // has been replayed, otherwise the age of the last replayed transaction.
+//
+// The WAL receiver columns are NULL on a primary. On a replica, streaming
+// is false when no receiver is running (no row in pg_stat_wal_receiver) or
+// it is not streaming, and NULL when the receiver's status is hidden from
+// a role without pg_read_all_stats: unknown is not reported as down. The
+// last receipt is NULL when no receiver is running or it is hidden.
 const pgSettingsQuery = `SELECT
 	version(),
 	current_setting('server_version_num')::int,
 	current_setting('max_connections')::float8,
+	current_setting('superuser_reserved_connections')::float8,
+	COALESCE(NULLIF(current_setting('reserved_connections', true), ''), '0')::float8,
 	EXTRACT(EPOCH FROM pg_postmaster_start_time())::float8,
 	pg_is_in_recovery(),
 	CASE
 		WHEN NOT pg_is_in_recovery() THEN NULL
 		WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
 		ELSE GREATEST(0, EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()))::float8
+	END,
+	CASE WHEN pg_is_in_recovery() THEN
+		(SELECT CASE WHEN count(*) = 0 THEN false ELSE bool_or(status = 'streaming') END
+		   FROM pg_catalog.pg_stat_wal_receiver)
+	END,
+	CASE WHEN pg_is_in_recovery() THEN
+		(SELECT max(EXTRACT(EPOCH FROM last_msg_receipt_time))::float8
+		   FROM pg_catalog.pg_stat_wal_receiver)
 	END,
 	(SELECT n.nspname::text
 	   FROM pg_catalog.pg_extension e
