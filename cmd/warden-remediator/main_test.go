@@ -19,8 +19,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/warden-sre/warden/internal/testenv"
 	"github.com/warden-sre/warden/remediator"
@@ -72,8 +70,8 @@ func startKube() (*kubeEnv, error) {
 		k.Stop()
 		return nil, err
 	}
-	path, err := writeKubeconfig(dir, k)
-	if err != nil {
+	path := filepath.Join(dir, "kubeconfig")
+	if err := testenv.WriteKubeconfig(k.Config, path, ""); err != nil {
 		k.Stop()
 		os.RemoveAll(dir)
 		return nil, err
@@ -84,26 +82,6 @@ func startKube() (*kubeEnv, error) {
 func (k *kubeEnv) stop() {
 	k.Kube.Stop()
 	os.RemoveAll(k.dir)
-}
-
-// writeKubeconfig writes an admin kubeconfig for k, as an operator would
-// hand one to the remediator.
-func writeKubeconfig(dir string, k *testenv.Kube) (string, error) {
-	cfg := k.Config
-	server := cfg.Host
-	if !strings.Contains(server, "://") {
-		server = "https://" + server
-	}
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
-	kc.CurrentContext = "envtest"
-	path := filepath.Join(dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		return "", fmt.Errorf("write kubeconfig: %w", err)
-	}
-	return path, nil
 }
 
 func requireKube(t *testing.T) *kubeEnv {

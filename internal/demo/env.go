@@ -31,9 +31,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/warden-sre/warden/internal/certgen"
@@ -572,7 +569,7 @@ func (e *Env) serviceAccountKubeconfig(ctx context.Context, name string, manifes
 		return "", err
 	}
 	path := filepath.Join(e.dir, name+".kubeconfig")
-	if err := writeKubeconfig(cfg, path); err != nil {
+	if err := testenv.WriteKubeconfig(cfg, path, Namespace); err != nil {
 		return "", err
 	}
 	return path, nil
@@ -586,18 +583,6 @@ func stripComments(doc string) string {
 		}
 	}
 	return b.String()
-}
-
-func writeKubeconfig(cfg *rest.Config, path string) error {
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["demo"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["remediator"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	kc.Contexts["demo"] = &clientcmdapi.Context{Cluster: "demo", AuthInfo: "remediator", Namespace: Namespace}
-	kc.CurrentContext = "demo"
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		return fmt.Errorf("write kubeconfig: %w", err)
-	}
-	return nil
 }
 
 // render fills deploy/demo/<name> into path.
