@@ -89,6 +89,8 @@ type Remediator struct {
 	// dryRunSeen keeps dry-run deliveries from being recorded over and over
 	// (dry-run writes no coordination state).
 	dryRunSeen *seenSet
+	// recent is this replica's last decisions, for the status page.
+	recent decisionRing
 
 	queueMu sync.Mutex
 	queue   chan job
@@ -278,6 +280,7 @@ func (r *Remediator) handle(ctx context.Context, j job) {
 			rec = r.handleFiring(ctx, snap, a, d, rec)
 		}
 		r.audit(ctx, rec)
+		r.recent.add(r.now(), rec)
 	}
 }
 

@@ -252,14 +252,7 @@ func newMux(rem *remediator.Remediator, reg *prometheus.Registry, reloader *relo
 	mux.Handle("/-/healthy", rem.HealthHandler())
 	mux.Handle("/-/ready", rem.ReadyHandler())
 	mux.Handle("/-/reload", reloader.Handler())
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("warden-remediator\n\nPOST /api/v1/alerts  Alertmanager webhook (version 4)\n/metrics /-/healthy /-/ready /-/reload\n"))
-	})
+	mux.Handle("/", rem.StatusHandler())
 	return mux
 }
 

@@ -75,7 +75,7 @@ func TestRBACManifestGrantsExactlyTheActionsNeeds(t *testing.T) {
 		"/pods/eviction:create",
 		"/events:create", "/events:patch",
 		"events.k8s.io/events:create", "events.k8s.io/events:patch",
-		"coordination.k8s.io/leases:get", "coordination.k8s.io/leases:create", "coordination.k8s.io/leases:update",
+		"coordination.k8s.io/leases:get", "coordination.k8s.io/leases:list", "coordination.k8s.io/leases:create", "coordination.k8s.io/leases:update",
 	}
 	var got []string
 	for _, r := range rbac.role.Rules {
