@@ -67,6 +67,9 @@ func run(args []string) int {
 	} else {
 		tl.Printf("DEMO", "scenario complete: every step behaved as expected")
 	}
+	if err := env.PrintDaily(ctx); err != nil {
+		tl.Printf("DEMO", "daily report: %v", err)
+	}
 	if *exitAfter {
 		return code
 	}
