@@ -1,6 +1,7 @@
 package remediator
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -116,7 +117,7 @@ func TestStatusPageEscapesAlertLabels(t *testing.T) {
 // Chromium, shows that restart (from the Lease), its own decisions, the
 // cooldown, the policy, and a label holding a script as text.
 func TestStatusPageInBrowserShowsEveryReplicasActions(t *testing.T) {
-	ctx := browser.Start(t)
+	tab := browser.Start(t)
 	k := kubeServer.Get(t)
 	admin := kubeClient(t, k.Config)
 	ns := setupTarget(t, admin, "auth-service", nil)
@@ -146,6 +147,10 @@ func TestStatusPageInBrowserShowsEveryReplicasActions(t *testing.T) {
 		t.Fatalf("replica a: %+v, want acted", got.record)
 	}
 
+	// A page that never shows what is waited for fails the test instead
+	// of hanging it.
+	ctx, cancel := context.WithTimeout(tab, 5*time.Minute)
+	defer cancel()
 	browser.SetAuthorization(ctx, t, browser.BasicAuth(statusUser, statusPassword))
 	if err := chromedp.Do(ctx, chromedp.Navigate(startStatusPage(t, b)), chromedp.WaitVisible("#rules")); err != nil {
 		t.Fatalf("load the status page: %v", err)
