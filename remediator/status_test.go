@@ -155,14 +155,6 @@ func TestStatusPageInBrowserShowsEveryReplicasActions(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(startStatusPage(t, b)), chromedp.WaitVisible("#rules")); err != nil {
 		t.Fatalf("load the status page: %v", err)
 	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(sel))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
 	browser.Screenshot(ctx, t, "remediator-status")
 	for _, c := range []struct{ sel, want string }{
 		{"#identity", "replica-b"},
@@ -176,7 +168,7 @@ func TestStatusPageInBrowserShowsEveryReplicasActions(t *testing.T) {
 		{"#rules", "restart-on-memory"},
 		{"#dry-run", "Dry-run is off"},
 	} {
-		if got := text(c.sel); !strings.Contains(got, c.want) {
+		if got := browser.Text(ctx, t, c.sel); !strings.Contains(got, c.want) {
 			t.Errorf("%s shows %q, want it to contain %q", c.sel, got, c.want)
 		}
 	}

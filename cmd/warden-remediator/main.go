@@ -135,7 +135,7 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("config.file", "Remediation policy (YAML).").Default("remediator.yml").StringVar(&f.configFile)
 	app.Flag("config.check", "Validate the policy and the web configuration, then exit.").BoolVar(&f.configCheck)
 	app.Flag("web.bearer-token-file", "File with the bearer token Alertmanager sends (http_config.authorization.credentials_file).").StringVar(&f.tokenFile)
-	app.Flag("web.basic-auth.username", "Username Alertmanager sends with basic auth.").StringVar(&f.basicUser)
+	app.Flag("web.basic-auth.username", "Username for basic auth: what Alertmanager sends, and what a browser sends for the status page at /.").StringVar(&f.basicUser)
 	app.Flag("web.basic-auth.password-file", "File with the basic-auth password.").StringVar(&f.basicPassFile)
 	app.Flag("no-auth", "Accept webhook requests without any authentication (testing only; logs a warning).").BoolVar(&f.noAuth)
 	app.Flag("web.max-body-bytes", "Largest webhook body accepted (larger: 413).").Default("1048576").Int64Var(&f.maxBody)

@@ -112,3 +112,14 @@ func SetAuthorization(ctx context.Context, t testing.TB, value string) {
 func BasicAuth(user, password string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
+
+// Text returns the visible text of the element sel selects (a CSS
+// selector, or a text search), failing the test when it cannot.
+func Text(ctx context.Context, t testing.TB, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(sel))
+	if err != nil {
+		t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
+}

@@ -142,21 +142,13 @@ func checkInBrowser(t *testing.T, env *demo.Env, rep *demo.DailyReport) {
 	ctx, cancel := context.WithTimeout(tab, 5*time.Minute)
 	defer cancel()
 	browser.SetAuthorization(ctx, t, browser.BasicAuth(demo.StatusUser, env.StatusPassword()))
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(sel))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
 	for i := range env.RemediatorURLs {
 		url := env.StatusPageURL(i, false)
 		if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible("#rules")); err != nil {
 			t.Fatalf("load status page %s: %v", url, err)
 		}
 		browser.Screenshot(ctx, t, "status-page-"+string(rune('0'+i)))
-		if got := text("#occurrences"); !strings.Contains(got, "deployment/auth-service") || !strings.Contains(got, "acted") {
+		if got := browser.Text(ctx, t, "#occurrences"); !strings.Contains(got, "deployment/auth-service") || !strings.Contains(got, "acted") {
 			t.Errorf("status page %d: actions on record %q, want the restart of deployment/auth-service", i, got)
 		}
 		// The ring keeps the last 200 decisions: which alerts are still in
@@ -169,7 +161,7 @@ func checkInBrowser(t *testing.T, env *demo.Env, rep *demo.DailyReport) {
 		if rows < 2 {
 			t.Errorf("status page %d: no recent decision of the replica shown", i)
 		}
-		if got := text("#targets"); !strings.Contains(got, "warden-remediator-") {
+		if got := browser.Text(ctx, t, "#targets"); !strings.Contains(got, "warden-remediator-") {
 			t.Errorf("status page %d: targets %q, want the Lease's last writer", i, got)
 		}
 	}
@@ -193,7 +185,7 @@ func checkInBrowser(t *testing.T, env *demo.Env, rep *demo.DailyReport) {
 	if !drawn {
 		t.Error("no chart of the HTML report has a size and lines")
 	}
-	if got := text("body > h1"); !strings.Contains(got, "Daily health check") {
+	if got := browser.Text(ctx, t, "body > h1"); !strings.Contains(got, "Daily health check") {
 		t.Errorf("the HTML report's title is %q", got)
 	}
 	t.Logf("%d charts in the daily report", charts)
