@@ -103,6 +103,8 @@ type Remediator struct {
 	holderPrefix string
 	// unauthorizedLog spaces the log lines about refused credentials.
 	unauthorizedLog logThrottle
+	// recent is this replica's last decisions, for the status page.
+	recent decisionRing
 
 	queueMu sync.Mutex
 	queue   chan job
@@ -312,6 +314,7 @@ func (r *Remediator) handle(ctx context.Context, j job) {
 			rec = r.handleFiring(ctx, snap, a, d, rec)
 		}
 		r.audit(ctx, rec)
+		r.recent.add(r.now(), rec)
 	}
 }
 

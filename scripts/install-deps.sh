@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo need (PostgreSQL and
-# Redis servers), when they are missing. Needs root for apt-get.
+# Redis servers, and Chromium for the browser tests of the status page and
+# the HTML report), when they are missing. Needs root for apt-get.
 set -euo pipefail
 
 log() { printf '[deps %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -11,6 +12,9 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bi
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
 	missing+=(redis-server)
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+	missing+=(chromium)
 fi
 if ((${#missing[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then
@@ -29,4 +33,4 @@ if [[ $(id -u) -eq 0 ]] && ! id "$pg_user" >/dev/null 2>&1; then
 	log "creating unprivileged user $pg_user for the test PostgreSQL"
 	useradd --system --no-create-home --shell /usr/sbin/nologin "$pg_user"
 fi
-log "PostgreSQL and Redis binaries present"
+log "PostgreSQL, Redis and Chromium binaries present"

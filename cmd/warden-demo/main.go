@@ -3,7 +3,9 @@
 // PostgreSQL with a streaming replica, Redis, two auth-service simulators,
 // warden-exporter with every collector, Prometheus with warden's rules,
 // Alertmanager, two warden-remediator replicas and a kube-apiserver with a
-// stand-in kubelet. Staying up, it lists the Grafana dashboards to import.
+// stand-in kubelet. After the scenario it prints `warden-report daily` of
+// the demo's Prometheus; staying up, it lists the URLs (the remediators'
+// status pages among them) and the Grafana dashboards to import.
 // It needs the tools of scripts/tools.sh (run it through `make demo`).
 package main
 
@@ -66,6 +68,9 @@ func run(args []string) int {
 		code = 1
 	} else {
 		tl.Printf("DEMO", "scenario complete: every step behaved as expected")
+	}
+	if err := env.PrintDaily(ctx); err != nil {
+		tl.Printf("DEMO", "daily report: %v", err)
 	}
 	if *exitAfter {
 		return code

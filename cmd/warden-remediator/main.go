@@ -141,7 +141,7 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("config.file", "Remediation policy (YAML).").Default("remediator.yml").StringVar(&f.configFile)
 	app.Flag("config.check", "Validate the policy and the web configuration, then exit.").BoolVar(&f.configCheck)
 	app.Flag("web.bearer-token-file", "File with the bearer token Alertmanager sends (http_config.authorization.credentials_file).").StringVar(&f.tokenFile)
-	app.Flag("web.basic-auth.username", "Username Alertmanager sends with basic auth.").StringVar(&f.basicUser)
+	app.Flag("web.basic-auth.username", "Username for basic auth: what Alertmanager sends, and what a browser sends for the status page at /.").StringVar(&f.basicUser)
 	app.Flag("web.basic-auth.password-file", "File with the basic-auth password.").StringVar(&f.basicPassFile)
 	app.Flag("no-auth", "Accept webhook requests without any authentication (testing only; logs a warning).").BoolVar(&f.noAuth)
 	app.Flag("web.max-body-bytes", "Largest webhook body accepted (larger: 413).").Default("1048576").Int64Var(&f.maxBody)
@@ -260,14 +260,7 @@ func newMux(rem *remediator.Remediator, reg *prometheus.Registry, reloader *relo
 	// The reload endpoint takes the webhook's credentials, and a failure's
 	// details (policy path, YAML error) stay in the log.
 	mux.Handle("/-/reload", rem.Protect(reloadHandler(reloader)))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("warden-remediator\n\nPOST /api/v1/alerts  Alertmanager webhook (version 4)\n/metrics /-/healthy /-/ready /-/reload\n"))
-	})
+	mux.Handle("/", rem.StatusHandler())
 	return mux
 }
 

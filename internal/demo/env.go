@@ -89,7 +89,10 @@ type Env struct {
 	// remediators and Alertmanager.
 	token     string
 	tokenFile string
-	pagerURL  string
+	// statusPassword is the basic-auth password of the remediators'
+	// status pages (user StatusUser), for a person's browser.
+	statusPassword string
+	pagerURL       string
 
 	kubelet    *kubelet
 	exporter   *testenv.Process
@@ -340,12 +343,17 @@ func (e *Env) startRemediators(ctx context.Context, bin, kubeconfig string, addr
 	if err := os.WriteFile(e.tokenFile, []byte(e.token+"\n"), 0o600); err != nil {
 		return err
 	}
+	passwordFile, err := e.writeStatusPassword()
+	if err != nil {
+		return err
+	}
 	for i := range remediatorReplicas {
 		a := addr()
 		id := fmt.Sprintf("warden-remediator-%d", i)
 		logPath := filepath.Join(e.dir, id+".log")
 		p := binary(logPath, bin,
 			"--config.file", policy, "--web.bearer-token-file", e.tokenFile, "--kubeconfig", kubeconfig,
+			"--web.basic-auth.username", StatusUser, "--web.basic-auth.password-file", passwordFile,
 			"--identity", id, "--web.listen-address", a, "--log.format", "json")
 		e.remediator = append(e.remediator, p)
 		if err := startHealthy(ctx, id, p, "http://"+a+"/-/ready"); err != nil {
@@ -441,6 +449,9 @@ func (e *Env) URLs() [][2]string {
 	}
 	for i, u := range e.RemediatorURLs {
 		out = append(out, [2]string{fmt.Sprintf("warden-remediator-%d", i), u + "/metrics"})
+	}
+	for i := range e.RemediatorURLs {
+		out = append(out, [2]string{fmt.Sprintf("status page %d", i), e.StatusPageURL(i, true)})
 	}
 	for _, s := range Services {
 		out = append(out, [2]string{s, e.ServiceURLs[s] + "/metrics"})

@@ -5,7 +5,9 @@
 // exists, the alert resolves, and duplicate deliveries cause no second
 // action; alerts that are for a person page and cause no action. After the
 // scenario every panel query of every dashboard must return data from the
-// demo's Prometheus.
+// demo's Prometheus, the daily report must hold what the same PromQL
+// returns, and Chromium must show the remediators' status pages with the
+// scenario's restart and the report's HTML with its charts.
 package e2e
 
 import (
@@ -55,5 +57,17 @@ func TestScenario(t *testing.T) {
 	// After the scenario, every dashboard panel shows what it played.
 	t.Run("dashboards-have-data", func(t *testing.T) {
 		checkDashboardsHaveData(ctx, t, env, start)
+	})
+	// The daily report agrees with Prometheus, and a person's browser
+	// shows it and the status pages.
+	var daily *demo.DailyReport
+	t.Run("daily-report-matches-prometheus", func(t *testing.T) {
+		daily = checkDailyReport(ctx, t, env)
+	})
+	t.Run("status-pages-and-report-in-browser", func(t *testing.T) {
+		if daily == nil {
+			t.Fatal("no daily report to load (see daily-report-matches-prometheus)")
+		}
+		checkInBrowser(t, env, daily)
 	})
 }
