@@ -440,7 +440,10 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 		return store.update(ctx, d.Target, func(st *targetState) bool {
 			in.Now = r.now()
 			defer func() { openUntil = st.BreakerOpenUntil }()
-			if r.resolvedSeen.has(alertOccurrence(a.Fingerprint, a.StartsAt)) || resolvedEarly(st, in.Occ.Key) {
+			// A delivery of an occurrence that already acted is a duplicate,
+			// resolved or not; the resolution wins only over an occurrence
+			// that has not acted yet.
+			if resolvedEarly(st, in.Occ.Key) || (r.resolvedSeen.has(alertOccurrence(a.Fingerprint, a.StartsAt)) && !recorded(st, in.Occ.Key)) {
 				v = verdict{Reason: ReasonResolvedBeforeAction, Detail: "the alert's resolved notification arrived before this firing delivery could act", BreakerOpen: in.Now.Before(st.BreakerOpenUntil)}
 				return false
 			}

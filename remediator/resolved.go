@@ -49,6 +49,17 @@ func resolvedEarly(st *targetState, key string) bool {
 	return false
 }
 
+// recorded reports whether st holds the occurrence key at all (claimed,
+// acted, failed or resolved early).
+func recorded(st *targetState, key string) bool {
+	for _, o := range st.Occurrences {
+		if o.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
 // has reports whether k is in the set.
 func (s *seenSet) has(k string) bool {
 	s.mu.Lock()
