@@ -62,6 +62,8 @@ type record struct {
 	// Executed: the executor ran (its duration goes into the histogram).
 	Executed bool
 	Object   string // from actions.Result, e.g. "Deployment/auth-service"
+	// NoEvent: a repeated refusal whose Event was already recorded.
+	NoEvent bool
 }
 
 // newRecord starts the record of one decision on one alert.
@@ -127,7 +129,7 @@ func (r *Remediator) audit(ctx context.Context, rec record) {
 	// Events only on allowed Kubernetes targets: refused targets are
 	// outside what the remediator may touch, and duplicate deliveries would
 	// flood the target's event list.
-	if rec.Target.Kind != "deployment" || rec.Reason == ReasonDuplicate || r.kube == nil {
+	if rec.Target.Kind != "deployment" || rec.Reason == ReasonDuplicate || rec.NoEvent || r.kube == nil {
 		return
 	}
 	r.event(ctx, rec)

@@ -46,6 +46,10 @@ type Options struct {
 	MaxBodyBytes int64
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Alertmanager and Prometheus tell which alerts fire now, for the stale
+	// check, block_when and verification. Either may be nil.
+	Alertmanager AlertReader
+	Prometheus   AlertReader
 }
 
 // job is one alert of one accepted webhook payload.
@@ -89,6 +93,15 @@ type Remediator struct {
 	// dryRunSeen keeps dry-run deliveries from being recorded over and over
 	// (dry-run writes no coordination state).
 	dryRunSeen *seenSet
+
+	// Gates and verification (gates.go, verify.go).
+	alertmanager  AlertReader
+	prometheus    AlertReader
+	skipEvents    skipEvents
+	namespaceWarn sync.Once
+	pending       pendingVerifications
+	verifying     sync.WaitGroup
+	verifyMetrics *verifyMetrics
 
 	queueMu sync.Mutex
 	queue   chan job
@@ -139,6 +152,9 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		dryRunSeen: newSeenSet(4096),
 		queue:      make(chan job, opts.QueueSize),
 		stopped:    make(chan struct{}),
+
+		alertmanager: opts.Alertmanager,
+		prometheus:   opts.Prometheus,
 	}
 	auth := opts.Auth
 	r.auth.Store(&auth)
@@ -147,6 +163,10 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		return nil, err
 	}
 	r.metrics = m
+	if r.verifyMetrics, err = newVerifyMetrics(opts.Registerer, m); err != nil {
+		return nil, err
+	}
+	r.verifyMetrics.initRules(p)
 	r.current.Store(r.newSnapshot(p))
 	return r, nil
 }
@@ -166,6 +186,7 @@ func (r *Remediator) newSnapshot(p *Policy) *snapshot {
 // one; its Redis clients are closed once they are done.
 func (r *Remediator) SetPolicy(p *Policy) {
 	r.limiter.setLimit(p.RateLimit.ActionsPerHour)
+	r.verifyMetrics.initRules(p)
 	next := r.newSnapshot(p)
 	r.swapMu.Lock()
 	old := r.current.Swap(next)
@@ -220,6 +241,8 @@ func (r *Remediator) Run(ctx context.Context) {
 	}
 	wg.Wait()
 	close(r.stopped)
+	// Verifications end when ctx does.
+	r.verifying.Wait()
 }
 
 // Shutdown stops accepting alerts (the webhook answers 503 so Alertmanager
@@ -267,6 +290,7 @@ func (r *Remediator) handle(ctx context.Context, j job) {
 	r.swapMu.RUnlock()
 	defer snap.users.Done()
 	a := &j.alert
+	stale := r.staleness(ctx, snap.policy, j)
 	for _, d := range snap.policy.evaluate(a, r.dryRun) {
 		rec := newRecord(a, d)
 		switch {
@@ -274,6 +298,8 @@ func (r *Remediator) handle(ctx context.Context, j job) {
 			rec = r.handleResolved(ctx, snap, d, rec)
 		case d.SkipReason != "":
 			rec = rec.skipped(d.SkipReason, d.Detail)
+		case stale != "":
+			rec = rec.skipped(ReasonStale, stale)
 		default:
 			rec = r.handleFiring(ctx, snap, a, d, rec)
 		}
@@ -295,6 +321,7 @@ func (r *Remediator) storeFor(snap *snapshot, t target) (stateStore, error) {
 // handleResolved closes out the record of the latest action for the alert
 // on the target. A resolved alert never triggers an action.
 func (r *Remediator) handleResolved(ctx context.Context, snap *snapshot, d decision, rec record) record {
+	r.pending.resolved(rec.Fingerprint)
 	rec.Outcome = outcomeResolved
 	switch d.SkipReason {
 	case ReasonNoMatchingRule, ReasonNotAllowed, ReasonInvalidTarget:
@@ -351,10 +378,15 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 		Breaker:  snap.policy.Breaker,
 		RateOK:   true,
 	}
+	if reason, detail := r.gate(ctx, snap.policy, d); reason != "" {
+		return r.gateSkip(snap.policy, rec, reason, detail)
+	}
 	if d.DryRun {
 		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
 	}
-	return r.claimAndAct(ctx, snap.policy, store, d, in, rec)
+	rec = r.claimAndAct(ctx, snap.policy, store, d, in, rec)
+	r.verifyLater(ctx, snap, store, a, d, in.Occ.Key, rec)
+	return rec
 }
 
 // dryRunFiring reads the coordination state but never writes it, so a

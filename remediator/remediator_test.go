@@ -265,6 +265,7 @@ func TestOptOutAndDryRunChangeNothing(t *testing.T) {
 	if _, err := kube.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	completeRollout(t, kube, d) // a Deployment's annotations count towards its generation
 	tr.SetPolicy(mustPolicy(t, restartPolicy(ns, "")))
 	post(t, tr.server.URL+"/api/v1/alerts", payload(firing("HighMemoryUsage", "d2", time.Now(), labels)), nil)
 	testenv.WaitFor(t, 30*time.Second, "opt-out skip", func() bool {

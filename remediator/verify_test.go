@@ -1,0 +1,298 @@
+package remediator
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amtemplate "github.com/prometheus/alertmanager/template"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/warden-sre/warden/internal/testenv"
+	"github.com/warden-sre/warden/remediator/actions"
+)
+
+// completeRollout reports d's rollout as finished, as the deployment
+// controller (which the test API server lacks) would.
+func completeRollout(t testing.TB, kube kubernetes.Interface, d *appsv1.Deployment) {
+	t.Helper()
+	ctx := context.Background()
+	for {
+		cur, err := kube.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := int32(1)
+		if cur.Spec.Replicas != nil {
+			n = *cur.Spec.Replicas
+		}
+		cur.Status = appsv1.DeploymentStatus{ObservedGeneration: cur.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+		_, err = kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "modified") {
+			t.Fatal(err)
+		}
+	}
+}
+
+// runRolloutController finishes every rollout of the Deployment until the
+// test ends.
+func runRolloutController(t testing.TB, kube kubernetes.Interface, ns, name string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		_ = testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+			d, err := kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil || d.Status.ObservedGeneration >= d.Generation {
+				return false, nil
+			}
+			n := *d.Spec.Replicas
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+			_, _ = kube.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+			return false, nil
+		})
+	}()
+}
+
+// symptomExporter serves test_broken{namespace} gauges the test flips;
+// Prometheus alerts on them with the rule in symptomRules.
+type symptomExporter struct {
+	mu     sync.Mutex
+	broken map[string]float64
+	server *httptest.Server
+}
+
+func (e *symptomExporter) set(ns string, v float64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.broken[ns] = v
+}
+
+func (e *symptomExporter) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	names := make([]string, 0, len(e.broken))
+	for ns := range e.broken {
+		names = append(names, ns)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("# TYPE test_broken gauge\n")
+	for _, ns := range names {
+		fmt.Fprintf(&b, "test_broken{namespace=%q,deployment=\"auth-service\"} %g\n", ns, e.broken[ns])
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	_, _ = w.Write([]byte(b.String()))
+}
+
+const symptomRules = `groups:
+  - name: test
+    rules:
+      - alert: HighMemoryUsage
+        expr: test_broken > 0
+`
+
+type symptomEnv struct {
+	exporter *symptomExporter
+	prom     *testenv.Prometheus
+	dir      string
+}
+
+func (s *symptomEnv) Close() {
+	s.prom.Stop()
+	s.exporter.server.Close()
+	os.RemoveAll(s.dir)
+}
+
+// startSymptoms starts an exporter and a Prometheus that evaluates
+// symptomRules over it every second.
+func startSymptoms() (*symptomEnv, error) {
+	e := &symptomExporter{broken: map[string]float64{}}
+	e.server = httptest.NewServer(e)
+	dir, err := os.MkdirTemp("", "warden-symptoms")
+	if err != nil {
+		return nil, err
+	}
+	rules := filepath.Join(dir, "rules.yml")
+	if err := os.WriteFile(rules, []byte(symptomRules), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := testenv.NewPrometheus(context.Background(), testenv.PrometheusConfig{
+		Jobs:      []testenv.ScrapeJob{{Name: "symptoms", Targets: []string{strings.TrimPrefix(e.server.URL, "http://")}}},
+		RuleFiles: []string{rules},
+	})
+	if err != nil {
+		e.server.Close()
+		return nil, err
+	}
+	return &symptomEnv{exporter: e, prom: p, dir: dir}, nil
+}
+
+var symptomServer = testenv.NewLazy(startSymptoms, (*symptomEnv).Close)
+
+// firingInPrometheus makes the test's alert fire in Prometheus and returns
+// it as a webhook would carry it.
+func firingInPrometheus(t testing.TB, s *symptomEnv, ns, fp string) (alert func(startsAt time.Time) []byte) {
+	t.Helper()
+	s.exporter.set(ns, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pa, err := s.prom.WaitForAlert(ctx, "HighMemoryUsage", "firing", map[string]string{"namespace": ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ALERTS series can trail the alerts API by an evaluation.
+	rd := &PrometheusReader{URL: s.prom.URL}
+	if err := testenv.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		ok, err := alertFiring(ctx, rd, amtemplate.KV(pa.Labels))
+		return ok && err == nil, nil
+	}); err != nil {
+		t.Fatalf("ALERTS series of %v: %v", pa.Labels, err)
+	}
+	return func(startsAt time.Time) []byte {
+		return payload(firing("HighMemoryUsage", fp, startsAt, pa.Labels))
+	}
+}
+
+func verifyPolicy(ns, verify, breaker string) string {
+	return fmt.Sprintf(`
+defaults: {cooldown: 0s, timeout: 20s, retry_for: 1m}
+rate_limit: {actions_per_hour: 0}
+breaker: %s
+verify: %s
+rules:
+  - name: restart-on-memory
+    matchers: ['alertname="HighMemoryUsage"']
+    action: restart
+    target: {namespace: '{{ .Labels.namespace }}', deployment: '{{ .Labels.deployment }}'}
+    allow: {namespaces: [%s], deployments: [auth-service]}
+`, breaker, verify, ns)
+}
+
+func TestVerificationEffectiveWhenAlertStopsFiring(t *testing.T) {
+	kube := kubeClient(t, kubeServer.Get(t).Config)
+	sym := symptomServer.Get(t)
+	ns := setupTarget(t, kube, "auth-service", nil)
+	runRolloutController(t, kube, ns, "auth-service")
+	body := firingInPrometheus(t, sym, ns, "e1")
+	tr := startRemediator(t, verifyPolicy(ns, "{window: 5m, rollout_timeout: 5m, poll_interval: 100ms}", "{failures: 1, refires: 5, window: 1h, open_for: 1h}"),
+		kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) {
+			o.Prometheus = &PrometheusReader{URL: sym.prom.URL}
+		})
+	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", body(time.Now()), nil); code != 202 {
+		t.Fatal(code)
+	}
+	testenv.WaitFor(t, 30*time.Second, "restart", func() bool {
+		return testutil.ToFloat64(tr.metrics.actions.WithLabelValues("restart", "success")) == 1
+	})
+	// The fix worked: the symptom goes away.
+	sym.exporter.set(ns, 0)
+	testenv.WaitFor(t, 2*time.Minute, "effective outcome", func() bool {
+		return testutil.ToFloat64(tr.verifyMetrics.outcomes.WithLabelValues("restart-on-memory", "restart", OutcomeEffective)) == 1
+	})
+	if n := testutil.CollectAndCount(tr.verifyMetrics.timeToRecovery); n != 1 {
+		t.Fatalf("%d time-to-recovery series, want 1", n)
+	}
+	if !strings.Contains(logsOf(t).String(), "outcome=effective") {
+		t.Fatal("no audit line for the effective outcome")
+	}
+	testenv.WaitFor(t, 30*time.Second, "RemediationEffective event", func() bool {
+		return countEvents(t, kube, ns, "RemediationEffective") == 1
+	})
+}
+
+func TestVerificationIneffectiveOpensBreaker(t *testing.T) {
+	kube := kubeClient(t, kubeServer.Get(t).Config)
+	sym := symptomServer.Get(t)
+	ns := setupTarget(t, kube, "auth-service", nil)
+	runRolloutController(t, kube, ns, "auth-service")
+	body := firingInPrometheus(t, sym, ns, "i1")
+	// The alert keeps firing whatever the window: the outcome does not
+	// depend on how fast anything runs.
+	tr := startRemediator(t, verifyPolicy(ns, "{window: 2s, rollout_timeout: 1m, poll_interval: 100ms}", "{failures: 1, refires: 5, window: 1h, open_for: 1h}"),
+		kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) {
+			o.Prometheus = &PrometheusReader{URL: sym.prom.URL}
+		})
+	t0 := time.Now()
+	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", body(t0), nil); code != 202 {
+		t.Fatal(code)
+	}
+	testenv.WaitFor(t, 2*time.Minute, "ineffective outcome", func() bool {
+		return testutil.ToFloat64(tr.verifyMetrics.outcomes.WithLabelValues("restart-on-memory", "restart", OutcomeIneffective)) == 1
+	})
+	testenv.WaitFor(t, 30*time.Second, "breaker open", func() bool {
+		return testutil.ToFloat64(tr.metrics.escalations.WithLabelValues(ns, "deployment/auth-service")) == 1
+	})
+	if got := testutil.ToFloat64(tr.metrics.breakerOpen.WithLabelValues(ns, "deployment/auth-service")); got != 1 {
+		t.Fatalf("breaker_open = %v, want 1", got)
+	}
+	testenv.WaitFor(t, 30*time.Second, "RemediationIneffective event", func() bool {
+		return countEvents(t, kube, ns, "RemediationIneffective") == 1
+	})
+	// The next occurrence is refused by the open breaker.
+	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", body(t0.Add(time.Minute)), nil); code != 202 {
+		t.Fatal(code)
+	}
+	testenv.WaitFor(t, 30*time.Second, "breaker_open skip", func() bool {
+		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonBreakerOpen)) == 1
+	})
+}
+
+func TestVerificationInconclusiveWhenPrometheusIsDown(t *testing.T) {
+	kube := kubeClient(t, kubeServer.Get(t).Config)
+	ns := setupTarget(t, kube, "auth-service", nil)
+	runRolloutController(t, kube, ns, "auth-service")
+	prom := testenv.StartPrometheus(t, testenv.PrometheusConfig{})
+	// Prometheus is gone before the action: nothing can tell whether the
+	// alert cleared.
+	prom.Stop()
+	tr := startRemediator(t, verifyPolicy(ns, "{window: 1s, rollout_timeout: 1m, poll_interval: 100ms}", "{failures: 1, refires: 5, window: 1h, open_for: 1h}"),
+		kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) {
+			o.Prometheus = &PrometheusReader{URL: prom.URL}
+		})
+	labels := map[string]string{"namespace": ns, "deployment": "auth-service"}
+	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(firing("HighMemoryUsage", "c1", time.Now(), labels)), nil); code != 202 {
+		t.Fatal(code)
+	}
+	testenv.WaitFor(t, 2*time.Minute, "inconclusive outcome", func() bool {
+		return testutil.ToFloat64(tr.verifyMetrics.outcomes.WithLabelValues("restart-on-memory", "restart", OutcomeInconclusive)) == 1
+	})
+	// Not knowing is not a failure: the breaker stays closed.
+	if got := testutil.ToFloat64(tr.metrics.escalations.WithLabelValues(ns, "deployment/auth-service")); got != 0 {
+		t.Fatalf("escalations = %v, want 0", got)
+	}
+}
+
+func TestVerifiedCountsIneffectiveTowardsBreaker(t *testing.T) {
+	b := BreakerConfig{Failures: 2, Refires: 3, Window: time.Hour, OpenFor: time.Hour}
+	now := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
+	st := targetState{Occurrences: []occurrence{{Key: "k1"}, {Key: "k2"}}}
+	if verified(&st, "k1", OutcomeEffective, now, b) || st.Failures != 0 || st.Occurrences[0].Outcome != OutcomeEffective {
+		t.Fatalf("effective changed the breaker: %+v", st)
+	}
+	if verified(&st, "k1", OutcomeInconclusive, now, b) || st.Failures != 0 {
+		t.Fatalf("inconclusive counted as failure: %+v", st)
+	}
+	if verified(&st, "k1", OutcomeIneffective, now, b) || st.Failures != 1 {
+		t.Fatalf("first ineffective: %+v", st)
+	}
+	if !verified(&st, "k2", OutcomeIneffective, now.Add(time.Minute), b) || !st.BreakerOpenUntil.Equal(now.Add(time.Minute+time.Hour)) {
+		t.Fatalf("second ineffective did not open the breaker: %+v", st)
+	}
+}
