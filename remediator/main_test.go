@@ -42,7 +42,9 @@ var (
 	redisServer = testenv.NewLazy(func() (*testenv.Redis, error) { return testenv.NewRedis() }, (*testenv.Redis).Stop)
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.RunAndStop(m, kubeServer, redisServer, symptomServer, alertmanagerServer)) }
+func TestMain(m *testing.M) {
+	os.Exit(testenv.RunAndStop(m, kubeServer, redisServer, symptomServer, alertmanagerServer))
+}
 
 // logBuffer collects a test's log lines; they are printed if the test fails.
 type logBuffer struct {
