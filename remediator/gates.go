@@ -27,12 +27,11 @@ const (
 	ReasonRecentRollout     = "recent_rollout"
 	ReasonFrozen            = "frozen"
 	ReasonBlockedByAlert    = "blocked_by_alert"
-	ReasonNamespaceLimit    = "namespace_limit"
 )
 
 var gateReasons = []string{
 	ReasonStale, ReasonRolloutInProgress, ReasonRecentRollout, ReasonFrozen,
-	ReasonBlockedByAlert, ReasonNamespaceLimit,
+	ReasonBlockedByAlert,
 }
 
 // Annotations a person sets on a namespace or a Deployment to stop

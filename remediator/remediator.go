@@ -50,6 +50,10 @@ type Options struct {
 	// check, block_when and verification. Either may be nil.
 	Alertmanager AlertReader
 	Prometheus   AlertReader
+	// CoordinationNamespace holds the Lease of the rate limit shared by all
+	// replicas (the remediator's own namespace). Empty: each replica
+	// limits itself.
+	CoordinationNamespace string
 }
 
 // job is one alert of one accepted webhook payload.
@@ -102,6 +106,7 @@ type Remediator struct {
 	pending       pendingVerifications
 	verifying     sync.WaitGroup
 	verifyMetrics *verifyMetrics
+	shared        *sharedLimit // nil: per-replica rate limit
 
 	queueMu sync.Mutex
 	queue   chan job
@@ -167,6 +172,9 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		return nil, err
 	}
 	r.verifyMetrics.initRules(p)
+	if opts.CoordinationNamespace != "" {
+		r.shared = &sharedLimit{kube: opts.Kube, namespace: opts.CoordinationNamespace, identity: opts.Identity}
+	}
 	r.current.Store(r.newSnapshot(p))
 	return r, nil
 }
@@ -420,7 +428,12 @@ func (r *Remediator) dryRunFiring(ctx context.Context, p *Policy, store stateSto
 // succeeds runs the action, and then stores its outcome.
 func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStore, d decision, in claimInput, rec record) record {
 	start := r.now()
-	rateOK, cancelRate := r.limiter.reserve(r.now())
+	rateOK, cancelRate, rateDetail, rerr := r.reserveRate(ctx, p, store, d, in)
+	if rerr != nil {
+		rec = rec.skipped(unavailableReason(ctx), rerr.Error())
+		rec.Duration = r.now().Sub(start)
+		return rec
+	}
 	in.RateOK = rateOK
 	var v verdict
 	err := retryStore(ctx, p.Defaults.RetryFor, func() error {
@@ -445,6 +458,9 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 	if !v.Proceed {
 		cancelRate()
 		rec = rec.skipped(v.Reason, v.Detail)
+		if v.Reason == ReasonRateLimited && rateDetail != "" {
+			rec.Detail = rateDetail
+		}
 		rec.Duration = r.now().Sub(start)
 		return rec
 	}
