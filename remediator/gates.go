@@ -292,7 +292,9 @@ func rolloutGate(d *appsv1.Deployment, now time.Time, recent time.Duration) (str
 	if st := rolloutState(d); !st.complete {
 		return ReasonRolloutInProgress, fmt.Sprintf("deployment %s: %s", d.Name, st.detail)
 	}
-	if recent <= 0 {
+	// A Deployment unchanged since it was created (generation 1) has no
+	// earlier version to roll back to: only a rollout in progress counts.
+	if recent <= 0 || d.Generation <= 1 {
 		return "", ""
 	}
 	if last := lastRollout(d); !last.IsZero() && now.Sub(last) < recent {

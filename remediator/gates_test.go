@@ -138,6 +138,7 @@ func TestRolloutGate(t *testing.T) {
 		{"generation not observed", dep(4, 3, 2, "kubectl", time.Hour), ReasonRolloutInProgress},
 		{"replicas not updated", dep(3, 3, 1, "kubectl", time.Hour), ReasonRolloutInProgress},
 		{"finished a minute ago", dep(3, 3, 2, "kubectl", time.Minute), ReasonRecentRollout},
+		{"created a minute ago", dep(1, 1, 2, "kubectl", time.Minute), ""},
 		{"the remediator's own restart in progress", dep(4, 3, 1, actions.FieldManager, time.Minute), ""},
 		{"the remediator's own restart just finished", dep(3, 3, 2, actions.FieldManager, time.Minute), ""},
 	}
