@@ -270,9 +270,12 @@ func (r *Remediator) readRollout(ctx context.Context, t target) (rollout, error)
 	return rolloutState(d), nil
 }
 
-// verified records a verification outcome in the target's state: an
-// ineffective action counts as a failure towards the breaker. It returns
-// true when this outcome opened the breaker.
+// verified records a verification outcome in the target's state. An
+// ineffective action counts towards the breaker like a failed one: failed
+// actions (st.Failures) plus ineffective ones claimed within the breaker's
+// window are compared with breaker.failures. They are counted from the
+// occurrence history because a later action that runs without error resets
+// st.Failures. It returns true when this outcome opened the breaker.
 func verified(st *targetState, key, outcome string, now time.Time, b BreakerConfig) (opened bool) {
 	for i := range st.Occurrences {
 		if st.Occurrences[i].Key == key {
@@ -286,8 +289,13 @@ func verified(st *targetState, key, outcome string, now time.Time, b BreakerConf
 		st.WindowStart = now
 		st.Failures, st.Refires = 0, 0
 	}
-	st.Failures++
-	if st.Failures >= b.Failures && !now.Before(st.BreakerOpenUntil) {
+	n := st.Failures + 1 // this one
+	for _, o := range st.Occurrences {
+		if o.Key != key && o.Outcome == OutcomeIneffective && !o.At.Before(st.WindowStart) {
+			n++
+		}
+	}
+	if n >= b.Failures && !now.Before(st.BreakerOpenUntil) {
 		st.BreakerOpenUntil = now.Add(b.OpenFor)
 		return true
 	}

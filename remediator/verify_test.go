@@ -282,17 +282,20 @@ func TestVerificationInconclusiveWhenPrometheusIsDown(t *testing.T) {
 func TestVerifiedCountsIneffectiveTowardsBreaker(t *testing.T) {
 	b := BreakerConfig{Failures: 2, Refires: 3, Window: time.Hour, OpenFor: time.Hour}
 	now := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
-	st := targetState{Occurrences: []occurrence{{Key: "k1"}, {Key: "k2"}}}
-	if verified(&st, "k1", OutcomeEffective, now, b) || st.Failures != 0 || st.Occurrences[0].Outcome != OutcomeEffective {
-		t.Fatalf("effective changed the breaker: %+v", st)
+	st := targetState{WindowStart: now, Occurrences: []occurrence{{Key: "k1", At: now}, {Key: "k2", At: now.Add(time.Minute)}}}
+	if verified(&st, "k1", OutcomeEffective, now, b) || st.Occurrences[0].Outcome != OutcomeEffective {
+		t.Fatalf("effective opened the breaker: %+v", st)
 	}
-	if verified(&st, "k1", OutcomeInconclusive, now, b) || st.Failures != 0 {
+	if verified(&st, "k1", OutcomeInconclusive, now, b) {
 		t.Fatalf("inconclusive counted as failure: %+v", st)
 	}
-	if verified(&st, "k1", OutcomeIneffective, now, b) || st.Failures != 1 {
-		t.Fatalf("first ineffective: %+v", st)
+	if verified(&st, "k1", OutcomeIneffective, now, b) {
+		t.Fatalf("first ineffective opened the breaker: %+v", st)
 	}
-	if !verified(&st, "k2", OutcomeIneffective, now.Add(time.Minute), b) || !st.BreakerOpenUntil.Equal(now.Add(time.Minute+time.Hour)) {
+	// The second action ran without error, which resets the failure
+	// counter; its ineffective outcome still adds up with the first.
+	finish(&st, "k2", outcomeActed, now.Add(time.Minute), b)
+	if !verified(&st, "k2", OutcomeIneffective, now.Add(2*time.Minute), b) || !st.BreakerOpenUntil.Equal(now.Add(2*time.Minute+time.Hour)) {
 		t.Fatalf("second ineffective did not open the breaker: %+v", st)
 	}
 }
