@@ -151,20 +151,22 @@ func TestRolloutGate(t *testing.T) {
 	}
 }
 
-// gatePolicy acts on auth-service in ns; extra goes at the top level,
-// ruleExtra into the rule.
+// gatePolicy is restartPolicy without the cooldown; extra goes at the top
+// level, ruleExtra into the rule.
 func gatePolicy(ns, extra, ruleExtra string) string {
-	return fmt.Sprintf(`
-defaults: {cooldown: 0s, timeout: 20s, retry_for: 1m}
-rate_limit: {actions_per_hour: 0}
-%s
-rules:
-  - name: restart-on-memory
-    matchers: ['alertname="HighMemoryUsage"']
-    action: restart
-    target: {namespace: '{{ .Labels.namespace }}', deployment: '{{ .Labels.deployment }}'}
-    allow: {namespaces: [%s], deployments: [auth-service]}
-%s`, extra, ns, ruleExtra)
+	return strings.Replace(restartPolicy(ns, extra), "cooldown: 3s", "cooldown: 0s", 1) + ruleExtra
+}
+
+// waitSkips waits until tr has refused n times for reason, and checks that
+// the refusals' log lines contain want.
+func waitSkips(t testing.TB, tr *testRemediator, reason string, n float64, want string) {
+	t.Helper()
+	testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("%v %s refusals", n, reason), func() bool {
+		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(reason)) == n
+	})
+	if want != "" && !strings.Contains(logsOf(t).String(), want) {
+		t.Fatalf("no %s refusal says %q", reason, want)
+	}
 }
 
 func postFiring(t testing.TB, tr *testRemediator, fp string, startsAt time.Time, labels map[string]string) {
@@ -194,9 +196,7 @@ func TestGateRefusesDuringSomeoneElsesRollout(t *testing.T) {
 	for i := range 3 {
 		postFiring(t, tr, fmt.Sprintf("r%d", i), t0.Add(time.Duration(i)*time.Second), labels)
 	}
-	testenv.WaitFor(t, 30*time.Second, "three refusals", func() bool {
-		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonRolloutInProgress)) == 3
-	})
+	waitSkips(t, tr, ReasonRolloutInProgress, 3, "")
 	// Three refusals, one Event: no Event storm.
 	if n := countEvents(t, kube, ns, "RemediationSkipped"); n != 1 {
 		t.Fatalf("%d RemediationSkipped events, want 1", n)
@@ -214,9 +214,7 @@ func TestGateRefusesDuringSomeoneElsesRollout(t *testing.T) {
 		t.Fatal(err)
 	}
 	postFiring(t, tr, "r3", t0.Add(time.Minute), labels)
-	testenv.WaitFor(t, 30*time.Second, "recent_rollout refusal", func() bool {
-		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonRecentRollout)) == 1
-	})
+	waitSkips(t, tr, ReasonRecentRollout, 1, "")
 	if n := restarts.Load(); n != 0 {
 		t.Fatalf("restarted %d times during someone else's rollout", n)
 	}
@@ -244,12 +242,7 @@ func TestFreezeAnnotationRefusesUntilItExpires(t *testing.T) {
 	labels := map[string]string{"namespace": ns, "deployment": "auth-service"}
 	t0 := time.Now().Truncate(time.Second)
 	postFiring(t, tr, "z1", t0, labels)
-	testenv.WaitFor(t, 30*time.Second, "frozen refusal", func() bool {
-		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonFrozen)) == 1
-	})
-	if !strings.Contains(logsOf(t).String(), "database migration") {
-		t.Fatal("the refusal does not give the freeze's reason")
-	}
+	waitSkips(t, tr, ReasonFrozen, 1, "database migration")
 	// The freeze expires: the next occurrence acts.
 	clock.Advance(11 * time.Minute)
 	postFiring(t, tr, "z2", t0.Add(time.Minute), labels)
@@ -268,9 +261,7 @@ func TestFreezeAnnotationRefusesUntilItExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	postFiring(t, tr, "z3", t0.Add(2*time.Minute), labels)
-	testenv.WaitFor(t, 30*time.Second, "namespace freeze refusal", func() bool {
-		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonFrozen)) == 2
-	})
+	waitSkips(t, tr, ReasonFrozen, 2, "")
 }
 
 func TestPolicyFreezeRefuses(t *testing.T) {
@@ -281,12 +272,7 @@ func TestPolicyFreezeRefuses(t *testing.T) {
 		now.Add(-time.Hour).Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339))
 	tr := startRemediator(t, gatePolicy(ns, extra, ""), kube, actions.NewExecutor(kube, discardLogger()), nil)
 	postFiring(t, tr, "p1", now, map[string]string{"namespace": ns, "deployment": "auth-service"})
-	testenv.WaitFor(t, 30*time.Second, "frozen refusal", func() bool {
-		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonFrozen)) == 1
-	})
-	if !strings.Contains(logsOf(t).String(), "end-of-year change freeze") {
-		t.Fatal("the refusal does not give the freeze's reason")
-	}
+	waitSkips(t, tr, ReasonFrozen, 1, "end-of-year change freeze")
 }
 
 var alertmanagerServer = testenv.NewLazy(func() (*testenv.Alertmanager, error) {
@@ -319,12 +305,7 @@ func TestBlockWhenDatabaseDownFiresInAlertmanager(t *testing.T) {
 	labels := map[string]string{"namespace": ns, "deployment": "auth-service"}
 	t0 := time.Now().Truncate(time.Second)
 	postFiring(t, tr, "b1", t0, labels)
-	testenv.WaitFor(t, 30*time.Second, "blocked_by_alert refusal", func() bool {
-		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonBlockedByAlert)) == 1
-	})
-	if !strings.Contains(logsOf(t).String(), "DatabaseDown firing") {
-		t.Fatal("the refusal does not name the blocking alert")
-	}
+	waitSkips(t, tr, ReasonBlockedByAlert, 1, "DatabaseDown firing")
 	// The database is back: the next occurrence acts.
 	if err := am.PostAlert(ctx, dbDown, nil, since, time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)

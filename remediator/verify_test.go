@@ -170,31 +170,30 @@ func firingInPrometheus(t testing.TB, s *symptomEnv, ns, fp string) (alert func(
 	}
 }
 
-func verifyPolicy(ns, verify, breaker string) string {
-	return fmt.Sprintf(`
-defaults: {cooldown: 0s, timeout: 20s, retry_for: 1m}
-rate_limit: {actions_per_hour: 0}
-breaker: %s
-verify: %s
-rules:
-  - name: restart-on-memory
-    matchers: ['alertname="HighMemoryUsage"']
-    action: restart
-    target: {namespace: '{{ .Labels.namespace }}', deployment: '{{ .Labels.deployment }}'}
-    allow: {namespaces: [%s], deployments: [auth-service]}
-`, breaker, verify, ns)
+// verifyPolicy is gatePolicy with a breaker that opens at the first
+// failed or ineffective action, and the given verify block.
+func verifyPolicy(ns, verify string) string {
+	return strings.Replace(gatePolicy(ns, "verify: "+verify, ""), "failures: 3", "failures: 1", 1)
 }
 
-func TestVerificationEffectiveWhenAlertStopsFiring(t *testing.T) {
+// startVerifying makes HighMemoryUsage fire in Prometheus for a fresh
+// target and starts a remediator that verifies against that Prometheus.
+// It returns the webhook body of the alert for a given startsAt.
+func startVerifying(t *testing.T, verify string) (kubernetes.Interface, *symptomEnv, string, *testRemediator, func(time.Time) []byte) {
+	t.Helper()
 	kube := kubeClient(t, kubeServer.Get(t).Config)
 	sym := symptomServer.Get(t)
 	ns := setupTarget(t, kube, "auth-service", nil)
 	runRolloutController(t, kube, ns, "auth-service")
-	body := firingInPrometheus(t, sym, ns, "e1")
-	tr := startRemediator(t, verifyPolicy(ns, "{window: 5m, rollout_timeout: 5m, poll_interval: 100ms}", "{failures: 1, refires: 5, window: 1h, open_for: 1h}"),
-		kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) {
-			o.Prometheus = &PrometheusReader{URL: sym.prom.URL}
-		})
+	body := firingInPrometheus(t, sym, ns, "v1")
+	tr := startRemediator(t, verifyPolicy(ns, verify), kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) {
+		o.Prometheus = &PrometheusReader{URL: sym.prom.URL}
+	})
+	return kube, sym, ns, tr, body
+}
+
+func TestVerificationEffectiveWhenAlertStopsFiring(t *testing.T) {
+	kube, sym, ns, tr, body := startVerifying(t, "{window: 5m, rollout_timeout: 5m, poll_interval: 100ms}")
 	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", body(time.Now()), nil); code != 202 {
 		t.Fatal(code)
 	}
@@ -218,17 +217,9 @@ func TestVerificationEffectiveWhenAlertStopsFiring(t *testing.T) {
 }
 
 func TestVerificationIneffectiveOpensBreaker(t *testing.T) {
-	kube := kubeClient(t, kubeServer.Get(t).Config)
-	sym := symptomServer.Get(t)
-	ns := setupTarget(t, kube, "auth-service", nil)
-	runRolloutController(t, kube, ns, "auth-service")
-	body := firingInPrometheus(t, sym, ns, "i1")
 	// The alert keeps firing whatever the window: the outcome does not
 	// depend on how fast anything runs.
-	tr := startRemediator(t, verifyPolicy(ns, "{window: 2s, rollout_timeout: 1m, poll_interval: 100ms}", "{failures: 1, refires: 5, window: 1h, open_for: 1h}"),
-		kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) {
-			o.Prometheus = &PrometheusReader{URL: sym.prom.URL}
-		})
+	kube, _, ns, tr, body := startVerifying(t, "{window: 2s, rollout_timeout: 1m, poll_interval: 100ms}")
 	t0 := time.Now()
 	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", body(t0), nil); code != 202 {
 		t.Fatal(code)
@@ -249,9 +240,7 @@ func TestVerificationIneffectiveOpensBreaker(t *testing.T) {
 	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", body(t0.Add(time.Minute)), nil); code != 202 {
 		t.Fatal(code)
 	}
-	testenv.WaitFor(t, 30*time.Second, "breaker_open skip", func() bool {
-		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonBreakerOpen)) == 1
-	})
+	waitSkips(t, tr, ReasonBreakerOpen, 1, "")
 }
 
 func TestVerificationInconclusiveWhenPrometheusIsDown(t *testing.T) {
@@ -262,7 +251,7 @@ func TestVerificationInconclusiveWhenPrometheusIsDown(t *testing.T) {
 	// Prometheus is gone before the action: nothing can tell whether the
 	// alert cleared.
 	prom.Stop()
-	tr := startRemediator(t, verifyPolicy(ns, "{window: 1s, rollout_timeout: 1m, poll_interval: 100ms}", "{failures: 1, refires: 5, window: 1h, open_for: 1h}"),
+	tr := startRemediator(t, verifyPolicy(ns, "{window: 1s, rollout_timeout: 1m, poll_interval: 100ms}"),
 		kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) {
 			o.Prometheus = &PrometheusReader{URL: prom.URL}
 		})
