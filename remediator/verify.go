@@ -148,6 +148,8 @@ type verification struct {
 	key    string
 	rec    record
 	start  time.Time
+	// resolved receives the alert's resolved notification.
+	resolved <-chan struct{}
 }
 
 // verifyLater checks, without holding a worker, whether an action that
@@ -157,11 +159,16 @@ func (r *Remediator) verifyLater(ctx context.Context, snap *snapshot, store stat
 		return
 	}
 	v := verification{snap: snap, store: store, alert: a.Labels, target: d.Target, kind: d.Rule.Action, key: key, rec: rec, start: r.now()}
+	// Registered before the worker moves on, so that a resolved
+	// notification handled next is not missed.
+	resolved, done := r.pending.add(rec.Fingerprint)
+	v.resolved = resolved
 	snap.users.Add(1) // keeps the snapshot's Redis clients open for store
 	r.verifying.Add(1)
 	go func() {
 		defer r.verifying.Done()
 		defer snap.users.Done()
+		defer done()
 		outcome, detail, recovery := r.verify(ctx, v)
 		r.recordVerification(ctx, v, outcome, detail, recovery)
 	}()
@@ -174,8 +181,6 @@ func (r *Remediator) verifyLater(ctx context.Context, snap *snapshot, store stat
 // verify.window; inconclusive: the alert could not be read at the end.
 func (r *Remediator) verify(ctx context.Context, v verification) (outcome, detail string, recovery time.Duration) {
 	cfg := v.snap.policy.Verify
-	resolvedCh, done := r.pending.add(v.rec.Fingerprint)
-	defer done()
 	rolloutDone := v.target.Kind != "deployment" || v.kind == actions.Reload
 	rolloutDetail := ""
 	var recoveredAt time.Time
@@ -233,7 +238,7 @@ func (r *Remediator) verify(ctx context.Context, v verification) (outcome, detai
 		select {
 		case <-ctx.Done():
 			return OutcomeInconclusive, "verification abandoned: shutting down", 0
-		case <-resolvedCh:
+		case <-v.resolved:
 			if recoveredAt.IsZero() {
 				recoveredAt = r.now()
 			}

@@ -288,3 +288,26 @@ func TestVerifiedCountsIneffectiveTowardsBreaker(t *testing.T) {
 		t.Fatalf("second ineffective did not open the breaker: %+v", st)
 	}
 }
+
+func TestResolvedNotificationIsEvidenceOfRecovery(t *testing.T) {
+	kube := kubeClient(t, kubeServer.Get(t).Config)
+	ns := setupTarget(t, kube, "auth-service", nil)
+	runRolloutController(t, kube, ns, "auth-service")
+	// No Prometheus, no Alertmanager API: only the webhook can tell.
+	tr := startRemediator(t, verifyPolicy(ns, "{window: 5m, rollout_timeout: 5m, poll_interval: 100ms}"),
+		kube, actions.NewExecutor(kube, discardLogger()), nil)
+	a := firing("HighMemoryUsage", "rs1", time.Now(), map[string]string{"namespace": ns, "deployment": "auth-service"})
+	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(a), nil); code != 202 {
+		t.Fatal(code)
+	}
+	testenv.WaitFor(t, 30*time.Second, "restart", func() bool {
+		return testutil.ToFloat64(tr.metrics.actions.WithLabelValues("restart", "success")) == 1
+	})
+	a.Status, a.EndsAt = "resolved", time.Now()
+	if code, _, _ := post(t, tr.server.URL+"/api/v1/alerts", payload(a), nil); code != 202 {
+		t.Fatal(code)
+	}
+	testenv.WaitFor(t, 2*time.Minute, "effective outcome", func() bool {
+		return testutil.ToFloat64(tr.verifyMetrics.outcomes.WithLabelValues("restart-on-memory", "restart", OutcomeEffective)) == 1
+	})
+}
