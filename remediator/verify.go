@@ -78,13 +78,14 @@ func newVerifyMetrics(reg prometheus.Registerer, m *metrics) (*verifyMetrics, er
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
+	// The gates' skip reasons, beside the ones newMetrics creates.
 	for _, reason := range gateReasons {
 		m.skipped.WithLabelValues(reason)
 	}
 	return v, nil
 }
 
-// initRule creates the series of a rule so that rates start at zero.
+// initRules creates the series of every rule so that rates start at zero.
 func (v *verifyMetrics) initRules(p *Policy) {
 	for _, r := range p.Rules {
 		for _, o := range verifyOutcomes {
@@ -184,7 +185,7 @@ func (r *Remediator) verify(ctx context.Context, v verification) (outcome, detai
 	rolloutDone := v.target.Kind != "deployment" || v.kind == actions.Reload
 	rolloutDetail := ""
 	var recoveredAt time.Time
-	recovered := false
+	recovered, seenFiring := false, false
 	var readErr error
 	rd := r.verifyReader()
 	for {
@@ -211,7 +212,11 @@ func (r *Remediator) verify(ctx context.Context, v verification) (outcome, detai
 			switch {
 			case err != nil:
 			case firing:
-				recoveredAt = time.Time{}
+				seenFiring, recoveredAt = true, time.Time{}
+			case !seenFiring:
+				// The alert was firing when the action started. A source
+				// that never reports it (another Prometheus, relabelled
+				// labels) says nothing about recovery.
 			case recoveredAt.IsZero():
 				// Seen once: a second read confirms it, so that a series
 				// briefly missing around a rule evaluation is not taken
@@ -232,6 +237,8 @@ func (r *Remediator) verify(ctx context.Context, v verification) (outcome, detai
 				return OutcomeInconclusive, joinDetail(rolloutDetail, "no resolved notification within verify.window and "+errNoAlertSource.Error()), 0
 			case readErr != nil:
 				return OutcomeInconclusive, joinDetail(rolloutDetail, fmt.Sprintf("cannot read alert state from %s: %v", rd, readErr)), 0
+			case !seenFiring:
+				return OutcomeInconclusive, joinDetail(rolloutDetail, fmt.Sprintf("%s never reported the alert firing (is it the source that evaluates the rule?)", rd)), 0
 			}
 			return OutcomeIneffective, joinDetail(rolloutDetail, fmt.Sprintf("alert still firing %s after the action (verify.window)", cfg.Window)), 0
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/alertmanager/pkg/labels"
 	amtemplate "github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
@@ -310,4 +311,51 @@ func TestResolvedNotificationIsEvidenceOfRecovery(t *testing.T) {
 	testenv.WaitFor(t, 2*time.Minute, "effective outcome", func() bool {
 		return testutil.ToFloat64(tr.verifyMetrics.outcomes.WithLabelValues("restart-on-memory", "restart", OutcomeEffective)) == 1
 	})
+}
+
+// scriptedReader answers Firing with the next entry of its script (true:
+// the alert fires), repeating the last one.
+type scriptedReader struct {
+	mu     sync.Mutex
+	script []bool
+}
+
+func (s *scriptedReader) String() string { return "scripted" }
+
+func (s *scriptedReader) Firing(_ context.Context, _ labels.Matchers) ([]map[string]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	firing := s.script[0]
+	if len(s.script) > 1 {
+		s.script = s.script[1:]
+	}
+	if !firing {
+		return nil, nil
+	}
+	return []map[string]string{{"alertname": "RedisEvictions"}}, nil
+}
+
+func TestVerifyOutcomeFollowsTheAlertSource(t *testing.T) {
+	tests := []struct {
+		name   string
+		script []bool
+		window time.Duration
+		want   string
+	}{
+		{"stops firing after a while", []bool{true, true, false}, time.Hour, OutcomeEffective},
+		{"a single missing read is not recovery", []bool{true, false, true}, 300 * time.Millisecond, OutcomeIneffective},
+		{"never reported firing", []bool{false}, 300 * time.Millisecond, OutcomeInconclusive},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &Remediator{now: time.Now, prometheus: &scriptedReader{script: tt.script}}
+			p := &Policy{Verify: VerifyConfig{Window: tt.window, RolloutTimeout: time.Hour, PollInterval: 10 * time.Millisecond}}
+			v := verification{snap: &snapshot{policy: p}, alert: amtemplate.KV{"alertname": "RedisEvictions", "target": "cache"},
+				target: target{Kind: "redis", Name: "cache"}, kind: actions.FlushCache, start: time.Now()}
+			got, detail, _ := r.verify(context.Background(), v)
+			if got != tt.want {
+				t.Fatalf("outcome %s (%s), want %s", got, detail, tt.want)
+			}
+		})
+	}
 }
