@@ -378,3 +378,44 @@ func (e *heldExecutor) Run(ctx context.Context, req actions.Request) (actions.Re
 	})
 	return actions.Result{Changed: true, Verified: true, Object: "Deployment/" + req.Deployment}, ctx.Err()
 }
+
+func TestPolicyKeepsDefaultsOfPartlySetBlocks(t *testing.T) {
+	p, err := ParsePolicy([]byte("verify: {window: 5m}\ngates: {event_interval: 1m}\nrules: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultVerifyConfig
+	want.Window = 5 * time.Minute
+	if p.Verify != want {
+		t.Fatalf("verify = %+v, want %+v", p.Verify, want)
+	}
+	if p.Gates.RecentRollout != DefaultGatesConfig.RecentRollout || p.Defaults.MaxDelay != time.Minute {
+		t.Fatalf("gates = %+v, max_delay %s: defaults lost", p.Gates, p.Defaults.MaxDelay)
+	}
+}
+
+// FuzzFreezeAnnotation: whatever a person writes into the annotation, the
+// target is either frozen until a time after now or not frozen, and an
+// unreadable value freezes.
+func FuzzFreezeAnnotation(f *testing.F) {
+	for _, s := range []string{"2026-11-30T07:00:00Z", "2026-11-30T05:00:00+01:00", "tomorrow", " ", "2026-13-01T00:00:00Z"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, v string) {
+		until, _, frozen := freezeAnnotation(map[string]string{FreezeUntilAnnotation: v}, now)
+		parsed, err := time.Parse(time.RFC3339, strings.TrimSpace(v))
+		switch {
+		case strings.TrimSpace(v) == "":
+			if frozen {
+				t.Fatalf("empty value %q froze", v)
+			}
+		case err != nil:
+			if !frozen {
+				t.Fatalf("unreadable value %q did not freeze", v)
+			}
+		case frozen != parsed.After(now):
+			t.Fatalf("value %q: frozen %v until %q", v, frozen, until)
+		}
+	})
+}
