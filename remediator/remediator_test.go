@@ -319,7 +319,10 @@ func TestRemediatorWorksWithShippedRBAC(t *testing.T) {
 	}
 	kube := kubeClient(t, cfg)
 	restarts := watchRestarts(t, admin, ns, "auth-service")
-	tr := startRemediator(t, restartPolicy(ns, ""), kube, actions.NewExecutor(kube, discardLogger()), nil)
+	// The rate limit shared by all replicas lives in a Lease in the
+	// remediator's own namespace, which the Role covers.
+	policy := strings.Replace(restartPolicy(ns, ""), "actions_per_hour: 0", "actions_per_hour: 5", 1)
+	tr := startRemediator(t, policy, kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) { o.CoordinationNamespace = ns })
 	a := firing("HighMemoryUsage", "5afe", time.Now().Truncate(time.Second), map[string]string{"namespace": ns, "deployment": "auth-service"})
 	for range 3 {
 		post(t, tr.server.URL+"/api/v1/alerts", payload(a), nil)
@@ -334,6 +337,9 @@ func TestRemediatorWorksWithShippedRBAC(t *testing.T) {
 	}
 	if strings.Contains(logsOf(t).String(), "cannot record event") {
 		t.Fatalf("event creation failed under the shipped RBAC:\n%s", logsOf(t).String())
+	}
+	if _, err := admin.CoordinationV1().Leases(ns).Get(ctx, rateLimitLease, metav1.GetOptions{}); err != nil {
+		t.Fatalf("shared rate-limit lease under the shipped RBAC: %v", err)
 	}
 }
 
