@@ -194,7 +194,7 @@ func compileBlockWhen(parse compat.ParseMatcher, sets [][]string, path string) (
 // (policy, namespace or target annotation), no rollout by someone else in
 // progress or just finished, no blocking alert firing. It returns the
 // skip reason and detail, or "" to go on.
-func (r *Remediator) gate(ctx context.Context, p *Policy, d decision) (reason, detail string) {
+func (r *Remediator) gate(ctx context.Context, p *Policy, store stateStore, d decision) (reason, detail string) {
 	now := r.now()
 	for _, f := range p.Freezes {
 		if f.active(now) {
@@ -202,7 +202,7 @@ func (r *Remediator) gate(ctx context.Context, p *Policy, d decision) (reason, d
 		}
 	}
 	if d.Target.Kind == "deployment" {
-		if reason, detail = r.kubeGates(ctx, p, d.Target, now); reason != "" {
+		if reason, detail = r.kubeGates(ctx, p, store, d.Target, now); reason != "" {
 			return reason, detail
 		}
 	}
@@ -211,7 +211,7 @@ func (r *Remediator) gate(ctx context.Context, p *Policy, d decision) (reason, d
 
 // kubeGates reads the namespace and the Deployment: freeze annotations and
 // rollout state.
-func (r *Remediator) kubeGates(ctx context.Context, p *Policy, t target, now time.Time) (string, string) {
+func (r *Remediator) kubeGates(ctx context.Context, p *Policy, store stateStore, t target, now time.Time) (string, string) {
 	// Like the claim, the reads wait out an unreachable API server for
 	// defaults.retry_for.
 	var ns *corev1.Namespace
@@ -253,7 +253,21 @@ func (r *Remediator) kubeGates(ctx context.Context, p *Policy, t target, now tim
 	if until, why, frozen := freezeAnnotation(dep.Annotations, now); frozen {
 		return ReasonFrozen, fmt.Sprintf("deployment %s frozen until %s: %s", t.Name, until, why)
 	}
-	return rolloutGate(dep, now, p.Gates.RecentRollout)
+	var st targetState
+	err = retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
+		st, err = store.read(ctx, t)
+		return err
+	}, r.retryLogger(t))
+	if err != nil {
+		return unavailableReason(ctx), err.Error()
+	}
+	lastAction := st.LastActionAt
+	for _, o := range st.Occurrences {
+		if o.At.After(lastAction) {
+			lastAction = o.At
+		}
+	}
+	return rolloutGate(dep, now, p.Gates.RecentRollout, lastAction)
 }
 
 // freezeAnnotation reads warden.io/freeze-until. A value that is not
@@ -282,8 +296,8 @@ func freezeAnnotation(a map[string]string, now time.Time) (until, reason string,
 // or finished less than recent ago. The remediator's own restart or scale
 // also starts one; whether that helped is verification's and the breaker's
 // business, not this gate's.
-func rolloutGate(d *appsv1.Deployment, now time.Time, recent time.Duration) (string, string) {
-	if ownRollout(d) {
+func rolloutGate(d *appsv1.Deployment, now time.Time, recent time.Duration, lastAction time.Time) (string, string) {
+	if ownRollout(d, lastAction) {
 		return "", ""
 	}
 	if d.Generation != d.Status.ObservedGeneration {
@@ -304,20 +318,26 @@ func rolloutGate(d *appsv1.Deployment, now time.Time, recent time.Duration) (str
 }
 
 // ownRollout reports whether the latest change to the Deployment's spec
-// was written by the remediator (its restart annotation patch or its
-// scale), judged by the newest managedFields entry outside status.
-func ownRollout(d *appsv1.Deployment) bool {
-	var latest *metav1.ManagedFieldsEntry
-	for i := range d.ManagedFields {
-		e := &d.ManagedFields[i]
+// was the remediator's (its restart patch or its scale): its last action on
+// the target, from the coordination record, or its newest managedFields
+// entry, is not older than any other manager's entry outside status.
+// managedFields times have one-second resolution, and the scale
+// subresource's entry has none, hence the record.
+func ownRollout(d *appsv1.Deployment, lastAction time.Time) bool {
+	ours, others := lastAction, time.Time{}
+	for _, e := range d.ManagedFields {
 		if e.Subresource == "status" || e.Time == nil {
 			continue
 		}
-		if latest == nil || !e.Time.Before(latest.Time) {
-			latest = e
+		if e.Manager == actions.FieldManager {
+			if e.Time.After(ours) {
+				ours = e.Time.Time
+			}
+		} else if e.Time.After(others) {
+			others = e.Time.Time
 		}
 	}
-	return latest != nil && latest.Manager == actions.FieldManager
+	return !ours.IsZero() && !ours.Before(others)
 }
 
 // lastRollout is when the Deployment's rollout last progressed: the

@@ -120,6 +120,14 @@ func TestRolloutGate(t *testing.T) {
 		}
 	}
 	dep := func(gen, observed int64, updated int32, manager string, progressedAgo time.Duration) *appsv1.Deployment {
+		if manager == "scale" {
+			// The scale subresource's entry carries no time.
+			mf := managed("kubectl")
+			mf[2] = metav1.ManagedFieldsEntry{Manager: actions.FieldManager, Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "scale"}
+			d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "auth-service", Generation: gen, ManagedFields: mf},
+				Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](3)}, Status: appsv1.DeploymentStatus{ObservedGeneration: observed, Replicas: 2, UpdatedReplicas: updated, AvailableReplicas: 2}}
+			return d
+		}
 		d := &appsv1.Deployment{
 			ObjectMeta: metav1.ObjectMeta{Name: "auth-service", Generation: gen, ManagedFields: managed(manager)},
 			Spec:       appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
@@ -141,10 +149,19 @@ func TestRolloutGate(t *testing.T) {
 		{"created a minute ago", dep(1, 1, 2, "kubectl", time.Minute), ""},
 		{"the remediator's own restart in progress", dep(4, 3, 1, actions.FieldManager, time.Minute), ""},
 		{"the remediator's own restart just finished", dep(3, 3, 2, actions.FieldManager, time.Minute), ""},
+		{"the remediator's own scale, known from its record", dep(4, 3, 2, "scale", 0), ""},
+		{"someone else's change after the remediator's last action", dep(4, 3, 1, "kubectl", time.Minute), ReasonRolloutInProgress},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got, detail := rolloutGate(tt.d, now, 10*time.Minute); got != tt.want {
+			lastAction := time.Time{}
+			if strings.Contains(tt.name, "known from its record") {
+				lastAction = now.Add(-30 * time.Second)
+			}
+			if strings.Contains(tt.name, "after the remediator's last action") {
+				lastAction = now.Add(-2 * time.Minute)
+			}
+			if got, detail := rolloutGate(tt.d, now, 10*time.Minute, lastAction); got != tt.want {
 				t.Fatalf("rolloutGate = %q (%s), want %q", got, detail, tt.want)
 			}
 		})

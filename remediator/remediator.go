@@ -386,7 +386,7 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 		Breaker:  snap.policy.Breaker,
 		RateOK:   true,
 	}
-	if reason, detail := r.gate(ctx, snap.policy, d); reason != "" {
+	if reason, detail := r.gate(ctx, snap.policy, store, d); reason != "" {
 		return r.gateSkip(snap.policy, rec, reason, detail)
 	}
 	if d.DryRun {
