@@ -134,7 +134,11 @@ func (r *Remediator) audit(ctx context.Context, rec record) {
 		return
 	}
 	if rec.Outcome == outcomeSkipped {
-		ok, held := r.skipEvents.allow(rec.Target, rec.Reason, r.now())
+		window := skipEventWindow
+		if p := r.Policy(); p != nil && p.Gates.EventInterval > 0 {
+			window = p.Gates.EventInterval
+		}
+		ok, held := r.skipEvents.allow(rec.Target, rec.Reason, r.now(), window)
 		if !ok {
 			return
 		}

@@ -11,7 +11,8 @@ import (
 	kuberecord "k8s.io/client-go/tools/record"
 )
 
-// skipEventWindow: at most one Event per target and skip reason within it.
+// skipEventWindow: at most one Event per target and skip reason within it,
+// unless the policy's gates.event_interval says otherwise.
 // A flood of alerts on one target (every one a cooldown or breaker skip)
 // would otherwise write an Event per alert; the skips are all counted in
 // warden_remediator_skipped_total and logged.
@@ -47,11 +48,11 @@ func newSkipEvents() *skipEvents {
 
 // allow reports whether a skip Event may be written now, and how many skips
 // of the same kind were held back since the last one.
-func (s *skipEvents) allow(t target, reason string, now time.Time) (bool, int) {
+func (s *skipEvents) allow(t target, reason string, now time.Time, window time.Duration) (bool, int) {
 	k := skipEventKey{t.Namespace, t.String(), reason}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if last, ok := s.last[k]; ok && now.Sub(last) < skipEventWindow {
+	if last, ok := s.last[k]; ok && now.Sub(last) < window {
 		s.held[k]++
 		return false, 0
 	}

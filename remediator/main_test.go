@@ -42,7 +42,9 @@ var (
 	redisServer = testenv.NewLazy(func() (*testenv.Redis, error) { return testenv.NewRedis() }, (*testenv.Redis).Stop)
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.RunAndStop(m, kubeServer, redisServer)) }
+func TestMain(m *testing.M) {
+	os.Exit(testenv.RunAndStop(m, kubeServer, redisServer, symptomServer, alertmanagerServer))
+}
 
 // logBuffer collects a test's log lines; they are printed if the test fails.
 type logBuffer struct {
@@ -274,9 +276,13 @@ func setupTarget(t testing.TB, kube kubernetes.Interface, deployment string, mod
 	if mod != nil {
 		mod(d)
 	}
-	if _, err := kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+	created, err := kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	// The test API server has no deployment controller: report the
+	// rollout as finished, so the rollout gate lets actions through.
+	completeRollout(t, kube, created)
 	return ns
 }
 

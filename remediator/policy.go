@@ -35,6 +35,10 @@ type Policy struct {
 	Breaker   BreakerConfig   `yaml:"breaker"`
 	Redis     []RedisTarget   `yaml:"redis"`
 	Rules     []Rule          `yaml:"rules"`
+	// Verify, Gates and Freezes are described in verify.go and gates.go.
+	Verify  VerifyConfig `yaml:"verify"`
+	Gates   GatesConfig  `yaml:"gates"`
+	Freezes []Freeze     `yaml:"freezes"`
 }
 
 // Policy modes.
@@ -52,13 +56,19 @@ type Defaults struct {
 	// RetryFor bounds how long a queued job keeps retrying when the
 	// coordination store (Kubernetes API, Redis) cannot be reached.
 	RetryFor time.Duration `yaml:"retry_for"`
+	// MaxDelay: a job that waited longer than this since it was received
+	// acts only if the alert is confirmed to be still firing.
+	MaxDelay time.Duration `yaml:"max_delay"`
 }
 
 // RateLimitConfig caps actions across all targets.
 type RateLimitConfig struct {
-	// ActionsPerHour is a sliding one-hour window per replica; 0 means no
-	// limit.
+	// ActionsPerHour is a sliding one-hour window over all replicas; 0
+	// means no limit.
 	ActionsPerHour int `yaml:"actions_per_hour"`
+	// MaxTargetsPerNamespace caps the distinct targets acted on in one
+	// namespace within the hour; 0 means no limit.
+	MaxTargetsPerNamespace int `yaml:"max_targets_per_namespace"`
 }
 
 // BreakerConfig says when the circuit breaker of a target opens.
@@ -106,6 +116,9 @@ type Rule struct {
 	DryRun   bool           `yaml:"dry_run"`
 	Cooldown time.Duration  `yaml:"cooldown"`
 	Timeout  time.Duration  `yaml:"timeout"`
+	// BlockWhen: while an alert matching any of these matcher sets fires,
+	// the rule does not act.
+	BlockWhen [][]string `yaml:"block_when"`
 
 	Scale   *ScaleConfig   `yaml:"scale"`
 	Recycle *RecycleConfig `yaml:"recycle"`
@@ -167,6 +180,7 @@ var DefaultPolicy = Policy{
 		Cooldown: 10 * time.Minute,
 		Timeout:  2 * time.Minute,
 		RetryFor: 15 * time.Minute,
+		MaxDelay: time.Minute,
 	},
 	RateLimit: RateLimitConfig{ActionsPerHour: 20},
 	Breaker: BreakerConfig{
@@ -175,6 +189,8 @@ var DefaultPolicy = Policy{
 		Window:   time.Hour,
 		OpenFor:  time.Hour,
 	},
+	Verify: DefaultVerifyConfig,
+	Gates:  DefaultGatesConfig,
 }
 
 // Defaults of the per-action blocks, for fields a rule leaves out.
@@ -272,6 +288,9 @@ func (p *Policy) applyDefaults() {
 // field it is about.
 func (p *Policy) validate() error {
 	if err := p.validateSettings(); err != nil {
+		return err
+	}
+	if err := p.validateGates(); err != nil {
 		return err
 	}
 	redisNames := map[string]bool{}
@@ -528,6 +547,7 @@ const maxRenderedLen = 253
 
 type compiledRule struct {
 	matchers   labels.Matchers
+	blockWhen  []labels.Matchers
 	namespace  *template.Template
 	deployment *template.Template
 	pod        *template.Template
@@ -549,6 +569,9 @@ func (p *Policy) compile(logger *slog.Logger) error {
 			c.matchers = append(c.matchers, ms)
 		}
 		var err error
+		if c.blockWhen, err = compileBlockWhen(parse, r.BlockWhen, path); err != nil {
+			return err
+		}
 		for _, t := range []struct {
 			field string
 			text  string

@@ -6,8 +6,9 @@ import (
 )
 
 // rateLimiter is a sliding one-hour window of action claims in this
-// process. Replicas do not share it: with N replicas the effective limit is
-// at most N times the configured one (documented in docs/remediator.md).
+// process, used when no coordination namespace is set (sharedlimit.go keeps
+// the window for all replicas otherwise): with N replicas the effective
+// limit is then at most N times the configured one.
 type rateLimiter struct {
 	mu     sync.Mutex
 	limit  int

@@ -48,6 +48,14 @@ type Options struct {
 	MaxBodyBytes int64
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Alertmanager and Prometheus tell which alerts fire now, for the stale
+	// check, block_when and verification. Either may be nil.
+	Alertmanager AlertReader
+	Prometheus   AlertReader
+	// CoordinationNamespace holds the Lease of the rate limit shared by all
+	// replicas (the remediator's own namespace). Empty: each replica
+	// limits itself.
+	CoordinationNamespace string
 }
 
 // job is one alert of one accepted webhook payload.
@@ -106,6 +114,15 @@ type Remediator struct {
 	// recent is this replica's last decisions, for the status page.
 	recent decisionRing
 
+	// Gates and verification (gates.go, verify.go).
+	alertmanager  AlertReader
+	prometheus    AlertReader
+	namespaceWarn sync.Once
+	pending       pendingVerifications
+	verifying     sync.WaitGroup
+	verifyMetrics *verifyMetrics
+	shared        *sharedLimit // nil: per-replica rate limit
+
 	queueMu sync.Mutex
 	queue   chan job
 	closed  bool
@@ -156,6 +173,9 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		resolvedSeen: newSeenSet(4096),
 		queue:        make(chan job, opts.QueueSize),
 		stopped:      make(chan struct{}),
+
+		alertmanager: opts.Alertmanager,
+		prometheus:   opts.Prometheus,
 	}
 	r.holderPrefix = r.identity + "/" + rand.String(6) + "/"
 	r.events, r.recorder = newEventRecorder(opts.Kube, opts.Identity)
@@ -167,6 +187,13 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		return nil, err
 	}
 	r.metrics = m
+	if r.verifyMetrics, err = newVerifyMetrics(opts.Registerer, m); err != nil {
+		return nil, err
+	}
+	r.verifyMetrics.initRules(p)
+	if opts.CoordinationNamespace != "" {
+		r.shared = &sharedLimit{kube: opts.Kube, namespace: opts.CoordinationNamespace, identity: opts.Identity}
+	}
 	r.current.Store(r.newSnapshot(p))
 	return r, nil
 }
@@ -187,6 +214,7 @@ func (r *Remediator) newSnapshot(p *Policy) *snapshot {
 func (r *Remediator) SetPolicy(p *Policy) {
 	r.limiter.setLimit(p.RateLimit.ActionsPerHour)
 	r.leases.cache.watch(p.namespaces())
+	r.verifyMetrics.initRules(p)
 	next := r.newSnapshot(p)
 	r.swapMu.Lock()
 	old := r.current.Swap(next)
@@ -256,6 +284,8 @@ func (r *Remediator) Run(ctx context.Context) {
 	<-breakersDone
 	r.events.Shutdown()
 	close(r.stopped)
+	// Verifications end when ctx does.
+	r.verifying.Wait()
 }
 
 // Shutdown stops accepting alerts (the webhook answers 503 so Alertmanager
@@ -303,6 +333,7 @@ func (r *Remediator) handle(ctx context.Context, j job) {
 	r.swapMu.RUnlock()
 	defer snap.users.Done()
 	a := &j.alert
+	stale := r.staleness(ctx, snap.policy, j)
 	for _, d := range snap.policy.evaluate(a, r.dryRun) {
 		rec := newRecord(a, d)
 		switch {
@@ -310,6 +341,8 @@ func (r *Remediator) handle(ctx context.Context, j job) {
 			rec = r.handleResolved(ctx, snap, d, rec)
 		case d.SkipReason != "":
 			rec = rec.skipped(d.SkipReason, d.Detail)
+		case stale != "":
+			rec = rec.skipped(ReasonStale, stale)
 		default:
 			rec = r.handleFiring(ctx, snap, a, d, rec)
 		}
@@ -332,6 +365,7 @@ func (r *Remediator) storeFor(snap *snapshot, t target) (stateStore, error) {
 // handleResolved closes out the record of the latest action for the alert
 // on the target. A resolved alert never triggers an action.
 func (r *Remediator) handleResolved(ctx context.Context, snap *snapshot, d decision, rec record) record {
+	r.pending.resolved(rec.Fingerprint)
 	rec.Outcome = outcomeResolved
 	switch d.SkipReason {
 	case ReasonNoMatchingRule, ReasonNotAllowed, ReasonInvalidTarget:
@@ -394,10 +428,15 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 		Breaker:  snap.policy.Breaker,
 		RateOK:   true,
 	}
+	if reason, detail := r.gate(ctx, snap.policy, store, d); reason != "" {
+		return r.gateSkip(snap.policy, rec, reason, detail)
+	}
 	if d.DryRun {
 		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
 	}
-	return r.claimAndAct(ctx, snap.policy, store, a, d, in, rec)
+	rec = r.claimAndAct(ctx, snap.policy, store, a, d, in, rec)
+	r.verifyLater(ctx, snap, store, a, d, in.Occ.Key, rec)
+	return rec
 }
 
 // dryRunFiring reads the coordination state but never writes it, so a
@@ -432,7 +471,12 @@ func (r *Remediator) dryRunFiring(ctx context.Context, p *Policy, store stateSto
 func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStore, a *amtemplate.Alert, d decision, in claimInput, rec record) record {
 	start := r.now()
 	in.Occ.Holder = r.holderPrefix + rand.String(8)
-	rateOK, cancelRate := r.limiter.reserve(r.now())
+	rateOK, cancelRate, rateDetail, rerr := r.reserveRate(ctx, p, store, d, in)
+	if rerr != nil {
+		rec = rec.skipped(unavailableReason(ctx), rerr.Error())
+		rec.Duration = r.now().Sub(start)
+		return rec
+	}
 	in.RateOK = rateOK
 	var v verdict
 	var openUntil time.Time
@@ -466,6 +510,9 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 	if !v.Proceed {
 		cancelRate()
 		rec = rec.skipped(v.Reason, v.Detail)
+		if v.Reason == ReasonRateLimited && rateDetail != "" {
+			rec.Detail = rateDetail
+		}
 		rec.Duration = r.now().Sub(start)
 		return rec
 	}

@@ -295,6 +295,7 @@ func TestOptOutAndDryRunChangeNothing(t *testing.T) {
 	if _, err := kube.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	completeRollout(t, kube, d) // a Deployment's annotations count towards its generation
 	tr.SetPolicy(mustPolicy(t, restartPolicy(ns, "")))
 	post(t, tr.server.URL+"/api/v1/alerts", payload(firing("HighMemoryUsage", "d2", time.Now(), labels)), nil)
 	testenv.WaitFor(t, 30*time.Second, "opt-out skip", func() bool {
@@ -348,7 +349,10 @@ func TestRemediatorWorksWithShippedRBAC(t *testing.T) {
 	}
 	kube := kubeClient(t, cfg)
 	restarts := watchRestarts(t, admin, ns, "auth-service")
-	tr := startRemediator(t, restartPolicy(ns, ""), kube, actions.NewExecutor(kube, discardLogger()), nil)
+	// The rate limit shared by all replicas lives in a Lease in the
+	// remediator's own namespace, which the Role covers.
+	policy := strings.Replace(restartPolicy(ns, ""), "actions_per_hour: 0", "actions_per_hour: 5", 1)
+	tr := startRemediator(t, policy, kube, actions.NewExecutor(kube, discardLogger()), func(o *Options) { o.CoordinationNamespace = ns })
 	a := firing("HighMemoryUsage", "5afe", time.Now().Truncate(time.Second), map[string]string{"namespace": ns, "deployment": "auth-service"})
 	for range 3 {
 		post(t, tr.server.URL+"/api/v1/alerts", payload(a), nil)
@@ -361,6 +365,9 @@ func TestRemediatorWorksWithShippedRBAC(t *testing.T) {
 	waitEvents(t, admin, ns, "Remediated", 1)
 	if strings.Contains(logsOf(t).String(), "cannot record event") {
 		t.Fatalf("event creation failed under the shipped RBAC:\n%s", logsOf(t).String())
+	}
+	if _, err := admin.CoordinationV1().Leases(ns).Get(ctx, rateLimitLease, metav1.GetOptions{}); err != nil {
+		t.Fatalf("shared rate-limit lease under the shipped RBAC: %v", err)
 	}
 }
 

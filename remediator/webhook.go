@@ -146,7 +146,9 @@ func (r *Remediator) WebhookHandler() http.Handler {
 
 func (r *Remediator) serveWebhook(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
-	code, msg := r.webhook(w, req, start)
+	// Receipt time on the remediator's clock, against which
+	// defaults.max_delay is measured.
+	code, msg := r.webhook(w, req, r.now())
 	if code >= 400 {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Content-Type-Options", "nosniff")

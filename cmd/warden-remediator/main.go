@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/config"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
@@ -83,6 +85,21 @@ func run() int {
 		return 1
 	}
 	id := f.replicaIdentity()
+	am, prom, err := f.alertReaders()
+	if err != nil {
+		logger.Error("alert sources", "err", err)
+		return 1
+	}
+	if am == nil && prom == nil {
+		logger.Warn("neither --alertmanager.url nor --prometheus.url is set: late jobs are dropped as stale, block_when refuses, and outcomes rest on resolved notifications alone")
+	}
+	coordNS := f.coordNamespace
+	if coordNS == "" {
+		coordNS = os.Getenv("POD_NAMESPACE")
+	}
+	if coordNS == "" {
+		logger.Warn("no --coordination.namespace (or $POD_NAMESPACE): the rate limit is counted per replica")
+	}
 	reg := selfmetrics.NewRegistry("warden_remediator")
 	rem, err := remediator.New(remediator.Options{
 		Kube:         kube,
@@ -95,6 +112,10 @@ func run() int {
 		DryRun:       f.dryRun,
 		Auth:         auth,
 		MaxBodyBytes: f.maxBody,
+
+		Alertmanager:          am,
+		Prometheus:            prom,
+		CoordinationNamespace: coordNS,
 	}, policy)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
@@ -133,6 +154,10 @@ type flags struct {
 	gracePeriod   time.Duration
 	web           *web.FlagConfig
 	log           *promslog.Config
+
+	alertmanagerURL, alertmanagerHTTP string
+	prometheusURL, prometheusHTTP     string
+	coordNamespace                    string
 }
 
 func parseFlags(args []string) (*flags, error) {
@@ -151,6 +176,11 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("dry-run", "Evaluate and record every decision, change nothing (overrides the policy).").BoolVar(&f.dryRun)
 	app.Flag("identity", "Name of this replica in Leases and Events (default: $POD_NAME, else the host name).").Default("").StringVar(&f.identity)
 	app.Flag("shutdown.grace-period", "On SIGTERM, time to finish queued alerts before exiting.").Default("30s").DurationVar(&f.gracePeriod)
+	app.Flag("alertmanager.url", "Alertmanager to read firing alerts from (API v2): stale check, block_when, verification.").Default("").StringVar(&f.alertmanagerURL)
+	app.Flag("alertmanager.http-config-file", "HTTP client configuration (TLS, authorization) for --alertmanager.url, in Prometheus's http_config format.").Default("").StringVar(&f.alertmanagerHTTP)
+	app.Flag("prometheus.url", "Prometheus to read ALERTS from: verification, and the gates when --alertmanager.url is not set.").Default("").StringVar(&f.prometheusURL)
+	app.Flag("prometheus.http-config-file", "HTTP client configuration (TLS, authorization) for --prometheus.url, in Prometheus's http_config format.").Default("").StringVar(&f.prometheusHTTP)
+	app.Flag("coordination.namespace", "Namespace of the Lease that holds the rate limit of all replicas (default: $POD_NAMESPACE).").Default("").StringVar(&f.coordNamespace)
 	f.web = kingpinflag.AddFlags(app, defaultListenAddress)
 	promslogflag.AddFlags(app, f.log)
 	app.Version(version.Print("warden-remediator"))
@@ -211,6 +241,41 @@ func (f *flags) loadAuth(requireAuth bool) (remediator.Auth, error) {
 		return a, errors.New("no webhook authentication configured: set --web.bearer-token-file and/or --web.basic-auth.username with --web.basic-auth.password-file (or --no-auth to accept anyone)")
 	}
 	return a, nil
+}
+
+// alertReaders builds the clients of Alertmanager and Prometheus; either is
+// nil when its URL is not set.
+func (f *flags) alertReaders() (remediator.AlertReader, remediator.AlertReader, error) {
+	client := func(name, u, file string) (*http.Client, error) {
+		cfg := config.DefaultHTTPClientConfig
+		if file != "" {
+			c, _, err := config.LoadHTTPConfigFile(file)
+			if err != nil {
+				return nil, fmt.Errorf("--%s.http-config-file: %w", name, err)
+			}
+			cfg = *c
+		}
+		if _, err := url.Parse(u); err != nil {
+			return nil, fmt.Errorf("--%s.url: %w", name, err)
+		}
+		return config.NewClientFromConfig(cfg, "warden-remediator-"+name)
+	}
+	var am, prom remediator.AlertReader
+	if f.alertmanagerURL != "" {
+		c, err := client("alertmanager", f.alertmanagerURL, f.alertmanagerHTTP)
+		if err != nil {
+			return nil, nil, err
+		}
+		am = &remediator.AlertmanagerReader{URL: f.alertmanagerURL, Client: c}
+	}
+	if f.prometheusURL != "" {
+		c, err := client("prometheus", f.prometheusURL, f.prometheusHTTP)
+		if err != nil {
+			return nil, nil, err
+		}
+		prom = &remediator.PrometheusReader{URL: f.prometheusURL, Client: c}
+	}
+	return am, prom, nil
 }
 
 // replicaIdentity names this replica: --identity, else $POD_NAME, else

@@ -114,7 +114,14 @@ func createDeployment(t *testing.T, prefix, name string) string {
 			},
 		},
 	}
-	if _, err := k.Client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+	created, err := k.Client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No deployment controller here: report the rollout as finished, or
+	// the remediator's rollout gate refuses to act.
+	created.Status = appsv1.DeploymentStatus{ObservedGeneration: created.Generation, Replicas: replicas, UpdatedReplicas: replicas, ReadyReplicas: replicas, AvailableReplicas: replicas}
+	if _, err := k.Client.AppsV1().Deployments(ns).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return ns

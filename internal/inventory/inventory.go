@@ -198,6 +198,8 @@ var metrics = []Metric{
 	{Name: "warden_remediator_config_last_reload_successful", Type: Gauge, Source: Remediator},
 	{Name: "warden_remediator_config_last_reload_success_timestamp_seconds", Type: Gauge, Source: Remediator},
 	{Name: "warden_remediator_build_info", Type: Gauge, Source: Remediator},
+	{Name: "warden_remediator_outcomes_total", Type: Counter, Source: Remediator},
+	{Name: "warden_remediator_time_to_recovery_seconds", Type: Histogram, Source: Remediator},
 
 	// auth-service's own metrics (the contract cmd/authsim implements).
 	{Name: "auth_requests_total", Type: Counter, Source: AuthService},
