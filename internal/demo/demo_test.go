@@ -120,6 +120,7 @@ func TestDemoConfigsAreValid(t *testing.T) {
 		"Namespace":           Namespace,
 		"AuthLogs":            []string{filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")},
 		"Cooldown":            "45s",
+		"VerifyWindow":        "30s",
 		"RepeatInterval":      "10s",
 		"RemediatorURLs":      []string{"http://127.0.0.1:1/api/v1/alerts", "http://127.0.0.1:2/api/v1/alerts"},
 		"TokenFile":           token,

@@ -109,6 +109,14 @@ type Env struct {
 	wg     sync.WaitGroup
 }
 
+// verifyWindow is the production verification window (10m: the rules
+// look back 5m) compressed like the rules' time, but never shorter than
+// 30s, which a rollout and a resolved notification need on a loaded
+// machine.
+func (o Options) verifyWindow() time.Duration {
+	return max(10*time.Minute/time.Duration(o.TimeFactor), 30*time.Second)
+}
+
 // withDefaults fills in the options left zero.
 func (o Options) withDefaults() Options {
 	if o.Timeline == nil {
@@ -182,10 +190,17 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	if err := e.startExporter(ctx, bins["warden-exporter"], addr()); err != nil {
 		return nil, err
 	}
-	if err := e.startRemediators(ctx, bins["warden-remediator"], kubeconfig, addr); err != nil {
+	// Alertmanager needs the remediators' addresses and token; the
+	// remediators read alert state from Alertmanager (stale check, gates,
+	// verification), so their addresses are chosen first and they start
+	// once Alertmanager runs.
+	if err := e.prepareRemediators(addr); err != nil {
 		return nil, err
 	}
 	if err := e.startAlertmanager(ctx, addr()); err != nil {
+		return nil, err
+	}
+	if err := e.startRemediators(ctx, bins["warden-remediator"], kubeconfig); err != nil {
 		return nil, err
 	}
 	if err := e.startPrometheus(ctx); err != nil {
@@ -310,6 +325,7 @@ func (e *Env) templateData() map[string]any {
 		"Namespace":           Namespace,
 		"AuthLogs":            logs,
 		"Cooldown":            e.opts.Cooldown.String(),
+		"VerifyWindow":        e.opts.verifyWindow().String(),
 		"RepeatInterval":      e.opts.RepeatInterval.String(),
 		"RemediatorURLs":      webhooks,
 		"TokenFile":           e.tokenFile,
@@ -333,33 +349,44 @@ func (e *Env) startExporter(ctx context.Context, bin, addr string) error {
 
 // startRemediators starts the replicas with the demo policy, a webhook
 // token and the least-privilege kubeconfig, and follows their decisions.
-func (e *Env) startRemediators(ctx context.Context, bin, kubeconfig string, addr func() string) error {
-	policy := filepath.Join(e.dir, "policy.yml")
-	if err := e.render("policy.yml", policy, e.templateData()); err != nil {
-		return err
-	}
+// prepareRemediators chooses the replicas' addresses and writes their
+// webhook token, which Alertmanager's configuration names.
+func (e *Env) prepareRemediators(addr func() string) error {
 	e.token = "demo-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	e.tokenFile = filepath.Join(e.dir, "webhook-token")
 	if err := os.WriteFile(e.tokenFile, []byte(e.token+"\n"), 0o600); err != nil {
+		return err
+	}
+	for range remediatorReplicas {
+		e.RemediatorURLs = append(e.RemediatorURLs, "http://"+addr())
+	}
+	return nil
+}
+
+// startRemediators starts the replicas at the addresses prepareRemediators
+// chose, reading alert state from the demo's Alertmanager.
+func (e *Env) startRemediators(ctx context.Context, bin, kubeconfig string) error {
+	policy := filepath.Join(e.dir, "policy.yml")
+	if err := e.render("policy.yml", policy, e.templateData()); err != nil {
 		return err
 	}
 	passwordFile, err := e.writeStatusPassword()
 	if err != nil {
 		return err
 	}
-	for i := range remediatorReplicas {
-		a := addr()
+	for i, u := range e.RemediatorURLs {
+		a := strings.TrimPrefix(u, "http://")
 		id := fmt.Sprintf("warden-remediator-%d", i)
 		logPath := filepath.Join(e.dir, id+".log")
 		p := binary(logPath, bin,
 			"--config.file", policy, "--web.bearer-token-file", e.tokenFile, "--kubeconfig", kubeconfig,
 			"--web.basic-auth.username", StatusUser, "--web.basic-auth.password-file", passwordFile,
+			"--alertmanager.url", e.Alertmanager.URL,
 			"--identity", id, "--web.listen-address", a, "--log.format", "json")
 		e.remediator = append(e.remediator, p)
-		if err := startHealthy(ctx, id, p, "http://"+a+"/-/ready"); err != nil {
+		if err := startHealthy(ctx, id, p, u+"/-/ready"); err != nil {
 			return err
 		}
-		e.RemediatorURLs = append(e.RemediatorURLs, "http://"+a)
 		e.goBackground(func() { followDecisions(e.bg, id, logPath, e.decisions, e.tl) })
 	}
 	e.say("warden-remediator replicas at %s", strings.Join(e.RemediatorURLs, ", "))
