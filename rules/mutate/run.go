@@ -157,9 +157,18 @@ func (s Suite) Run(ctx context.Context, targets []*Target) ([]Result, error) {
 	if err := s.copySuite(base, "", nil); err != nil {
 		return nil, err
 	}
-	for rf, ts := range tests {
-		if killed, by, err := s.verdict(ctx, base, rf, ts); err != nil || killed {
-			return nil, fmt.Errorf("the unmutated rules fail %s: %w", by, err)
+	checked := map[string]bool{}
+	for _, t := range targets {
+		if checked[t.File] {
+			continue
+		}
+		checked[t.File] = true
+		killed, by, err := s.verdict(ctx, base, t.File, tests[t.File])
+		if err != nil {
+			return nil, fmt.Errorf("unmutated %s: %w", t.File, err)
+		}
+		if killed {
+			return nil, fmt.Errorf("the unmutated rules fail %s (%s): fix them before mutating", by, t.File)
 		}
 	}
 
