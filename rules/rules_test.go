@@ -52,6 +52,8 @@ var stateAlerts = map[string]bool{
 	"RedisReplicaLinkDown":         true,
 	"RedisRdbSaveFailed":           true,
 	"Watchdog":                     true,
+	"KubePodCrashLooping":          true,
+	"KubeDeploymentRolloutStuck":   true,
 }
 
 // remediableAlerts are the alerts warden-remediator's policy can act on,

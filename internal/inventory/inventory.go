@@ -217,6 +217,16 @@ var metrics = []Metric{
 	// Kubernetes and node metrics warden does not produce.
 	{Name: "container_memory_working_set_bytes", Type: Gauge, Source: External, Collector: "cadvisor"},
 	{Name: "kube_pod_container_resource_limits", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_pod_container_status_waiting_reason", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_pod_container_status_restarts_total", Type: Counter, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_pod_container_status_last_terminated_reason", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_deployment_spec_replicas", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_deployment_status_replicas_available", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_deployment_status_condition", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "container_cpu_cfs_periods_total", Type: Counter, Source: External, Collector: "cadvisor"},
+	{Name: "container_cpu_cfs_throttled_periods_total", Type: Counter, Source: External, Collector: "cadvisor"},
+	{Name: "kubelet_volume_stats_available_bytes", Type: Gauge, Source: External, Collector: "kubelet"},
+	{Name: "kubelet_volume_stats_capacity_bytes", Type: Gauge, Source: External, Collector: "kubelet"},
 	{Name: "node_filesystem_avail_bytes", Type: Gauge, Source: External, Collector: "node_exporter"},
 	{Name: "node_filesystem_size_bytes", Type: Gauge, Source: External, Collector: "node_exporter"},
 	// Alertmanager's own metrics; receiver_name needs
