@@ -159,7 +159,7 @@ func applyAt(root *parser.Expr, i, j int) (desc string, ok, more bool) {
 	if target == nil {
 		return "", false, false
 	}
-	muts := mutationsOf(target, path)
+	muts := mutationsOf(target)
 	if j >= len(muts) {
 		return "", false, false
 	}
@@ -193,8 +193,8 @@ var aggregations = []parser.ItemType{parser.SUM, parser.MAX, parser.MIN, parser.
 
 var overTime = []string{"min_over_time", "max_over_time", "avg_over_time"}
 
-// mutationsOf lists the mutations of one node. path holds its ancestors.
-func mutationsOf(node parser.Node, path []parser.Node) []mutation {
+// mutationsOf lists the mutations of one node.
+func mutationsOf(node parser.Node) []mutation {
 	var out []mutation
 	switch n := node.(type) {
 	case *parser.NumberLiteral:
@@ -331,7 +331,6 @@ func mutationsOf(node parser.Node, path []parser.Node) []mutation {
 			}
 		}
 	}
-	_ = path
 	return out
 }
 

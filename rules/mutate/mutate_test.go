@@ -147,3 +147,38 @@ func TestEveryNonEquivalentMutantIsKilled(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyEditsOneRule(t *testing.T) {
+	src := []byte(`groups:
+  - name: g
+    rules:
+      - record: r:x:y
+        expr: sum(x)
+      - alert: A
+        expr: x > 1
+        for: 2m
+        labels:
+          severity: critical
+`)
+	target := &Target{Group: 0, Index: 1}
+	for _, tt := range []struct {
+		m          Mutant
+		want, gone string
+	}{
+		{Mutant{Expr: "x > 2"}, `expr: "x > 2"`, "x > 1"},
+		{Mutant{Field: &FieldChange{Key: "for", Delete: true}}, "", "for:"},
+		{Mutant{Field: &FieldChange{Key: "for", Value: "1m"}}, "for: 1m", "2m"},
+		{Mutant{Field: &FieldChange{Key: "labels.severity", Value: "warning"}}, "severity: warning", "critical"},
+	} {
+		out, err := apply(src, target, tt.m)
+		if err != nil {
+			t.Fatalf("%+v: %v", tt.m, err)
+		}
+		if !strings.Contains(string(out), tt.want) || strings.Contains(string(out), tt.gone) {
+			t.Errorf("%+v: got\n%s\nwant %q and no %q", tt.m, out, tt.want, tt.gone)
+		}
+		if !strings.Contains(string(out), "expr: sum(x)") {
+			t.Errorf("%+v: the other rule changed:\n%s", tt.m, out)
+		}
+	}
+}

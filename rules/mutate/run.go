@@ -385,6 +385,7 @@ func Report(results []Result, equivalent map[[2]string]bool) string {
 	var fileOrder []string
 	var rec, all agg
 	perRule := map[string][]string{}
+	ruleScore := map[string]*agg{}
 	var ruleOrder []string
 	for _, r := range results {
 		f := r.Target.File
@@ -393,12 +394,16 @@ func Report(results []Result, equivalent map[[2]string]bool) string {
 			fileOrder = append(fileOrder, f)
 		}
 		key := f + " " + r.Target.Rule.Name
-		if _, ok := perRule[key]; !ok {
+		if _, ok := ruleScore[key]; !ok {
 			ruleOrder = append(ruleOrder, key)
-			perRule[key] = nil
+			ruleScore[key] = &agg{}
 		}
 		eq := equivalent[[2]string{r.Target.Rule.Name, r.Mutant.Desc}]
-		for _, a := range []*agg{files[f], &all} {
+		aggs := []*agg{files[f], &all, ruleScore[key]}
+		if !r.Target.Rule.Alert {
+			aggs = append(aggs, &rec)
+		}
+		for _, a := range aggs {
 			a.total++
 			if r.Killed {
 				a.killed++
@@ -406,20 +411,12 @@ func Report(results []Result, equivalent map[[2]string]bool) string {
 				a.equiv++
 			}
 		}
-		if !r.Target.Rule.Alert {
-			rec.total++
-			if r.Killed {
-				rec.killed++
-			} else if eq {
-				rec.equiv++
-			}
-		}
 		if !r.Killed {
 			mark := "SURVIVED"
 			if eq {
 				mark = "equivalent"
 			}
-			perRule[key] = append(perRule[key], fmt.Sprintf("    %s: %s", mark, r.Mutant.Desc))
+			perRule[key] = append(perRule[key], fmt.Sprintf("      %s: %s", mark, r.Mutant.Desc))
 		}
 	}
 	pct := func(a agg) string {
@@ -438,12 +435,12 @@ func Report(results []Result, equivalent map[[2]string]bool) string {
 	}
 	fmt.Fprintf(&b, "  %-26s %s\n", "recording rules", pct(rec))
 	fmt.Fprintf(&b, "  %-26s %s\n", "all", pct(all))
-	fmt.Fprintf(&b, "mutants not killed, by rule:\n")
+	fmt.Fprintf(&b, "by rule (mutants not killed below each):\n")
 	for _, k := range ruleOrder {
-		if len(perRule[k]) == 0 {
-			continue
+		fmt.Fprintf(&b, "  %-58s %s\n", k, pct(*ruleScore[k]))
+		if len(perRule[k]) > 0 {
+			fmt.Fprintf(&b, "%s\n", strings.Join(perRule[k], "\n"))
 		}
-		fmt.Fprintf(&b, "  %s\n%s\n", k, strings.Join(perRule[k], "\n"))
 	}
 	return b.String()
 }
