@@ -6,7 +6,7 @@ BIN       := bin
 TOOLS_ENV := eval "$$(scripts/tools.sh env)"
 TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: all build test test-short rules-test dashboards-test e2e lint tools deps run demo bench clean
+.PHONY: all build test test-short rules-test rules-mutate dashboards-test e2e lint tools deps run demo bench clean
 
 all: build
 
@@ -34,6 +34,13 @@ test-short:
 
 rules-test: tools
 	$(TOOLS_ENV) && $(GO) test $(TEST_FLAGS) ./rules/... ./internal/inventory/...
+
+# rules-mutate changes one threshold, window, matcher, guard, aggregation,
+# `for` or label of one rule at a time and fails on every mutant the promtool
+# tests do not kill, unless rules/mutate/equivalent.yml lists it with its
+# reason. `make test` runs it too: it is a test in ./rules/mutate.
+rules-mutate: tools
+	$(TOOLS_ENV) && $(GO) test $(TEST_FLAGS) -run TestEveryNonEquivalentMutantIsKilled -v ./rules/mutate/
 
 dashboards-test:
 	$(GO) test $(TEST_FLAGS) ./dashboards/...

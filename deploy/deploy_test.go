@@ -311,6 +311,10 @@ func TestExampleConfigsPassPromtoolAndAmtool(t *testing.T) {
 		{[]string{"alertname=RedisEvictions", "severity=warning"}, "warden-remediator,team-chat"},
 		{[]string{"alertname=BruteForceSource", "severity=warning"}, "team-chat"},
 		{[]string{"alertname=RemediatorCircuitBreakerOpen", "severity=critical"}, "oncall-pager"},
+		{[]string{"alertname=HighFailedLoginRate", "severity=critical", "category=security"}, "oncall-pager"},
+		{[]string{"alertname=CredentialStuffing", "severity=warning", "category=security"}, "oncall-pager"},
+		{[]string{"alertname=ServiceDown", "severity=warning", "namespace=rust-security"}, "warden-remediator,team-chat"},
+		{[]string{"alertname=Watchdog", "severity=info"}, "deadmans-switch"},
 	} {
 		args := append([]string{"config", "routes", "test", "--config.file=examples/alertmanager.yml"}, c.labels...)
 		out, err := exec.Command(amtool, args...).CombinedOutput()

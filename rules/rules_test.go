@@ -43,6 +43,17 @@ var stateAlerts = map[string]bool{
 	"RemediatorDown":               true,
 	"RemediatorCircuitBreakerOpen": true,
 	"RemediatorConfigReloadFailed": true,
+	"ServiceJobDown":               true,
+	"AuthLogFollowerStalled":       true,
+	"KubernetesMetricsAbsent":      true,
+	"CertificateSourceUnreadable":  true,
+	"CertificateChainNotVerified":  true,
+	"PostgresReplicaDisconnected":  true,
+	"RedisReplicaLinkDown":         true,
+	"RedisRdbSaveFailed":           true,
+	"Watchdog":                     true,
+	"KubePodCrashLooping":          true,
+	"KubeDeploymentRolloutStuck":   true,
 }
 
 // remediableAlerts are the alerts warden-remediator's policy can act on,

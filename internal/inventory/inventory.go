@@ -55,6 +55,8 @@ var metrics = []Metric{
 	{Name: "pg_up", Type: Gauge, Source: Exporter, Collector: "postgres"},
 	{Name: "pg_static", Type: Gauge, Source: Exporter, Collector: "postgres"},
 	{Name: "pg_settings_max_connections", Type: Gauge, Source: Exporter, Collector: "postgres"},
+	{Name: "pg_settings_superuser_reserved_connections", Type: Gauge, Source: Exporter, Collector: "postgres"},
+	{Name: "pg_settings_reserved_connections", Type: Gauge, Source: Exporter, Collector: "postgres"},
 	{Name: "pg_stat_database_numbackends", Type: Gauge, Source: Exporter, Collector: "postgres"},
 	{Name: "warden_postgres_activity_connections", Type: Gauge, Source: Exporter, Collector: "postgres"},
 	{Name: "pg_stat_activity_max_tx_duration", Type: Gauge, Source: Exporter, Collector: "postgres"},
@@ -74,6 +76,10 @@ var metrics = []Metric{
 	{Name: "pg_replication_is_replica", Type: Gauge, Source: Exporter, Collector: "postgres"},
 	{Name: "pg_replication_lag_seconds", Type: Gauge, Source: Exporter, Collector: "postgres",
 		Conditional: "only on a streaming replica"},
+	{Name: "warden_postgres_wal_receiver_streaming", Type: Gauge, Source: Exporter, Collector: "postgres",
+		Conditional: "only on a replica"},
+	{Name: "warden_postgres_wal_receiver_last_receipt_timestamp_seconds", Type: Gauge, Source: Exporter, Collector: "postgres",
+		Conditional: "only on a replica whose WAL receiver is running"},
 	{Name: "pg_stat_user_tables_size_bytes", Type: Gauge, Source: Exporter, Collector: "postgres",
 		Conditional: "only for databases with user tables"},
 	{Name: "pg_stat_user_tables_n_dead_tup", Type: Gauge, Source: Exporter, Collector: "postgres",
@@ -209,14 +215,29 @@ var metrics = []Metric{
 	{Name: "jwt_tokens_issued_total", Type: Counter, Source: AuthService},
 	{Name: "auth_failed_logins_total", Type: Counter, Source: AuthService},
 
-	// Written by Prometheus for every scrape target.
+	// Written by Prometheus for every scrape target, and Prometheus's own
+	// metrics.
 	{Name: "up", Type: Gauge, Source: Prometheus},
+	{Name: "prometheus_rule_evaluation_failures_total", Type: Counter, Source: Prometheus},
 
 	// Kubernetes and node metrics warden does not produce.
 	{Name: "container_memory_working_set_bytes", Type: Gauge, Source: External, Collector: "cadvisor"},
 	{Name: "kube_pod_container_resource_limits", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_pod_container_status_waiting_reason", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_pod_container_status_restarts_total", Type: Counter, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_pod_container_status_last_terminated_reason", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_deployment_spec_replicas", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_deployment_status_replicas_available", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "kube_deployment_status_condition", Type: Gauge, Source: External, Collector: "kube-state-metrics"},
+	{Name: "container_cpu_cfs_periods_total", Type: Counter, Source: External, Collector: "cadvisor"},
+	{Name: "container_cpu_cfs_throttled_periods_total", Type: Counter, Source: External, Collector: "cadvisor"},
+	{Name: "kubelet_volume_stats_available_bytes", Type: Gauge, Source: External, Collector: "kubelet"},
+	{Name: "kubelet_volume_stats_capacity_bytes", Type: Gauge, Source: External, Collector: "kubelet"},
 	{Name: "node_filesystem_avail_bytes", Type: Gauge, Source: External, Collector: "node_exporter"},
 	{Name: "node_filesystem_size_bytes", Type: Gauge, Source: External, Collector: "node_exporter"},
+	// Alertmanager's own metrics; receiver_name needs
+	// --enable-feature=receiver-name-in-metrics.
+	{Name: "alertmanager_notifications_failed_total", Type: Counter, Source: External, Collector: "alertmanager"},
 
 	// Recording rules in rules/*.rules.yml (the rules test keeps this list
 	// and the files identical).
@@ -231,6 +252,22 @@ var metrics = []Metric{
 	{Name: "job:auth_failed_logins:rate5m", Type: Gauge, Source: Recording},
 	{Name: "target:redis_keyspace_hits:ratio_rate5m", Type: Gauge, Source: Recording},
 	{Name: "target:pg_connections:ratio", Type: Gauge, Source: Recording},
+	{Name: "slo:availability_objective:ratio", Type: Gauge, Source: Recording},
+	{Name: "slo:latency_objective:ratio", Type: Gauge, Source: Recording},
+	{Name: "job:slo_availability_errors:ratio_rate5m", Type: Gauge, Source: Recording},
+	{Name: "job:slo_availability_errors:ratio_rate30m", Type: Gauge, Source: Recording},
+	{Name: "job:slo_availability_errors:ratio_rate1h", Type: Gauge, Source: Recording},
+	{Name: "job:slo_availability_errors:ratio_rate2h", Type: Gauge, Source: Recording},
+	{Name: "job:slo_availability_errors:ratio_rate6h", Type: Gauge, Source: Recording},
+	{Name: "job:slo_availability_errors:ratio_rate1d", Type: Gauge, Source: Recording},
+	{Name: "job:slo_availability_errors:ratio_rate3d", Type: Gauge, Source: Recording},
+	{Name: "job:slo_latency_errors:ratio_rate5m", Type: Gauge, Source: Recording},
+	{Name: "job:slo_latency_errors:ratio_rate30m", Type: Gauge, Source: Recording},
+	{Name: "job:slo_latency_errors:ratio_rate1h", Type: Gauge, Source: Recording},
+	{Name: "job:slo_latency_errors:ratio_rate2h", Type: Gauge, Source: Recording},
+	{Name: "job:slo_latency_errors:ratio_rate6h", Type: Gauge, Source: Recording},
+	{Name: "job:slo_latency_errors:ratio_rate1d", Type: Gauge, Source: Recording},
+	{Name: "job:slo_latency_errors:ratio_rate3d", Type: Gauge, Source: Recording},
 }
 
 var byName = func() map[string]Metric {
