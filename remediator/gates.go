@@ -103,6 +103,22 @@ func (p *Policy) validateGates() error {
 	return nil
 }
 
+// describe says when the freeze applies, for people.
+func (f *Freeze) describe() string {
+	if !f.From.IsZero() || !f.To.IsZero() {
+		return f.From.UTC().Format(time.RFC3339) + " to " + f.To.UTC().Format(time.RFC3339)
+	}
+	days := "every day"
+	if len(f.Days) > 0 {
+		days = strings.Join(f.Days, ", ")
+	}
+	tz := f.TimeZone
+	if tz == "" {
+		tz = "UTC"
+	}
+	return fmt.Sprintf("%s %s-%s %s", days, f.Start, f.End, tz)
+}
+
 func (f *Freeze) compile(path string) error {
 	if strings.TrimSpace(f.Reason) == "" {
 		return fmt.Errorf("%s.reason: required", path)

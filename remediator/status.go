@@ -83,6 +83,10 @@ type statusPage struct {
 	RateLimit      RateLimitConfig
 	Breaker        BreakerConfig
 	Rules          []statusRule
+	SharedLimit    bool
+	Gates          GatesConfig
+	Verify         VerifyConfig
+	Freezes        []statusFreeze
 	Recent         []ringEntry
 	Targets        []statusTarget
 	Occurrences    []statusOccurrence
@@ -93,9 +97,18 @@ type statusPage struct {
 	StoreErrors []string
 }
 
+// statusFreeze is one of the policy's freezes. Runtime freezes (the
+// warden.io/freeze-until annotation) are read per decision and show up as
+// frozen refusals among the decisions.
+type statusFreeze struct {
+	Reason, When string
+	Active       bool
+}
+
 type statusRule struct {
 	Name, Action, Target, Allow string
 	Matchers                    []string
+	BlockWhen                   []string
 	DryRun                      bool
 	Cooldown                    time.Duration
 }
@@ -179,7 +192,14 @@ func (r *Remediator) status(ctx context.Context) statusPage {
 		Defaults:       p.Defaults,
 		RateLimit:      p.RateLimit,
 		Breaker:        p.Breaker,
+		SharedLimit:    r.shared != nil,
+		Gates:          p.Gates,
+		Verify:         p.Verify,
 		Recent:         r.recent.newestFirst(),
+	}
+	for i := range p.Freezes {
+		f := &p.Freezes[i]
+		page.Freezes = append(page.Freezes, statusFreeze{Reason: f.Reason, When: f.describe(), Active: f.active(now)})
 	}
 	switch {
 	case r.dryRun:
@@ -192,6 +212,9 @@ func (r *Remediator) status(ctx context.Context) statusPage {
 		sr := statusRule{
 			Name: rule.Name, Action: string(rule.Action), Matchers: rule.Matchers,
 			DryRun: rule.DryRun, Cooldown: ruleCooldown(p, rule),
+		}
+		for _, set := range rule.BlockWhen {
+			sr.BlockWhen = append(sr.BlockWhen, "{"+strings.Join(set, ", ")+"}")
 		}
 		if rule.Target.Redis != "" {
 			sr.Target = "redis " + rule.Target.Redis

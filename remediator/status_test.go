@@ -187,3 +187,48 @@ func TestStatusPageInBrowserShowsEveryReplicasActions(t *testing.T) {
 		t.Errorf("the page has %d script elements, want none", scripts)
 	}
 }
+
+// The page shows the policy's freezes (and whether one is in force), each
+// rule's block_when, and verification results beside the decisions.
+func TestStatusPageShowsFreezesBlockWhenAndVerification(t *testing.T) {
+	policy := `
+freezes:
+  - reason: "quarter-end close"
+    from: 2000-01-01T00:00:00Z
+    to: 2999-01-01T00:00:00Z
+  - reason: "old migration"
+    from: 2000-01-01T00:00:00Z
+    to: 2001-01-01T00:00:00Z
+  - reason: "weekly release train"
+    days: [sat]
+    start: "01:00"
+    end: "02:00"
+    time_zone: Europe/Berlin
+rules:
+  - name: restart-auth
+    matchers: ['alertname="HighMemoryUsage"']
+    action: restart
+    target: {namespace: rust-security, deployment: auth-service}
+    allow: {namespaces: [rust-security], deployments: [auth-service]}
+    block_when:
+      - ['alertname="DatabaseDown"']
+`
+	tr := startRemediator(t, policy, fake.NewClientset(), &recordingExecutor{}, withStatusAuth)
+	url := startStatusPage(t, tr)
+	tr.recent.add(time.Now(), record{Alertname: "HighMemoryUsage", Rule: "restart-auth", Outcome: OutcomeIneffective, Reason: "verification", Detail: "alert still firing after the verification window"})
+	_, body := getPage(t, url, func(r *http.Request) { r.SetBasicAuth(statusUser, statusPassword) })
+	for _, want := range []string{
+		"quarter-end close", "2000-01-01T00:00:00Z to 2999-01-01T00:00:00Z", "<strong>frozen</strong>",
+		"old migration", "not active",
+		"weekly release train", "sat 01:00-02:00 Europe/Berlin",
+		`{alertname=&#34;DatabaseDown&#34;}`,
+		`<td class="ineffective">ineffective</td><td>verification</td><td>alert still firing after the verification window</td>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("page:\n%s", body)
+	}
+}

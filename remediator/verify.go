@@ -353,6 +353,9 @@ func (r *Remediator) recordVerification(ctx context.Context, v verification, out
 		slog.Float64("time_to_recovery_seconds", recovery.Seconds()),
 	)
 	r.verifyMetrics.outcomes.WithLabelValues(v.rec.Rule, string(v.rec.Action), outcome).Inc()
+	shown := v.rec
+	shown.Outcome, shown.Reason, shown.Detail = outcome, "verification", detail
+	r.recent.add(r.now(), shown)
 	if outcome == OutcomeEffective {
 		r.verifyMetrics.timeToRecovery.WithLabelValues(v.rec.Rule, string(v.rec.Action)).Observe(recovery.Seconds())
 	}
