@@ -430,10 +430,3 @@ func (r *Remediator) blockingAlert(ctx context.Context, rule *Rule) (string, str
 	}
 	return "", ""
 }
-
-// gateSkip records a refusal by a gate. Like every skip, its Event is
-// written at most once per target and reason per gates.event_interval
-// (audit), the refusals in between counted into the next one.
-func (r *Remediator) gateSkip(_ *Policy, rec record, reason, detail string) record {
-	return rec.skipped(reason, detail)
-}

@@ -429,7 +429,7 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 		RateOK:   true,
 	}
 	if reason, detail := r.gate(ctx, snap.policy, store, d); reason != "" {
-		return r.gateSkip(snap.policy, rec, reason, detail)
+		return rec.skipped(reason, detail)
 	}
 	if d.DryRun {
 		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)

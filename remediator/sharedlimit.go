@@ -7,12 +7,7 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
-
-	"github.com/warden-sre/warden/remediator/actions"
 )
 
 // The rate limit of the whole deployment lives in one Lease in the
@@ -74,52 +69,21 @@ type sharedLimit struct {
 // update reads the window, lets fn change it and writes it back unless
 // another replica wrote in between, in which case it starts over.
 func (s *sharedLimit) update(ctx context.Context, fn func([]rateEntry) ([]rateEntry, bool)) error {
-	leases := s.kube.CoordinationV1().Leases(s.namespace)
-	for range maxUpdateAttempts {
-		l, err := leases.Get(ctx, rateLimitLease, metav1.GetOptions{})
-		exists := true
-		if apierrors.IsNotFound(err) {
-			exists, err = false, nil
-			l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
-				Name: rateLimitLease, Namespace: s.namespace,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": "warden-remediator"},
-			}}
-		}
-		if err != nil {
-			return fmt.Errorf("get lease %s/%s: %w", s.namespace, rateLimitLease, err)
-		}
+	return updateLease(ctx, s.kube, nil, s.namespace, rateLimitLease, s.identity, func(l *coordinationv1.Lease) (bool, error) {
 		var entries []rateEntry
 		if v := l.Annotations[annoActions]; v != "" {
 			if err := json.Unmarshal([]byte(v), &entries); err != nil {
-				return fmt.Errorf("lease %s/%s: %s: %w: %w", s.namespace, rateLimitLease, annoActions, errCorruptState, err)
+				return false, fmt.Errorf("%s: %w: %w", annoActions, errCorruptState, err)
 			}
 		}
 		next, write := fn(entries)
 		if !write {
-			return nil
+			return false, nil
 		}
 		b, _ := json.Marshal(next) // plain struct, cannot fail
-		if l.Annotations == nil {
-			l.Annotations = map[string]string{}
-		}
 		l.Annotations[annoActions] = string(b)
-		now := metav1.NewMicroTime(time.Now())
-		l.Spec.HolderIdentity = ptr.To(s.identity)
-		l.Spec.RenewTime = &now
-		if exists {
-			_, err = leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: actions.FieldManager})
-		} else {
-			_, err = leases.Create(ctx, l, metav1.CreateOptions{FieldManager: actions.FieldManager})
-		}
-		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("write lease %s/%s: %w", s.namespace, rateLimitLease, err)
-		}
-		return nil
-	}
-	return fmt.Errorf("lease %s/%s: %w", s.namespace, rateLimitLease, errTooManyConflicts)
+		return true, nil
+	})
 }
 
 // reserveRate takes a slot of the rate limit for an action on d.Target.

@@ -152,6 +152,16 @@ func leaseName(t target) string {
 }
 
 func (s *leaseStore) read(ctx context.Context, t target) (targetState, error) {
+	// The gates and the shared limit read before the claim; the cache
+	// answers them without an API call once it has synced.
+	if s.cache != nil {
+		if l, ok := s.cache.get(t.Namespace, leaseName(t)); ok {
+			if l == nil {
+				return targetState{}, nil
+			}
+			return decodeState(l.Annotations)
+		}
+	}
 	l, err := s.kube.CoordinationV1().Leases(t.Namespace).Get(ctx, leaseName(t), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return targetState{}, nil
@@ -163,17 +173,39 @@ func (s *leaseStore) read(ctx context.Context, t target) (targetState, error) {
 }
 
 func (s *leaseStore) update(ctx context.Context, t target, fn func(st *targetState) bool) error {
-	leases := s.kube.CoordinationV1().Leases(t.Namespace)
-	name := leaseName(t)
+	return updateLease(ctx, s.kube, s.cache, t.Namespace, leaseName(t), s.identity, func(l *coordinationv1.Lease) (bool, error) {
+		st, err := decodeState(l.Annotations)
+		if err != nil {
+			return false, err
+		}
+		if !fn(&st) {
+			return false, nil
+		}
+		// Replace our annotations, keep anyone else's.
+		for _, k := range stateAnnotations {
+			delete(l.Annotations, k)
+		}
+		for k, v := range st.encode(t) {
+			l.Annotations[k] = v
+		}
+		return true, nil
+	})
+}
+
+// updateLease is the one conditional write of the coordination Leases: it
+// reads namespace/name (from cache on the first attempt when one is given;
+// a write based on a stale copy conflicts and the next attempt reads the
+// API server), lets mutate change the Lease (its annotations are never
+// nil), and writes it back with the Lease's resourceVersion. When another
+// replica wrote in between, it starts over on that replica's state.
+func updateLease(ctx context.Context, kube kubernetes.Interface, cache *leaseCache, namespace, name, identity string, mutate func(l *coordinationv1.Lease) (write bool, err error)) error {
+	leases := kube.CoordinationV1().Leases(namespace)
 	for attempt := range maxUpdateAttempts {
 		var l *coordinationv1.Lease
 		var err error
 		cached := false
-		if attempt == 0 && s.cache != nil {
-			// A refusal decided on the cache costs no API call; a write
-			// based on a stale version conflicts, and the next attempt
-			// reads from the API server.
-			if l, cached = s.cache.get(t.Namespace, name); cached {
+		if attempt == 0 && cache != nil {
+			if l, cached = cache.get(namespace, name); cached {
 				if l == nil {
 					err = apierrors.NewNotFound(coordinationv1.Resource("leases"), name)
 				} else {
@@ -189,32 +221,25 @@ func (s *leaseStore) update(ctx context.Context, t target, fn func(st *targetSta
 			exists, err = false, nil
 			l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
 				Name:      name,
-				Namespace: t.Namespace,
+				Namespace: namespace,
 				Labels:    map[string]string{"app.kubernetes.io/managed-by": "warden-remediator"},
 			}}
 		}
 		if err != nil {
-			return fmt.Errorf("get lease %s/%s: %w", t.Namespace, name, err)
+			return fmt.Errorf("get lease %s/%s: %w", namespace, name, err)
 		}
-		st, err := decodeState(l.Annotations)
-		if err != nil {
-			return fmt.Errorf("lease %s/%s: %w", t.Namespace, name, err)
-		}
-		if !fn(&st) {
-			return nil
-		}
-		// Replace our annotations, keep anyone else's.
 		if l.Annotations == nil {
 			l.Annotations = map[string]string{}
 		}
-		for _, k := range stateAnnotations {
-			delete(l.Annotations, k)
+		write, err := mutate(l)
+		if err != nil {
+			return fmt.Errorf("lease %s/%s: %w", namespace, name, err)
 		}
-		for k, v := range st.encode(t) {
-			l.Annotations[k] = v
+		if !write {
+			return nil
 		}
 		now := metav1.NewMicroTime(time.Now())
-		l.Spec.HolderIdentity = ptr.To(s.identity)
+		l.Spec.HolderIdentity = ptr.To(identity)
 		l.Spec.RenewTime = &now
 		var written *coordinationv1.Lease
 		if exists {
@@ -227,14 +252,14 @@ func (s *leaseStore) update(ctx context.Context, t target, fn func(st *targetSta
 			continue // another replica wrote first: decide again on its state
 		}
 		if err != nil {
-			return fmt.Errorf("write lease %s/%s: %w", t.Namespace, name, err)
+			return fmt.Errorf("write lease %s/%s: %w", namespace, name, err)
 		}
-		if s.cache != nil {
-			s.cache.remember(written)
+		if cache != nil {
+			cache.remember(written)
 		}
 		return nil
 	}
-	return fmt.Errorf("lease %s/%s: %w", t.Namespace, name, errTooManyConflicts)
+	return fmt.Errorf("lease %s/%s: %w", namespace, name, errTooManyConflicts)
 }
 
 // redisStore keeps state in a hash in the Redis server the action flushes,
@@ -309,8 +334,6 @@ func redisOptions(rt RedisTarget) *redis.Options {
 	}
 	return o
 }
-
-// SetPolicy replaces the policy. Jobs already running finish under the old
 
 // tlsConfigFor verifies the server's certificate against its host name.
 func tlsConfigFor(addr string) *tls.Config {
