@@ -224,7 +224,7 @@ func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger, pre
 		if client != nil {
 			return client, nil
 		}
-		c, _, err := kubeclient.New(kubeclient.Options{
+		c, err := kubeclient.New(kubeclient.Options{
 			Kubeconfig: cfg.Kubernetes.Kubeconfig,
 			UserAgent:  "warden-exporter",
 			// Listing Secrets page by page and following pod logs make

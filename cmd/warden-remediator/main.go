@@ -67,7 +67,7 @@ func run() int {
 		logger.Warn("dry-run: decisions are recorded, nothing is changed")
 	}
 
-	kube, _, err := kubeclient.New(kubeclient.Options{
+	kube, err := kubeclient.New(kubeclient.Options{
 		Kubeconfig: f.kubeconfig,
 		UserAgent:  "warden-remediator",
 		// Refusals (duplicate, cooldown, breaker) are decided from the

@@ -111,7 +111,7 @@ func TestCertsKubernetesSecrets(t *testing.T) {
 	t.Run("through a kubeconfig file", func(t *testing.T) {
 		var logs bytes.Buffer
 		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		client, _, err := kubeclient.New(kubeclient.Options{Kubeconfig: certsKubeconfig(t, k.Config)})
+		client, err := kubeclient.New(kubeclient.Options{Kubeconfig: certsKubeconfig(t, k.Config)})
 		if err != nil {
 			t.Fatal(err)
 		}

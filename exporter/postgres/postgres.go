@@ -126,9 +126,8 @@ type Collector struct {
 	dsnDB        string
 	tablesInMain bool
 	extra        []pgTablePool
-	// databases filters the per-database metrics; nil means all.
-	databases []string
-	// databasesArg is databases as a text-format text[] parameter.
+	// databasesArg is the configured databases (the per-database filter;
+	// nil means all) as a text-format text[] parameter.
 	databasesArg []byte
 	// failures counts each query family's failures (pgFamilies).
 	failures map[string]*atomic.Uint64
@@ -172,13 +171,12 @@ func newWithDial(t Target, logger *slog.Logger, wrap pgDialWrapper) (*Collector,
 		return nil, fmt.Errorf("%s.dsn: %w", path, err)
 	}
 	c := &Collector{
-		name:      "postgres/" + t.Name,
-		target:    t.Name,
-		cfg:       t,
-		logger:    logger,
-		dsnDB:     pgDSNDatabase(base),
-		databases: t.Databases,
-		failures:  map[string]*atomic.Uint64{},
+		name:     "postgres/" + t.Name,
+		target:   t.Name,
+		cfg:      t,
+		logger:   logger,
+		dsnDB:    pgDSNDatabase(base),
+		failures: map[string]*atomic.Uint64{},
 
 		acceptsInterval: pgAcceptsInterval,
 	}

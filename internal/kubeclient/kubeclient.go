@@ -53,14 +53,14 @@ func RESTConfig(o Options) (*rest.Config, error) {
 }
 
 // New returns a clientset built from the options.
-func New(o Options) (kubernetes.Interface, *rest.Config, error) {
+func New(o Options) (kubernetes.Interface, error) {
 	cfg, err := RESTConfig(o)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return c, cfg, nil
+	return c, nil
 }

@@ -65,7 +65,7 @@ func TestRESTConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.check(t, cfg.Host, cfg.UserAgent, cfg.QPS, cfg.Burst)
-			if _, _, err := New(tt.o); err != nil {
+			if _, err := New(tt.o); err != nil {
 				t.Fatalf("New: %v", err)
 			}
 		})

@@ -141,7 +141,6 @@ type Files struct {
 	opts   FileOptions
 	sink   Sink
 	logger *slog.Logger
-	files  map[fileID]*followedFile
 	// order holds the open files in the order they were found, so that
 	// the rest of a rotated file is read before its successor.
 	order []*followedFile
@@ -165,7 +164,6 @@ func NewFiles(opts FileOptions, sink Sink, logger *slog.Logger) *Files {
 		opts:   opts,
 		sink:   sink,
 		logger: logger,
-		files:  map[fileID]*followedFile{},
 		globs:  make([]globState, len(opts.Globs)),
 		buf:    make([]byte, 64<<10),
 	}
@@ -202,7 +200,6 @@ func (w *Files) closeAll() {
 	for _, ff := range w.order {
 		_ = ff.f.Close()
 	}
-	clear(w.files)
 	w.order = nil
 }
 
@@ -269,7 +266,6 @@ func (w *Files) poll(initial bool) {
 		w.logger.Debug("log file no longer matched, closed", "path", ff.path)
 		ff.split.flush(w.sink)
 		_ = ff.f.Close()
-		delete(w.files, ff.id)
 		return true
 	})
 }
@@ -323,7 +319,6 @@ func (w *Files) open(id fileID, path string, atEnd bool) {
 		_ = f.Close()
 		return
 	}
-	w.files[id] = ff
 	w.order = append(w.order, ff)
 	w.logger.Debug("following log file", "path", path, "offset", ff.offset)
 }

@@ -210,8 +210,8 @@ func TestFileFollowerNewFilesAndDeletedFiles(t *testing.T) {
 	}
 	w.poll(false)
 	w.poll(false)
-	if len(w.files) != 0 {
-		t.Fatalf("deleted file still followed: %v", w.files)
+	if len(w.order) != 0 {
+		t.Fatalf("deleted file still followed: %v", w.order)
 	}
 	// Over-long lines are reported, not fatal.
 	appendFile(t, filepath.Join(dir, "b.log"), strings.Repeat("x", 150)+"\nok\n")
