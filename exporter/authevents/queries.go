@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,22 +35,9 @@ func newAuthQuery(ctx context.Context, qc QueryConfig) (*authQuery, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth.queries %s: %w", qc.Name, err)
 	}
-	if qc.Password.IsSet() {
-		if _, err := qc.Password.Value(); err != nil {
-			return nil, fmt.Errorf("auth.queries %s: password: %w", qc.Name, err)
-		}
-		// Read for every new connection: the pool outlives reloads that
-		// leave the query unchanged, and a rotated password file must
-		// still take effect.
-		pc.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
-			pw, err := qc.Password.Value()
-			if err != nil {
-				return fmt.Errorf("auth.queries %s: password: %w", qc.Name, err)
-			}
-			cc.Password = pw
-			return nil
-		}
-	}
+	// The password was read once by validation; the pool reads it again
+	// for every new connection (see postgres.UsePassword).
+	postgres.UsePassword(pc, qc.Password)
 	// One query, refreshed at most once at a time: one connection is all
 	// it ever needs, and the exporter must not crowd the auth database.
 	pc.MaxConns = 1

@@ -1,12 +1,14 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -236,4 +238,21 @@ func pgExtraDatabases(listed []string, dsnDB string) []string {
 		}
 	}
 	return extra
+}
+
+// UsePassword makes every new connection of the pool read pw, so that a
+// pool kept across reloads still picks up a rotated password file. An
+// unset pw leaves the DSN's password.
+func UsePassword(cfg *pgxpool.Config, pw secret.Secret) {
+	if !pw.IsSet() {
+		return
+	}
+	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		v, err := pw.Value()
+		if err != nil {
+			return fmt.Errorf("password: %w", err)
+		}
+		cc.Password = v
+		return nil
+	}
 }

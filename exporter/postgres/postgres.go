@@ -204,17 +204,7 @@ func newWithDial(t Target, logger *slog.Logger, wrap pgDialWrapper) (*Collector,
 		// scrape): a connection found broken is replaced and the
 		// read-only batch retried instead.
 		cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
-		if t.Password.IsSet() {
-			secret := t.Password
-			cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
-				pw, err := secret.Value()
-				if err != nil {
-					return fmt.Errorf("password: %w", err)
-				}
-				cc.Password = pw
-				return nil
-			}
-		}
+		UsePassword(cfg, t.Password)
 		if wrap != nil {
 			dial := cfg.ConnConfig.DialFunc
 			cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
