@@ -381,7 +381,7 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 // say, since images are not built here: a separate build stage, a static
 // binary of an existing command, and a non-root user in the final stage.
 func TestDockerfilesBuildStaticNonRootImages(t *testing.T) {
-	for _, name := range []string{"exporter", "remediator"} {
+	for _, name := range []string{"exporter", "remediator", "report"} {
 		path := filepath.Join("docker", "Dockerfile."+name)
 		src := string(mustRead(t, path))
 		if n := strings.Count(src, "\nFROM "); n < 2 {

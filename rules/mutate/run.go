@@ -153,16 +153,22 @@ func (s Suite) Run(ctx context.Context, targets []*Target) ([]Result, error) {
 	defer os.RemoveAll(work)
 
 	// The unmutated suite must pass, or every mutant would look killed.
+	// Each file is checked as the mutants are written (every expression
+	// parsed, printed and re-encoded), so that a rewrite that broke a file
+	// cannot pass for a kill of all its mutants.
 	base := filepath.Join(work, "base")
-	if err := s.copySuite(base, "", nil); err != nil {
-		return nil, err
-	}
 	checked := map[string]bool{}
 	for _, t := range targets {
 		if checked[t.File] {
 			continue
 		}
 		checked[t.File] = true
+		if err := os.RemoveAll(base); err != nil {
+			return nil, err
+		}
+		if err := s.copySuite(base, t.File, rewriteUnchanged); err != nil {
+			return nil, fmt.Errorf("rewrite %s: %w", t.File, err)
+		}
 		killed, by, err := s.verdict(ctx, base, t.File, tests[t.File])
 		if err != nil {
 			return nil, fmt.Errorf("unmutated %s: %w", t.File, err)
@@ -331,13 +337,49 @@ func apply(src []byte, t *Target, m Mutant) ([]byte, error) {
 	default:
 		return nil, errors.New("empty mutant")
 	}
+	return encode(&doc)
+}
+
+// encode writes a rule file the way every mutant is written.
+func encode(doc *yaml.Node) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
-	if err := enc.Encode(&doc); err != nil {
+	if err := enc.Encode(doc); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), enc.Close()
+}
+
+// rewriteUnchanged writes a rule file as the mutants are written, with
+// every expression parsed and printed but nothing mutated.
+func rewriteUnchanged(src []byte) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, err
+	}
+	groups := mapValue(doc.Content[0], "groups")
+	if groups == nil {
+		return nil, errors.New("no groups")
+	}
+	for _, g := range groups.Content {
+		rules := mapValue(g, "rules")
+		if rules == nil {
+			continue
+		}
+		for _, r := range rules.Content {
+			e := mapValue(r, "expr")
+			if e == nil {
+				continue
+			}
+			expr, err := parse(e.Value)
+			if err != nil {
+				return nil, fmt.Errorf("expr %q: %w", e.Value, err)
+			}
+			e.Value, e.Style = expr.String(), yaml.DoubleQuotedStyle
+		}
+	}
+	return encode(&doc)
 }
 
 func mapValue(n *yaml.Node, key string) *yaml.Node {
