@@ -19,10 +19,9 @@ import (
 
 // Mutant is one change to one rule.
 type Mutant struct {
-	// Rule is the alert or recording rule's name.
-	Rule string
 	// Desc says what changed, e.g. "threshold 0.05 -> 0.1"; together with
-	// Rule it identifies the mutant in the list of equivalent mutants.
+	// the rule's name it identifies the mutant in the list of equivalent
+	// mutants.
 	Desc string
 
 	// Exactly one of these is set: a new expression, or a change to the
@@ -71,7 +70,6 @@ func Generate(r Rule) ([]Mutant, error) {
 			}
 			seenExpr[m.Expr] = true
 		}
-		m.Rule = r.Name
 		m.Desc = oneLine(m.Desc)
 		descs[m.Desc]++
 		if n := descs[m.Desc]; n > 1 {
@@ -339,8 +337,6 @@ func isScalar(e parser.Expr) bool {
 		switch x := e.(type) {
 		case *parser.ParenExpr:
 			e = x.Expr
-		case *parser.StepInvariantExpr:
-			e = x.Expr
 		default:
 			return e.Type() == parser.ValueTypeScalar
 		}
@@ -408,10 +404,6 @@ func replace(root *parser.Expr, path []parser.Node, old, repl parser.Expr) {
 	case *parser.SubqueryExpr:
 		p.Expr = repl
 	case *parser.UnaryExpr:
-		p.Expr = repl
-	case *parser.StepInvariantExpr:
-		p.Expr = repl
-	case *parser.EvalStmt:
 		p.Expr = repl
 	case parser.Expressions:
 		for k := range p {

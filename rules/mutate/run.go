@@ -231,15 +231,24 @@ func (s Suite) Run(ctx context.Context, targets []*Target) ([]Result, error) {
 	return results, errors.Join(errs...)
 }
 
-// verdict runs `promtool check rules` on the rule file and then each test
-// file that loads it, one promtool process per file, until one fails.
+// verdict runs each test file that loads the rule file, one promtool
+// process per file, until one fails. `promtool test rules` loads the rule
+// file itself, so a mutant promtool rejects fails there; `promtool check
+// rules` runs only for a rule file no test loads.
 func (s Suite) verdict(ctx context.Context, dir, ruleFile string, tests []string) (killed bool, by string, err error) {
+	if len(tests) > 0 {
+		return s.runTests(ctx, dir, tests)
+	}
 	if out, err := s.promtool(ctx, dir, "check", "rules", ruleFile); err != nil {
 		if isExit(err) {
 			return true, "check", nil
 		}
 		return false, "check", fmt.Errorf("%w: %s", err, out)
 	}
+	return false, "", nil
+}
+
+func (s Suite) runTests(ctx context.Context, dir string, tests []string) (killed bool, by string, err error) {
 	for _, t := range tests {
 		if out, err := s.promtool(ctx, dir, "test", "rules", filepath.Join("tests", t)); err != nil {
 			if isExit(err) {

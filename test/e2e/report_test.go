@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"image/color"
 	"math"
 	"slices"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+	"gonum.org/v1/plot/plotutil"
 
 	"github.com/warden-sre/warden/internal/browser"
 	"github.com/warden-sre/warden/internal/demo"
@@ -183,13 +186,18 @@ func checkInBrowser(t *testing.T, env *demo.Env, rep *demo.DailyReport) {
 	if charts == 0 {
 		t.Error("the HTML report shows no chart (no svg element)")
 	}
-	// A chart that rendered has a size and drawn lines.
-	drawn, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`Array.from(document.querySelectorAll("svg")).some(s => s.getBoundingClientRect().width > 100 && s.querySelectorAll("path, polyline, line").length > 0)`))
+	// A chart that rendered has a size and a series line: a path in the
+	// first series' colour with more points than the legend's two-point
+	// sample (the axes and the grid are drawn in black and grey).
+	first := color.RGBAModel.Convert(plotutil.Color(0)).(color.RGBA)
+	stroke := fmt.Sprintf("stroke:#%02X%02X%02X", first.R, first.G, first.B)
+	drawn, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`Array.from(document.querySelectorAll("svg")).some(s => s.getBoundingClientRect().width > 100 &&
+		Array.from(s.querySelectorAll("path")).some(p => (p.getAttribute("style") || "").includes(%q) && ((p.getAttribute("d") || "").match(/L/g) || []).length > 1))`, stroke)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !drawn {
-		t.Error("no chart of the HTML report has a size and lines")
+		t.Errorf("no chart of the HTML report has a size and a series line (a path with %s and more than two points)", stroke)
 	}
 	if got := browser.Text(ctx, t, "body > h1"); !strings.Contains(got, "Daily health check") {
 		t.Errorf("the HTML report's title is %q", got)
