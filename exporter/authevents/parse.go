@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // The auth collector reads hundreds of thousands of log lines a second, so
@@ -62,11 +63,13 @@ type authLineFields struct {
 	event     authField
 	ipAddress authField
 	timestamp authField
+	userID    authField
+	riskScore authField
 }
 
 // authLineParser extracts the configured field names from JSON log lines.
 type authLineParser struct {
-	eventKey, ipKey, timestampKey string
+	eventKey, ipKey, timestampKey, userKey, riskKey string
 }
 
 // parse scans line, a single JSON object, into f. It returns an
@@ -174,6 +177,10 @@ func (p *authLineParser) fieldFor(quoted []byte, escaped bool, f *authLineFields
 		return &f.ipAddress
 	case p.timestampKey:
 		return &f.timestamp
+	case p.userKey:
+		return &f.userID
+	case p.riskKey:
+		return &f.riskScore
 	}
 	return nil
 }
@@ -352,7 +359,11 @@ func authSource(f authField, ipv4Bits, ipv6Bits int) (netip.Addr, bool) {
 	if f.kind != kindString {
 		return netip.Addr{}, false
 	}
-	addr, err := netip.ParseAddr(string(f.val))
+	// ParseAddr's error keeps its input, so string(f.val) would be copied to
+	// the heap on every line. The unsafe view is only read during the
+	// call: the Addr keeps no reference to it (a zone is interned as a
+	// copy, and dropped below), and the error is discarded.
+	addr, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(f.val), len(f.val)))
 	if err != nil {
 		return netip.Addr{}, false
 	}
@@ -392,4 +403,17 @@ func authTimestamp(f authField) (time.Time, bool) {
 		return time.Unix(int64(sec), int64(frac*1e9)), true
 	}
 	return time.Time{}, false
+}
+
+// authRiskScore reads a risk score: a finite JSON number. ok is false when
+// the field is missing or not a number.
+func authRiskScore(f authField) (float64, bool) {
+	if f.kind != kindNumber {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(string(f.val), 64)
+	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, false
+	}
+	return v, true
 }
