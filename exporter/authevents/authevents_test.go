@@ -452,6 +452,8 @@ func gatherAuth(t *testing.T, c prometheus.Collector) map[string][]*authTestMetr
 				pm.value = m.GetGauge().GetValue()
 			case m.GetCounter() != nil:
 				pm.value = m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				pm.value = float64(m.GetHistogram().GetSampleCount())
 			}
 			out[mf.GetName()] = append(out[mf.GetName()], pm)
 		}

@@ -61,6 +61,9 @@ type BruteForce struct {
 	Sources []string `json:"sources"`
 	// Rate is failed logins per second, spread over the sources.
 	Rate float64 `json:"rate"`
+	// Accounts is how many accounts the attack guesses passwords for
+	// (user-0000, user-0001, …); 0 means 3.
+	Accounts int `json:"accounts,omitempty"`
 }
 
 // Fault is the set of runtime switches.
@@ -95,6 +98,8 @@ func (f Fault) Validate() error {
 		return fmt.Errorf("brute_force.rate: must be between 0 and %d, got %v", MaxBruteForceRate, f.BruteForce.Rate)
 	case f.BruteForce.Rate > 0 && len(f.BruteForce.Sources) == 0:
 		return errors.New("brute_force.sources: required when brute_force.rate is set")
+	case f.BruteForce.Accounts < 0 || f.BruteForce.Accounts > MaxAttackAccounts:
+		return fmt.Errorf("brute_force.accounts: must be between 0 and %d, got %d", MaxAttackAccounts, f.BruteForce.Accounts)
 	}
 	for i, s := range f.BruteForce.Sources {
 		if _, err := netip.ParseAddr(s); err != nil {
@@ -315,7 +320,11 @@ func (s *Sim) Generate(dt time.Duration) {
 	}
 	for range nb {
 		src := bf.Sources[s.rng.IntN(len(bf.Sources))]
-		user := fmt.Sprintf("user-%04d", s.rng.IntN(10_000))
+		accounts := bf.Accounts
+		if accounts == 0 {
+			accounts = 3
+		}
+		user := fmt.Sprintf("user-%04d", s.rng.IntN(accounts))
 		o := s.loginLocked(src, user, false)
 		if s.rng.Float64() < 0.1 && o.status == http.StatusUnauthorized {
 			// The service's rate limiter catches some of the attack.

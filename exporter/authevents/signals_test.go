@@ -1,0 +1,283 @@
+package authevents
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/warden-sre/warden/exporter/exportertest"
+	"github.com/warden-sre/warden/internal/authsim"
+	"github.com/warden-sre/warden/internal/logfollow"
+)
+
+// simScenario is traffic the simulator generates into a log file that the
+// collector follows.
+type simScenario struct {
+	rate    float64 // normal requests per second
+	fault   authsim.Fault
+	seconds int // of simulated traffic, generated in 1 s steps
+}
+
+// followSim writes the scenario's log with the simulator, lets the
+// collector read it through the file follower, and returns a scrape.
+func followSim(t *testing.T, sc simScenario) map[string][]*authTestMetric {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "auth.log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sim, err := authsim.New(authsim.Config{InstanceID: "sim", Rate: sc.rate, Log: f, Seed: 11, Fault: sc.fault})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := authTestConfig(t, fmt.Sprintf("auth: {files: [%q], from_beginning: true, poll_interval: 10ms}", path))
+	c, err := New(t.Context(), cfg, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	for range sc.seconds {
+		sim.Generate(time.Second)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAuthLines(t, c, uint64(bytes.Count(data, []byte("\n"))))
+	pc := &exportertest.Adapter{C: c, Timeout: 5 * time.Second}
+	mfs := gatherAuth(t, pc)
+	promtoolCheckMetrics(t, pc)
+	return mfs
+}
+
+// metricValue returns the value of the series of name with the given
+// label values (name=value pairs), or NaN when absent.
+func metricValue(mfs map[string][]*authTestMetric, name string, labels ...string) float64 {
+next:
+	for _, m := range mfs[name] {
+		for i := 0; i+1 < len(labels); i += 2 {
+			if m.labels[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		return m.value
+	}
+	return math.NaN()
+}
+
+// firingPatterns lists the sources and patterns at 1.
+func firingPatterns(mfs map[string][]*authTestMetric) []string {
+	var out []string
+	for _, m := range mfs["warden_auth_source_pattern"] {
+		if m.value != 0 {
+			out = append(out, m.labels["source"]+" "+m.labels["pattern"])
+		}
+	}
+	return out
+}
+
+// TestAttackSignalsFromSimulatorLogs drives each attack of the simulator,
+// among normal traffic, through the file follower and checks the signals
+// it must raise and the ones it must not.
+func TestAttackSignalsFromSimulatorLogs(t *testing.T) {
+	const attacker = "203.0.113.50"
+	tests := []struct {
+		name  string
+		sc    simScenario
+		check func(t *testing.T, mfs map[string][]*authTestMetric)
+	}{{
+		name: "normal traffic with typos and a NAT raises nothing",
+		sc: simScenario{rate: 200, seconds: 60,
+			fault: authsim.Fault{NAT: authsim.NAT{Source: "192.0.2.10", Users: 1000, Rate: 50}}},
+		check: func(t *testing.T, mfs map[string][]*authTestMetric) {
+			if got := firingPatterns(mfs); len(got) != 0 {
+				t.Errorf("patterns raised by normal traffic: %v", got)
+			}
+			// The NAT is the top failing source, with many users, and
+			// not classified.
+			if n := metricValue(mfs, "warden_auth_source_distinct_users", "source", "192.0.2.10"); !(n >= 20) {
+				t.Errorf("distinct users failing behind the NAT = %v, want it tracked with at least 20", n)
+			}
+			for _, kind := range []string{"user", "source"} {
+				if v := metricValue(mfs, "warden_auth_success_after_failures_total", "kind", kind); v != 0 {
+					t.Errorf("success after failures (%s) = %v for typos", kind, v)
+				}
+			}
+			if v := metricValue(mfs, "warden_auth_credential_stuffing"); v != 0 {
+				t.Errorf("credential stuffing = %v for normal traffic", v)
+			}
+			if r := metricValue(mfs, "warden_auth_window_success_ratio"); !(r > 0.85) {
+				t.Errorf("window success ratio = %v, want above 0.85", r)
+			}
+		},
+	}, {
+		name: "password spraying from one source across 500 accounts",
+		sc: simScenario{rate: 200, seconds: 10,
+			fault: authsim.Fault{Spraying: authsim.Spraying{Source: attacker, Accounts: 500, Rate: 50}}},
+		check: func(t *testing.T, mfs map[string][]*authTestMetric) {
+			if v := metricValue(mfs, "warden_auth_source_pattern", "source", attacker, "pattern", "spraying"); v != 1 {
+				t.Errorf("spraying pattern of %s = %v, want 1", attacker, v)
+			}
+			if v := metricValue(mfs, "warden_auth_source_pattern", "source", attacker, "pattern", "brute_force"); v != 0 {
+				t.Errorf("brute_force pattern of %s = %v, want 0", attacker, v)
+			}
+			if got := firingPatterns(mfs); len(got) != 1 {
+				t.Errorf("patterns raised: %v, want only the sprayer's", got)
+			}
+			if n := metricValue(mfs, "warden_auth_source_distinct_users", "source", attacker); math.Abs(n-500) > 50 {
+				t.Errorf("distinct users of the sprayer = %v, want 500 ± 10%%", n)
+			}
+			if v := metricValue(mfs, "warden_auth_failed_logins_by_source", "source", attacker); v != 500 {
+				t.Errorf("failed logins of the sprayer = %v, want 500", v)
+			}
+			if v := metricValue(mfs, "warden_auth_credential_stuffing"); v != 0 {
+				t.Errorf("credential stuffing = %v for one source", v)
+			}
+		},
+	}, {
+		name: "brute force from one source on three accounts",
+		sc: simScenario{rate: 200, seconds: 5,
+			fault: authsim.Fault{BruteForce: authsim.BruteForce{Sources: []string{attacker}, Rate: 20}}},
+		check: func(t *testing.T, mfs map[string][]*authTestMetric) {
+			if v := metricValue(mfs, "warden_auth_source_pattern", "source", attacker, "pattern", "brute_force"); v != 1 {
+				t.Errorf("brute_force pattern of %s = %v, want 1", attacker, v)
+			}
+			if v := metricValue(mfs, "warden_auth_source_pattern", "source", attacker, "pattern", "spraying"); v != 0 {
+				t.Errorf("spraying pattern of %s = %v, want 0", attacker, v)
+			}
+			if n := metricValue(mfs, "warden_auth_source_distinct_users", "source", attacker); n != 3 {
+				t.Errorf("distinct users of the brute forcer = %v, want 3", n)
+			}
+		},
+	}, {
+		name: "credential stuffing from 2000 sources across 10000 accounts",
+		sc: simScenario{rate: 200, seconds: 60,
+			fault: authsim.Fault{Stuffing: authsim.Stuffing{Sources: 2000, Accounts: 10_000, Rate: 250}}},
+		check: func(t *testing.T, mfs map[string][]*authTestMetric) {
+			if v := metricValue(mfs, "warden_auth_credential_stuffing"); v != 1 {
+				t.Errorf("credential stuffing = %v, want 1 (distinct sources %v, users %v, success ratio %v)", v,
+					metricValue(mfs, "warden_auth_distinct_sources"), metricValue(mfs, "warden_auth_distinct_users_failed"),
+					metricValue(mfs, "warden_auth_window_success_ratio"))
+			}
+			if n := metricValue(mfs, "warden_auth_distinct_sources"); n < 2000 {
+				t.Errorf("distinct failing sources = %v, want at least the 2000 attackers", n)
+			}
+			if n := metricValue(mfs, "warden_auth_distinct_users_failed"); n < 9500 {
+				t.Errorf("distinct failing users = %v, want about the 10000 accounts and more", n)
+			}
+			if got := firingPatterns(mfs); len(got) != 0 {
+				t.Errorf("per-source patterns raised by stuffing (each source is small): %v", got)
+			}
+			if n := metricValue(mfs, "warden_auth_source_distinct_users", "source", "other"); n < 5000 {
+				t.Errorf("distinct users of the sources outside the top K = %v, want most of the accounts", n)
+			}
+		},
+	}, {
+		name: "account takeover: failures then a success",
+		sc: simScenario{rate: 200, seconds: 3,
+			fault: authsim.Fault{Takeover: authsim.Takeover{Source: attacker, User: "victim", Failures: 10, Rate: 20}}},
+		check: func(t *testing.T, mfs map[string][]*authTestMetric) {
+			for _, kind := range []string{"user", "source"} {
+				if v := metricValue(mfs, "warden_auth_success_after_failures_total", "kind", kind); v != 1 {
+					t.Errorf("success after failures (%s) = %v, want 1", kind, v)
+				}
+			}
+			if got := firingPatterns(mfs); len(got) != 0 {
+				t.Errorf("patterns raised by 10 failures: %v", got)
+			}
+		},
+	}, {
+		name: "lockouts",
+		sc:   simScenario{rate: 200, seconds: 2, fault: authsim.Fault{Lockouts: authsim.Lockouts{Rate: 5}}},
+		check: func(t *testing.T, mfs map[string][]*authTestMetric) {
+			if v := metricValue(mfs, "warden_auth_events_total", "event", "account_locked"); v != 10 {
+				t.Errorf("account_locked events = %v, want 10", v)
+			}
+			if got := firingPatterns(mfs); len(got) != 0 {
+				t.Errorf("patterns raised by lockouts: %v", got)
+			}
+			for _, kind := range []string{"user", "source"} {
+				if v := metricValue(mfs, "warden_auth_success_after_failures_total", "kind", kind); v != 0 {
+					t.Errorf("success after failures (%s) = %v, want 0", kind, v)
+				}
+			}
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mfs := followSim(t, tt.sc)
+			// Every simulator line carries a risk score.
+			lines := metricValue(mfs, "warden_auth_log_lines_total")
+			if n := riskCount(mfs); n != lines {
+				t.Errorf("risk scores observed = %v, lines = %v", n, lines)
+			}
+			tt.check(t, mfs)
+		})
+	}
+}
+
+// riskCount is the sample count of warden_auth_risk_score.
+func riskCount(mfs map[string][]*authTestMetric) float64 {
+	return metricValue(mfs, "warden_auth_risk_score")
+}
+
+// TestSprayingDetectionDelay replays normal traffic and then a spraying
+// attack in virtual time (100 ms steps, a scrape after each) and measures
+// how many of the sprayer's failed logins, and how much time, it takes
+// until warden_auth_source_pattern{pattern="spraying"} turns to 1.
+func TestSprayingDetectionDelay(t *testing.T) {
+	const sprayer = "203.0.113.77"
+	clock := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	now := func() time.Time { return clock }
+	cfg := authTestConfig(t, "auth: {files: [unused.log]}")
+	c, err := newCollector(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = now
+	split := logfollow.NewSplitter(cfg.MaxLineBytes)
+	sim, err := authsim.New(authsim.Config{InstanceID: "sim", Rate: 200, Seed: 5, Clock: now,
+		Log: writerFunc(func(p []byte) { split.Write(p, c) })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const step = 100 * time.Millisecond
+	for range 300 { // 30 s of normal traffic first
+		sim.Generate(step)
+		clock = clock.Add(step)
+	}
+	const rate = 10 // failed logins per second, one account each
+	if err := sim.SetFault(authsim.Fault{Spraying: authsim.Spraying{Source: sprayer, Accounts: 500, Rate: rate}}); err != nil {
+		t.Fatal(err)
+	}
+	start, startLines := clock, c.lines.Load()
+	pc := &exportertest.Adapter{C: c, Timeout: 5 * time.Second}
+	for i := 1; i <= 600; i++ {
+		sim.Generate(step)
+		clock = clock.Add(step)
+		mfs := gatherAuth(t, pc)
+		if metricValue(mfs, "warden_auth_source_pattern", "source", sprayer, "pattern", "spraying") == 1 {
+			failures := metricValue(mfs, "warden_auth_failed_logins_by_source", "source", sprayer)
+			t.Logf("spraying detected after %v of virtual time, %v failed logins from the sprayer, %d log lines in all",
+				clock.Sub(start), failures, c.lines.Load()-startLines)
+			// The pattern needs spraying_min_users (20) distinct users:
+			// allow the sketch's error, nothing more.
+			if failures < 18 || failures > 24 {
+				t.Errorf("detected after %v failed logins, want about 20", failures)
+			}
+			return
+		}
+	}
+	t.Fatal("spraying not detected within 60 s of virtual time")
+}
+
+type writerFunc func(p []byte)
+
+func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
