@@ -1,7 +1,9 @@
 // Package authevents turns auth-service's JSON log stream (files or pod
-// logs) into bounded security metrics: login outcomes, event types and a
-// windowed top-K of failed-login sources, plus single numbers read from the
-// auth database.
+// logs) into bounded security metrics: login outcomes, event types, risk
+// scores and a windowed top-K of failed-login sources; attack signals from
+// fixed-size sketches of hashed usernames and sources (distinct users per
+// source, brute force and spraying per source, credential stuffing, success
+// after failures); plus single numbers read from the auth database.
 package authevents
 
 import (
@@ -126,9 +128,9 @@ var (
 	}()
 )
 
-// Collector turns auth-service's log stream into counters and a
-// windowed top-K of failed-login sources. Followers feed it in the
-// background; Collect only reads.
+// Collector turns auth-service's log stream into counters, a windowed
+// top-K of failed-login sources and the attack signals. Followers feed it
+// in the background; Collect only reads.
 type Collector struct {
 	logger *slog.Logger
 	now    func() time.Time
