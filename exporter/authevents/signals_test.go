@@ -385,3 +385,27 @@ func TestAttackSignalsLeaveWithTheWindow(t *testing.T) {
 		t.Errorf("success after one failure counted: %v, want still 1", v)
 	}
 }
+
+// TestAuthEventAliases maps the log names auth-service deployments use onto
+// the canonical events, with auth.events overriding an alias.
+func TestAuthEventAliases(t *testing.T) {
+	cfg := authTestConfig(t, "auth: {files: [unused.log], events: {user_registered: other, mfa_denied: mfa_failed}}")
+	c, err := newCollector(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []string{"account_locked", "account_lockout", "user_locked", "mfa_failed", "mfa_failure", "mfa_denied",
+		"password_reset", "password_reset_requested", "registration", "account_created", "user_registered", "login_failed"} {
+		c.Line(fmt.Appendf(nil, `{"event":%q,"ip_address":"198.51.100.1","user_id":"u","risk_score":0.9}`, ev))
+	}
+	mfs := gatherAuth(t, &exportertest.Adapter{C: c, Timeout: time.Second})
+	for event, want := range map[string]float64{"account_locked": 3, "mfa_failed": 3, "password_reset_requested": 2,
+		"registration": 2, "other": 1, "authentication_failed": 1} {
+		if got := metricValue(mfs, "warden_auth_events_total", "event", event); got != want {
+			t.Errorf("events_total{event=%q} = %v, want %v", event, got, want)
+		}
+	}
+	if got := riskCount(mfs); got != 12 {
+		t.Errorf("risk scores observed = %v, want 12", got)
+	}
+}
