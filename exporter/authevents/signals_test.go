@@ -270,9 +270,10 @@ func TestSprayingDetectionDelay(t *testing.T) {
 			t.Logf("spraying detected after %v of virtual time, %v failed logins from the sprayer, %d log lines in all",
 				clock.Sub(start), failures, c.lines.Load()-startLines)
 			// The pattern needs spraying_min_users (20) distinct users:
-			// allow the sketch's error, nothing more.
-			if failures < 18 || failures > 24 {
-				t.Errorf("detected after %v failed logins, want about 20", failures)
+			// allow the sketch's error (4 % at 20, here 5 standard
+			// errors either way), nothing more.
+			if failures < 16 || failures > 26 {
+				t.Errorf("detected after %v failed logins, want 20 ± 4", failures)
 			}
 			return
 		}
