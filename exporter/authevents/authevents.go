@@ -348,7 +348,7 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 	}
 	gauge(authBySourceDesc, float64(total-reported), authOther)
 	gauge(authWindowDesc, c.window.Seconds())
-	c.collectSignals(ch, top, now)
+	c.collectSignals(ch, top, total-reported, now)
 	if c.files != nil {
 		for i, n := range c.files.Matched() {
 			gauge(authFilesMatchedDesc, float64(n), c.globs[i])

@@ -277,8 +277,9 @@ const (
 	patternSpraying   = "spraying"
 )
 
-// collectSignals sends the attack signals for the reported top sources.
-func (c *Collector) collectSignals(ch chan<- prometheus.Metric, top []topk.Count, now time.Time) {
+// collectSignals sends the attack signals for the reported top sources;
+// spread is the failed logins in the window from every other source.
+func (c *Collector) collectSignals(ch chan<- prometheus.Metric, top []topk.Count, spread uint64, now time.Time) {
 	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
 	}
@@ -297,16 +298,16 @@ func (c *Collector) collectSignals(ch chan<- prometheus.Metric, top []topk.Count
 	gauge(authDistinctUsersDesc, snap.distinctUsers)
 	ch <- prometheus.MustNewConstMetric(authAfterFailuresDesc, prometheus.CounterValue, float64(snap.afterFailures[0]), "user")
 	ch <- prometheus.MustNewConstMetric(authAfterFailuresDesc, prometheus.CounterValue, float64(snap.afterFailures[1]), "source")
-	logins := snap.failures + snap.successes
-	ratio := 1.0
-	if logins > 0 {
-		ratio = float64(snap.successes) / float64(logins)
-		gauge(authSuccessRatioDesc, ratio)
+	if logins := snap.failures + snap.successes; logins > 0 {
+		gauge(authSuccessRatioDesc, float64(snap.successes)/float64(logins))
 	}
-	stuffing := snap.failures > 0 &&
+	// Stuffing is judged on the failures spread outside the reported
+	// sources, so that one loud source (brute force, spraying: classified
+	// on their own) does not make the rest look like stuffing.
+	stuffing := spread > 0 &&
 		snap.distinctSources >= float64(t.StuffingMinSources) &&
-		snap.distinctUsers >= float64(t.StuffingMinUsers) &&
-		ratio <= t.StuffingMaxSuccessRatio
+		snap.otherUsers >= float64(t.StuffingMinUsers) &&
+		float64(snap.successes)/float64(snap.successes+spread) <= t.StuffingMaxSuccessRatio
 	gauge(authStuffingDesc, bool01(stuffing))
 }
 

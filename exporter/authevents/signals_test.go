@@ -182,6 +182,30 @@ func TestAttackSignalsFromSimulatorLogs(t *testing.T) {
 			}
 		},
 	}, {
+		// Most logins in the window fail, and failing users and sources
+		// are many, but the failures are one source's: brute force, not
+		// stuffing.
+		name: "a loud brute force among busy normal traffic is not stuffing",
+		sc: simScenario{rate: 1000, seconds: 60,
+			fault: authsim.Fault{BruteForce: authsim.BruteForce{Sources: []string{attacker}, Rate: 2000}}},
+		check: func(t *testing.T, mfs map[string][]*authTestMetric) {
+			if r := metricValue(mfs, "warden_auth_window_success_ratio"); !(r < 0.5) {
+				t.Fatalf("window success ratio = %v; the scenario needs most logins to fail", r)
+			}
+			if n := metricValue(mfs, "warden_auth_distinct_sources"); n < 500 {
+				t.Fatalf("distinct failing sources = %v; the scenario needs at least 500", n)
+			}
+			if n := metricValue(mfs, "warden_auth_distinct_users_failed"); n < 2000 {
+				t.Fatalf("distinct failing users = %v; the scenario needs at least 2000", n)
+			}
+			if v := metricValue(mfs, "warden_auth_credential_stuffing"); v != 0 {
+				t.Errorf("credential stuffing = %v for one brute-forcing source", v)
+			}
+			if v := metricValue(mfs, "warden_auth_source_pattern", "source", attacker, "pattern", "brute_force"); v != 1 {
+				t.Errorf("brute_force pattern of %s = %v, want 1", attacker, v)
+			}
+		},
+	}, {
 		name: "account takeover: failures then a success",
 		sc: simScenario{rate: 200, seconds: 3,
 			fault: authsim.Fault{Takeover: authsim.Takeover{Source: attacker, User: "victim", Failures: 10, Rate: 20}}},
