@@ -18,10 +18,9 @@ import (
 // numbers), and its memory is fixed when it is built: usernames and
 // addresses are only ever hashed into sketches.
 type attackSignals struct {
-	seed     maphash.Seed
-	slot     time.Duration
-	minRun   uint64
-	capacity int
+	seed   maphash.Seed
+	slot   time.Duration
+	minRun uint64
 
 	mu         sync.Mutex // guards everything below
 	buckets    [topk.Buckets]signalBucket
@@ -57,7 +56,6 @@ func newAttackSignals(capacity int, slot time.Duration, minRun int) *attackSigna
 		seed:       maphash.MakeSeed(),
 		slot:       slot,
 		minRun:     uint64(minRun),
-		capacity:   capacity,
 		userRuns:   newRunTable(),
 		sourceRuns: newRunTable(),
 	}

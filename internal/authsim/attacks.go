@@ -87,7 +87,7 @@ func validCount(name string, v, lo, hi int) error {
 	return nil
 }
 
-// validateAttacks reports the first attack switch out of range.
+// validateAttacks reports the attack switches out of range.
 func (f Fault) validateAttacks() error {
 	sp, st, tk, nat := f.Spraying, f.Stuffing, f.Takeover, f.NAT
 	checks := []error{
