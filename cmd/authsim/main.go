@@ -1,7 +1,9 @@
 // Command authsim simulates auth-service for tests and demos: it serves the
 // service's metrics and /health, writes its JSON log lines, and can be
 // switched at run time (POST /admin/fault) to fail, slow down, hold memory,
-// turn unhealthy or come under a brute-force attack.
+// turn unhealthy or come under attack: brute force, password spraying,
+// credential stuffing, an account takeover, lockouts; a NAT adds the
+// ordinary logins of many people behind one address.
 package main
 
 import (
@@ -46,6 +48,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		bfSources  = app.Flag("brute-force-source", "Source address of a brute-force attack (repeatable).").Strings()
 		bfRate     = app.Flag("brute-force-rate", "Failed logins per second from the brute-force sources.").Float64()
 		unhealthy  = app.Flag("unhealthy", "Start with /health answering 503.").Bool()
+
+		spraySource   = app.Flag("spraying-source", "Source address of a password-spraying attack.").String()
+		sprayAccounts = app.Flag("spraying-accounts", "Accounts the spraying attack tries, one failed login each in turn.").Default("500").Int()
+		sprayRate     = app.Flag("spraying-rate", "Failed logins per second of the spraying attack (0: off).").Float64()
+		stuffSources  = app.Flag("stuffing-sources", "Source addresses (from 198.18.0.0/15) of a credential-stuffing attack.").Default("2000").Int()
+		stuffAccounts = app.Flag("stuffing-accounts", "Accounts the stuffing attack tries, once or twice each.").Default("10000").Int()
+		stuffRate     = app.Flag("stuffing-rate", "Failed logins per second of the stuffing attack (0: off).").Float64()
+		takeSource    = app.Flag("takeover-source", "Source address of an account takeover.").String()
+		takeUser      = app.Flag("takeover-user", "Account taken over: failed logins, then a success.").Default("user-0042").String()
+		takeFailures  = app.Flag("takeover-failures", "Failed logins before the takeover's success.").Default("10").Int()
+		takeRate      = app.Flag("takeover-rate", "Logins per second of the takeover (0: off).").Float64()
+		lockoutRate   = app.Flag("lockout-rate", "Account lockouts per second, each after five failed logins (0: off).").Float64()
+		natSource     = app.Flag("nat-source", "Address of a NAT with many people behind it.").String()
+		natUsers      = app.Flag("nat-users", "People behind the NAT.").Default("1000").Int()
+		natRate       = app.Flag("nat-rate", "Logins per second through the NAT (0: off).").Float64()
 	)
 	app.HelpFlag.Short('h')
 	if _, err := app.Parse(args); err != nil {
@@ -80,6 +97,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 			MemoryMB:   *memoryMB,
 			BruteForce: authsim.BruteForce{Sources: *bfSources, Rate: *bfRate},
 			Unhealthy:  *unhealthy,
+			Spraying:   authsim.Spraying{Source: *spraySource, Accounts: *sprayAccounts, Rate: *sprayRate},
+			Stuffing:   authsim.Stuffing{Sources: *stuffSources, Accounts: *stuffAccounts, Rate: *stuffRate},
+			Takeover:   authsim.Takeover{Source: *takeSource, User: *takeUser, Failures: *takeFailures, Rate: *takeRate},
+			Lockouts:   authsim.Lockouts{Rate: *lockoutRate},
+			NAT:        authsim.NAT{Source: *natSource, Users: *natUsers, Rate: *natRate},
 		},
 	})
 	if err != nil {

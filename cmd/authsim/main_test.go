@@ -95,11 +95,64 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--error-rate", "2"},
 		{"--brute-force-rate", "5"},
 		{"--brute-force-source", "not-an-ip", "--brute-force-rate", "5"},
+		{"--spraying-rate", "5"},
+		{"--stuffing-rate", "5", "--stuffing-sources", "0"},
+		{"--takeover-rate", "5", "--takeover-source", "203.0.113.9", "--takeover-failures", "0"},
+		{"--nat-rate", "5"},
+		{"--lockout-rate", "-1"},
 		{"--no-such-flag"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(t.Context(), args, &stderr, nil); code != 2 {
 			t.Errorf("run(%v) = %d, want 2 (%s)", args, code, stderr.String())
 		}
+	}
+}
+
+// TestRunStartsAttacksFromFlags starts the simulator with every attack
+// switched on by flags and waits for each one's lines in the log.
+func TestRunStartsAttacksFromFlags(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "auth.log")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ready := make(chan string, 1)
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--log-file", logFile, "--rate", "0",
+			"--spraying-source", "203.0.113.50", "--spraying-accounts", "500", "--spraying-rate", "100",
+			"--stuffing-sources", "2000", "--stuffing-accounts", "10000", "--stuffing-rate", "100",
+			"--takeover-source", "203.0.113.66", "--takeover-user", "victim", "--takeover-failures", "3", "--takeover-rate", "50",
+			"--lockout-rate", "10", "--nat-source", "192.0.2.10", "--nat-users", "50", "--nat-rate", "50"}, &stderr, ready)
+	}()
+	select {
+	case <-ready:
+	case code := <-done:
+		t.Fatalf("run exited with %d: %s", code, stderr.String())
+	case <-time.After(time.Minute):
+		t.Fatal("not listening")
+	}
+	wants := map[string]string{
+		"spraying": `"event":"authentication_failed","ip_address":"203.0.113.50"`,
+		"stuffing": `"event":"authentication_failed","ip_address":"198.18.`,
+		"takeover": `"event":"authentication_success","ip_address":"203.0.113.66","user_id":"victim"`,
+		"lockouts": `"event":"account_locked"`,
+		"nat":      `"ip_address":"192.0.2.10"`,
+	}
+	testenv.WaitFor(t, time.Minute, "lines of every attack in the log", func() bool {
+		data, err := os.ReadFile(logFile)
+		if err != nil {
+			return false
+		}
+		for _, w := range wants {
+			if !bytes.Contains(data, []byte(w)) {
+				return false
+			}
+		}
+		return true
+	})
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit code %d: %s", code, stderr.String())
 	}
 }

@@ -1,7 +1,9 @@
 // Package authevents turns auth-service's JSON log stream (files or pod
-// logs) into bounded security metrics: login outcomes, event types and a
-// windowed top-K of failed-login sources, plus single numbers read from the
-// auth database.
+// logs) into bounded security metrics: login outcomes, event types, risk
+// scores and a windowed top-K of failed-login sources; attack signals from
+// fixed-size sketches of hashed usernames and sources (distinct users per
+// source, brute force and spraying per source, credential stuffing, success
+// after failures); plus single numbers read from the auth database.
 package authevents
 
 import (
@@ -35,6 +37,28 @@ var authEventTypes = [authEventOther]string{
 	"admin_action",
 	"privilege_escalation",
 	"configuration_change",
+	"account_locked",
+	"mfa_failed",
+	"password_reset_requested",
+	"registration",
+}
+
+// authEventAliases are log event names auth-service deployments use for
+// the canonical types beyond the identity; auth.events adds to them and
+// overrides them.
+var authEventAliases = map[string]string{
+	"authentication_failure":  "authentication_failed",
+	"login_failed":            "authentication_failed",
+	"login_success":           "authentication_success",
+	"account_lockout":         "account_locked",
+	"user_locked":             "account_locked",
+	"mfa_failure":             "mfa_failed",
+	"mfa_verification_failed": "mfa_failed",
+	"password_reset":          "password_reset_requested",
+	"password_reset_request":  "password_reset_requested",
+	"user_registered":         "registration",
+	"user_registration":       "registration",
+	"account_created":         "registration",
 }
 
 const (
@@ -42,7 +66,7 @@ const (
 	authEventSuccess = 1
 	authEventFailed  = 2
 	// authEventOther is the index of the "other" event label.
-	authEventOther = 11
+	authEventOther = 15
 	authOther      = "other"
 	// authUnknownSource labels failed logins whose source address is missing
 	// or not an IP address.
@@ -83,6 +107,18 @@ var (
 	authQueryValueDesc   = authDesc("query_value", "Value returned by a configured auth database query (cached between refreshes).", "query")
 	authQueryAgeDesc     = authDesc("query_age_seconds", "Seconds since the value of warden_auth_query_value was read from the database.", "query")
 	authFilesMatchedDesc = authDesc("files_matched", "Files each glob of auth.files matched at the last poll; 0 when the glob matches no file.", "glob")
+
+	authSourceUsersDesc = authDesc("source_distinct_users",
+		"Estimated distinct usernames with failed logins in the sliding window, for the sources of warden_auth_failed_logins_by_source (source=\"other\": all the others together).", "source")
+	authDistinctSourcesDesc = authDesc("distinct_sources", "Estimated distinct sources (addresses or networks) with failed logins in the sliding window.")
+	authDistinctUsersDesc   = authDesc("distinct_users_failed", "Estimated distinct usernames with failed logins in the sliding window.")
+	authAfterFailuresDesc   = authDesc("success_after_failures_total",
+		"Successful logins that ended a run of at least success_after_failures failed logins, for the same username (kind=\"user\") or from the same source (kind=\"source\").", "kind")
+	authRiskScoreDesc     = authDesc("risk_score", "Risk scores carried by auth-service's log lines.")
+	authSourcePatternDesc = authDesc("source_pattern",
+		"1 when a source of warden_auth_failed_logins_by_source shows the pattern over the sliding window: brute_force (many failures on few usernames) or spraying (many usernames, few tries each).", "source", "pattern")
+	authStuffingDesc     = authDesc("credential_stuffing", "1 when the sliding window shows credential stuffing: failed logins from many sources for many usernames while few logins succeed.")
+	authSuccessRatioDesc = authDesc("window_success_ratio", "Successful logins over successful and failed logins in the sliding window; absent without logins in the window.")
 	authInvalidReasonIdx = func() map[string]int {
 		m := map[string]int{}
 		for i, r := range authInvalidReasons {
@@ -92,9 +128,9 @@ var (
 	}()
 )
 
-// Collector turns auth-service's log stream into counters and a
-// windowed top-K of failed-login sources. Followers feed it in the
-// background; Collect only reads.
+// Collector turns auth-service's log stream into counters, a windowed
+// top-K of failed-login sources and the attack signals. Followers feed it
+// in the background; Collect only reads.
 type Collector struct {
 	logger *slog.Logger
 	now    func() time.Time
@@ -108,6 +144,9 @@ type Collector struct {
 	lines        atomic.Uint64
 	invalidLines [len(authInvalidReasons)]atomic.Uint64
 	failures     *topk.Sliding
+	signals      *attackSignals
+	thresholds   Config // the signal thresholds of the configuration
+	risk         riskHistogram
 
 	queries []*authQuery
 	pods    *logfollow.Pods
@@ -145,17 +184,24 @@ func New(ctx context.Context, cfg *Config, client kubernetes.Interface, logger *
 // newCollector builds the collector without starting followers.
 func newCollector(ctx context.Context, cfg *Config, logger *slog.Logger) (*Collector, error) {
 	c := &Collector{
-		logger:   logger,
-		now:      time.Now,
-		parser:   authLineParser{eventKey: cfg.Fields.Event, ipKey: cfg.Fields.IPAddress, timestampKey: cfg.Fields.Timestamp},
-		events:   map[string]int{},
-		ipv4Bits: cfg.AggregateIPv4Prefix,
-		ipv6Bits: cfg.AggregateIPv6Prefix,
-		window:   cfg.Window,
-		failures: topk.NewSliding(cfg.TopK, authTopKCapacityFactor*cfg.TopK, cfg.Window),
+		logger: logger,
+		now:    time.Now,
+		parser: authLineParser{eventKey: cfg.Fields.Event, ipKey: cfg.Fields.IPAddress, timestampKey: cfg.Fields.Timestamp,
+			userKey: cfg.Fields.UserID, riskKey: cfg.Fields.RiskScore},
+		events:     map[string]int{},
+		ipv4Bits:   cfg.AggregateIPv4Prefix,
+		ipv6Bits:   cfg.AggregateIPv6Prefix,
+		window:     cfg.Window,
+		failures:   topk.NewSliding(cfg.TopK, authTopKCapacityFactor*cfg.TopK, cfg.Window),
+		thresholds: *cfg,
+		risk:       newRiskHistogram(cfg.RiskScoreBuckets),
 	}
+	c.signals = newAttackSignals(authTopKCapacityFactor*cfg.TopK, c.failures.Slot(), cfg.SuccessAfterFailures)
 	for i, name := range authEventTypes {
 		c.events[name] = i
+	}
+	for name, typ := range authEventAliases {
+		c.events[name] = slices.Index(authEventTypes[:], typ)
 	}
 	for name, typ := range cfg.Events {
 		if i := slices.Index(authEventTypes[:], typ); i >= 0 {
@@ -230,16 +276,23 @@ func (c *Collector) Line(b []byte) {
 		typ = authEventOther
 	}
 	c.eventCounts[typ].Add(1)
-	if typ != authEventFailed {
+	if v, ok := authRiskScore(f.riskScore); ok {
+		c.risk.observe(v)
+	}
+	if typ != authEventFailed && typ != authEventSuccess {
 		return
 	}
-	source, _ := authSource(f.ipAddress, c.ipv4Bits, c.ipv6Bits) // zero Addr: unknown
+	source, valid := authSource(f.ipAddress, c.ipv4Bits, c.ipv6Bits) // zero Addr: unknown
 	now := c.now()
 	at, ok := authTimestamp(f.timestamp)
 	if !ok {
 		at = now
 	}
-	c.failures.Add(source, at, now)
+	if typ == authEventFailed {
+		c.signals.failure(c.failures, source, valid, f.userID, at, now)
+	} else {
+		c.signals.success(c.failures, source, valid, f.userID, at, now)
+	}
 }
 
 // TooLong counts a line the follower dropped for its length
@@ -284,7 +337,10 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 		counter(authInvalidDesc, c.invalidLines[i].Load(), reason)
 	}
 
-	top, total := c.failures.Top(c.now())
+	c.risk.collect(ch)
+
+	now := c.now()
+	top, total := c.failures.Top(now)
 	var reported uint64
 	for _, sc := range top {
 		gauge(authBySourceDesc, float64(sc.Count), c.sourceLabel(sc.Key))
@@ -292,6 +348,7 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 	}
 	gauge(authBySourceDesc, float64(total-reported), authOther)
 	gauge(authWindowDesc, c.window.Seconds())
+	c.collectSignals(ch, top, total-reported, now)
 	if c.files != nil {
 		for i, n := range c.files.Matched() {
 			gauge(authFilesMatchedDesc, float64(n), c.globs[i])
@@ -305,7 +362,6 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 		mu   sync.Mutex
 		wg   sync.WaitGroup
 	)
-	now := c.now()
 	for _, q := range c.queries {
 		wg.Go(func() {
 			if err := q.collect(ctx, now, ch); err != nil {

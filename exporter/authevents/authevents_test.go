@@ -45,7 +45,11 @@ func TestAuthConfigDefaults(t *testing.T) {
 	cfg := authTestConfig(t, "auth:\n  files: [/var/log/auth/*.log]\n  kubernetes: {}\n  queries:\n  - {name: active_sessions, dsn: 'postgres://u@127.0.0.1/auth', sql: select 1}\n")
 	want := defaultAuthConfig()
 	if cfg.TopK != want.TopK || cfg.Window != want.Window || cfg.Fields != want.Fields ||
-		cfg.MaxLineBytes != want.MaxLineBytes || cfg.PollInterval != want.PollInterval || cfg.FromBeginning {
+		cfg.MaxLineBytes != want.MaxLineBytes || cfg.PollInterval != want.PollInterval || cfg.FromBeginning ||
+		cfg.SuccessAfterFailures != 5 || cfg.SprayingMinUsers != 20 || cfg.SprayingMaxFailuresPerUser != 3 ||
+		cfg.BruteForceMinFailures != 20 || cfg.BruteForceMaxUsers != 3 || cfg.PatternMinFailureRatio != 0.5 ||
+		cfg.StuffingMinSources != 500 || cfg.StuffingMinUsers != 2000 || cfg.StuffingMaxSuccessRatio != 0.5 ||
+		len(cfg.RiskScoreBuckets) != 10 {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 	k := cfg.Kubernetes
@@ -56,7 +60,7 @@ func TestAuthConfigDefaults(t *testing.T) {
 		t.Errorf("query defaults not applied: %+v", q)
 	}
 	partial := authTestConfig(t, "auth:\n  files: [a.log]\n  fields: {event: type}\n")
-	if partial.Fields != (FieldsConfig{Event: "type", IPAddress: "ip_address", Timestamp: "timestamp"}) {
+	if partial.Fields != (FieldsConfig{Event: "type", IPAddress: "ip_address", Timestamp: "timestamp", UserID: "user_id", RiskScore: "risk_score"}) {
 		t.Errorf("partial fields = %+v", partial.Fields)
 	}
 }
@@ -76,7 +80,21 @@ func TestAuthConfigErrorsNameTheField(t *testing.T) {
 		{"auth: {files: [a], aggregate_ipv6_prefix: -1}", "auth.aggregate_ipv6_prefix"},
 		{"auth: {files: [a], max_line_bytes: 10}", "auth.max_line_bytes"},
 		{"auth: {files: [a], fields: {event: ''}}", "auth.fields.event: must not be empty"},
-		{"auth: {files: [a], fields: {event: ip_address}}", "auth.fields: event, ip_address and timestamp must name different fields"},
+		{"auth: {files: [a], fields: {event: ip_address}}", `auth.fields.ip_address: names the same field "ip_address" as fields.event`},
+		{"auth: {files: [a], fields: {risk_score: user_id}}", `auth.fields.risk_score: names the same field "user_id" as fields.user_id`},
+		{"auth: {files: [a], fields: {user_id: ''}}", "auth.fields.user_id: must not be empty"},
+		{"auth: {files: [a], success_after_failures: 0}", "auth.success_after_failures: must be between 1 and"},
+		{"auth: {files: [a], brute_force_min_failures: -1}", "auth.brute_force_min_failures"},
+		{"auth: {files: [a], brute_force_max_users: 30}", "auth.brute_force_max_users: must be less than spraying_min_users (20), got 30"},
+		{"auth: {files: [a], spraying_min_users: 1}", "auth.spraying_min_users: must be between 2 and"},
+		{"auth: {files: [a], spraying_max_failures_per_user: 0.5}", "auth.spraying_max_failures_per_user: must be between 1 and 1000"},
+		{"auth: {files: [a], pattern_min_failure_ratio: 1.5}", "auth.pattern_min_failure_ratio: must be between 0 and 1"},
+		{"auth: {files: [a], stuffing_min_sources: 0}", "auth.stuffing_min_sources"},
+		{"auth: {files: [a], stuffing_min_users: 1}", "auth.stuffing_min_users"},
+		{"auth: {files: [a], stuffing_max_success_ratio: -0.1}", "auth.stuffing_max_success_ratio: must be between 0 and 1"},
+		{"auth: {files: [a], risk_score_buckets: []}", "auth.risk_score_buckets: must have between 1 and 100 bounds"},
+		{"auth: {files: [a], risk_score_buckets: [0.5, 0.2]}", "auth.risk_score_buckets[1]: bounds must increase"},
+		{"auth: {files: [a], risk_score_buckets: [.nan]}", "auth.risk_score_buckets[0]: must be a finite number"},
 		{"auth: {files: [a], events: {login_failed: login_failure}}", `auth.events["login_failed"]: "login_failure" is not an event type`},
 		{"auth: {kubernetes: {label_selector: 'app in ('}}", "auth.kubernetes.label_selector"},
 		{"auth: {kubernetes: {label_selector: ''}}", "auth.kubernetes.label_selector: required"},
@@ -183,8 +201,18 @@ auth:
 
 	pc := &exportertest.Adapter{C: c, Timeout: 5 * time.Second}
 	want := `
+# HELP warden_auth_credential_stuffing 1 when the sliding window shows credential stuffing: failed logins from many sources for many usernames while few logins succeed.
+# TYPE warden_auth_credential_stuffing gauge
+warden_auth_credential_stuffing 0
+# HELP warden_auth_distinct_sources Estimated distinct sources (addresses or networks) with failed logins in the sliding window.
+# TYPE warden_auth_distinct_sources gauge
+warden_auth_distinct_sources 3
+# HELP warden_auth_distinct_users_failed Estimated distinct usernames with failed logins in the sliding window.
+# TYPE warden_auth_distinct_users_failed gauge
+warden_auth_distinct_users_failed 1
 # HELP warden_auth_events_total auth-service log events by event type; unknown events count as other.
 # TYPE warden_auth_events_total counter
+warden_auth_events_total{event="account_locked"} 0
 warden_auth_events_total{event="admin_action"} 0
 warden_auth_events_total{event="authentication_attempt"} 2
 warden_auth_events_total{event="authentication_failed"} 10
@@ -193,8 +221,11 @@ warden_auth_events_total{event="configuration_change"} 0
 warden_auth_events_total{event="invalid_token"} 0
 warden_auth_events_total{event="ip_blocked"} 0
 warden_auth_events_total{event="jwt_validation_error"} 0
+warden_auth_events_total{event="mfa_failed"} 0
 warden_auth_events_total{event="other"} 2
+warden_auth_events_total{event="password_reset_requested"} 0
 warden_auth_events_total{event="privilege_escalation"} 1
+warden_auth_events_total{event="registration"} 0
 warden_auth_events_total{event="unauthorized"} 0
 warden_auth_events_total{event="unusual_access_pattern"} 0
 # HELP warden_auth_failed_logins_by_source Failed logins in the sliding window for the top sources (address or network), with the rest as source="other".
@@ -226,6 +257,39 @@ warden_auth_login_failures_total 10
 # HELP warden_auth_login_successes_total Successful logins (authentication_success events) read from auth-service's logs.
 # TYPE warden_auth_login_successes_total counter
 warden_auth_login_successes_total 1
+# HELP warden_auth_risk_score Risk scores carried by auth-service's log lines.
+# TYPE warden_auth_risk_score histogram
+warden_auth_risk_score_bucket{le="0.1"} 16
+warden_auth_risk_score_bucket{le="0.2"} 16
+warden_auth_risk_score_bucket{le="0.3"} 16
+warden_auth_risk_score_bucket{le="0.4"} 16
+warden_auth_risk_score_bucket{le="0.5"} 16
+warden_auth_risk_score_bucket{le="0.6"} 16
+warden_auth_risk_score_bucket{le="0.7"} 16
+warden_auth_risk_score_bucket{le="0.8"} 16
+warden_auth_risk_score_bucket{le="0.9"} 16
+warden_auth_risk_score_bucket{le="1"} 16
+warden_auth_risk_score_bucket{le="+Inf"} 16
+warden_auth_risk_score_sum 1.6000000000000003
+warden_auth_risk_score_count 16
+# HELP warden_auth_source_distinct_users Estimated distinct usernames with failed logins in the sliding window, for the sources of warden_auth_failed_logins_by_source (source="other": all the others together).
+# TYPE warden_auth_source_distinct_users gauge
+warden_auth_source_distinct_users{source="198.51.100.0/24"} 1
+warden_auth_source_distinct_users{source="203.0.113.0/24"} 1
+warden_auth_source_distinct_users{source="other"} 1
+# HELP warden_auth_source_pattern 1 when a source of warden_auth_failed_logins_by_source shows the pattern over the sliding window: brute_force (many failures on few usernames) or spraying (many usernames, few tries each).
+# TYPE warden_auth_source_pattern gauge
+warden_auth_source_pattern{pattern="brute_force",source="198.51.100.0/24"} 0
+warden_auth_source_pattern{pattern="brute_force",source="203.0.113.0/24"} 0
+warden_auth_source_pattern{pattern="spraying",source="198.51.100.0/24"} 0
+warden_auth_source_pattern{pattern="spraying",source="203.0.113.0/24"} 0
+# HELP warden_auth_success_after_failures_total Successful logins that ended a run of at least success_after_failures failed logins, for the same username (kind="user") or from the same source (kind="source").
+# TYPE warden_auth_success_after_failures_total counter
+warden_auth_success_after_failures_total{kind="source"} 0
+warden_auth_success_after_failures_total{kind="user"} 0
+# HELP warden_auth_window_success_ratio Successful logins over successful and failed logins in the sliding window; absent without logins in the window.
+# TYPE warden_auth_window_success_ratio gauge
+warden_auth_window_success_ratio 0.09090909090909091
 `
 	want = strings.Replace(want, "GLOB", filepath.Join(dir, "*.log"), 1)
 	if err := testutil.CollectAndCompare(pc, strings.NewReader(want)); err != nil {
@@ -388,6 +452,8 @@ func gatherAuth(t *testing.T, c prometheus.Collector) map[string][]*authTestMetr
 				pm.value = m.GetGauge().GetValue()
 			case m.GetCounter() != nil:
 				pm.value = m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				pm.value = float64(m.GetHistogram().GetSampleCount())
 			}
 			out[mf.GetName()] = append(out[mf.GetName()], pm)
 		}

@@ -2,6 +2,7 @@ package authevents
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -42,6 +43,33 @@ type Config struct {
 	AggregateIPv6Prefix int `yaml:"aggregate_ipv6_prefix"`
 	// Queries read single numbers from the auth database.
 	Queries []QueryConfig `yaml:"queries"`
+
+	// SuccessAfterFailures is the run of failed logins (for one username,
+	// or from one source) that makes the next success count in
+	// warden_auth_success_after_failures_total.
+	SuccessAfterFailures int `yaml:"success_after_failures"`
+	// BruteForceMinFailures and BruteForceMaxUsers: a tracked source with
+	// at least that many failures in the window on at most that many
+	// usernames is brute-forcing.
+	BruteForceMinFailures int `yaml:"brute_force_min_failures"`
+	BruteForceMaxUsers    int `yaml:"brute_force_max_users"`
+	// SprayingMinUsers and SprayingMaxFailuresPerUser: a tracked source
+	// failing for at least that many usernames, with at most that many
+	// failures per username on average, is spraying passwords.
+	SprayingMinUsers           int     `yaml:"spraying_min_users"`
+	SprayingMaxFailuresPerUser float64 `yaml:"spraying_max_failures_per_user"`
+	// PatternMinFailureRatio is the share of a source's logins in the
+	// window that must have failed for either pattern (a NAT of many
+	// people mostly succeeds).
+	PatternMinFailureRatio float64 `yaml:"pattern_min_failure_ratio"`
+	// Stuffing*: credential stuffing is failed logins from at least
+	// StuffingMinSources sources for at least StuffingMinUsers usernames
+	// while at most StuffingMaxSuccessRatio of the window's logins succeed.
+	StuffingMinSources      int     `yaml:"stuffing_min_sources"`
+	StuffingMinUsers        int     `yaml:"stuffing_min_users"`
+	StuffingMaxSuccessRatio float64 `yaml:"stuffing_max_success_ratio"`
+	// RiskScoreBuckets are the upper bounds of warden_auth_risk_score.
+	RiskScoreBuckets []float64 `yaml:"risk_score_buckets"`
 }
 
 // AuthKubernetesConfig chooses the pods whose logs are followed.
@@ -60,6 +88,9 @@ type FieldsConfig struct {
 	Event     string `yaml:"event"`
 	IPAddress string `yaml:"ip_address"`
 	Timestamp string `yaml:"timestamp"`
+	// UserID is hashed into sketches, never exposed.
+	UserID    string `yaml:"user_id"`
+	RiskScore string `yaml:"risk_score"`
 }
 
 // AuthQueryConfig is one SQL query returning a single number.
@@ -110,9 +141,20 @@ func defaultAuthConfig() Config {
 	return Config{
 		PollInterval: authDefaultPollInterval,
 		MaxLineBytes: authDefaultMaxLineBytes,
-		Fields:       FieldsConfig{Event: "event", IPAddress: "ip_address", Timestamp: "timestamp"},
+		Fields:       FieldsConfig{Event: "event", IPAddress: "ip_address", Timestamp: "timestamp", UserID: "user_id", RiskScore: "risk_score"},
 		TopK:         authDefaultTopK,
 		Window:       authDefaultWindow,
+
+		SuccessAfterFailures:       5,
+		BruteForceMinFailures:      20,
+		BruteForceMaxUsers:         3,
+		SprayingMinUsers:           20,
+		SprayingMaxFailuresPerUser: 3,
+		PatternMinFailureRatio:     0.5,
+		StuffingMinSources:         500,
+		StuffingMinUsers:           2000,
+		StuffingMaxSuccessRatio:    0.5,
+		RiskScoreBuckets:           []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1},
 	}
 }
 
@@ -153,13 +195,16 @@ func (c *Config) Validate(path string) error {
 		}
 	}
 	f := c.Fields
-	for name, v := range map[string]string{"event": f.Event, "ip_address": f.IPAddress, "timestamp": f.Timestamp} {
+	fieldNames := []string{"event", "ip_address", "timestamp", "user_id", "risk_score"}
+	used := map[string]string{}
+	for i, v := range []string{f.Event, f.IPAddress, f.Timestamp, f.UserID, f.RiskScore} {
 		if v == "" {
-			return fmt.Errorf("%s.fields.%s: must not be empty", path, name)
+			return fmt.Errorf("%s.fields.%s: must not be empty", path, fieldNames[i])
 		}
-	}
-	if f.Event == f.IPAddress || f.Event == f.Timestamp || f.IPAddress == f.Timestamp {
-		return fmt.Errorf("%s.fields: event, ip_address and timestamp must name different fields", path)
+		if other, ok := used[v]; ok {
+			return fmt.Errorf("%s.fields.%s: names the same field %q as fields.%s; each must name a different field", path, fieldNames[i], v, other)
+		}
+		used[v] = fieldNames[i]
 	}
 	for name, typ := range c.Events {
 		if name == "" {
@@ -180,6 +225,9 @@ func (c *Config) Validate(path string) error {
 	}
 	if c.AggregateIPv6Prefix < 0 || c.AggregateIPv6Prefix > 128 {
 		return fmt.Errorf("%s.aggregate_ipv6_prefix: must be between 0 (off) and 128", path)
+	}
+	if err := c.validateSignals(path); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i := range c.Queries {
@@ -209,6 +257,52 @@ func (c *Config) Validate(path string) error {
 		}
 		if q.MinInterval < 0 {
 			return fmt.Errorf("%s.min_interval: must not be negative", qp)
+		}
+	}
+	return nil
+}
+
+// validateSignals checks the attack signals' thresholds.
+func (c *Config) validateSignals(path string) error {
+	ints := []struct {
+		name      string
+		v, lo, hi int
+	}{
+		{"success_after_failures", c.SuccessAfterFailures, 1, 1_000_000},
+		{"brute_force_min_failures", c.BruteForceMinFailures, 1, 1_000_000},
+		{"brute_force_max_users", c.BruteForceMaxUsers, 1, 1000},
+		{"spraying_min_users", c.SprayingMinUsers, 2, 1_000_000},
+		{"stuffing_min_sources", c.StuffingMinSources, 2, 100_000_000},
+		{"stuffing_min_users", c.StuffingMinUsers, 2, 100_000_000},
+	}
+	for _, f := range ints {
+		if f.v < f.lo || f.v > f.hi {
+			return fmt.Errorf("%s.%s: must be between %d and %d, got %d", path, f.name, f.lo, f.hi, f.v)
+		}
+	}
+	if c.BruteForceMaxUsers >= c.SprayingMinUsers {
+		return fmt.Errorf("%s.brute_force_max_users: must be less than spraying_min_users (%d), got %d", path, c.SprayingMinUsers, c.BruteForceMaxUsers)
+	}
+	if v := c.SprayingMaxFailuresPerUser; math.IsNaN(v) || v < 1 || v > 1000 {
+		return fmt.Errorf("%s.spraying_max_failures_per_user: must be between 1 and 1000, got %v", path, v)
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"pattern_min_failure_ratio", c.PatternMinFailureRatio}, {"stuffing_max_success_ratio", c.StuffingMaxSuccessRatio}} {
+		if math.IsNaN(f.v) || f.v < 0 || f.v > 1 {
+			return fmt.Errorf("%s.%s: must be between 0 and 1, got %v", path, f.name, f.v)
+		}
+	}
+	if n := len(c.RiskScoreBuckets); n == 0 || n > 100 {
+		return fmt.Errorf("%s.risk_score_buckets: must have between 1 and 100 bounds, got %d", path, n)
+	}
+	for i, v := range c.RiskScoreBuckets {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("%s.risk_score_buckets[%d]: must be a finite number, got %v", path, i, v)
+		}
+		if i > 0 && v <= c.RiskScoreBuckets[i-1] {
+			return fmt.Errorf("%s.risk_score_buckets[%d]: bounds must increase, %v follows %v", path, i, v, c.RiskScoreBuckets[i-1])
 		}
 	}
 	return nil

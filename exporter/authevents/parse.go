@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // The auth collector reads hundreds of thousands of log lines a second, so
@@ -62,11 +63,13 @@ type authLineFields struct {
 	event     authField
 	ipAddress authField
 	timestamp authField
+	userID    authField
+	riskScore authField
 }
 
 // authLineParser extracts the configured field names from JSON log lines.
 type authLineParser struct {
-	eventKey, ipKey, timestampKey string
+	eventKey, ipKey, timestampKey, userKey, riskKey string
 }
 
 // parse scans line, a single JSON object, into f. It returns an
@@ -174,6 +177,10 @@ func (p *authLineParser) fieldFor(quoted []byte, escaped bool, f *authLineFields
 		return &f.ipAddress
 	case p.timestampKey:
 		return &f.timestamp
+	case p.userKey:
+		return &f.userID
+	case p.riskKey:
+		return &f.riskScore
 	}
 	return nil
 }
@@ -182,7 +189,7 @@ func (p *authLineParser) fieldFor(quoted []byte, escaped bool, f *authLineFields
 // checked by scanJSONString.
 func jsonStringValue(quoted []byte, escaped bool) []byte {
 	raw := quoted[1 : len(quoted)-1]
-	if !escaped && utf8.Valid(raw) {
+	if !escaped { // plain ASCII, as scanJSONString found it
 		return raw
 	}
 	var s string
@@ -352,7 +359,11 @@ func authSource(f authField, ipv4Bits, ipv6Bits int) (netip.Addr, bool) {
 	if f.kind != kindString {
 		return netip.Addr{}, false
 	}
-	addr, err := netip.ParseAddr(string(f.val))
+	// ParseAddr's error keeps its input, so string(f.val) would be copied to
+	// the heap on every line. The unsafe view is only read during the
+	// call: the Addr keeps no reference to it (a zone is interned as a
+	// copy, and dropped below), and the error is discarded.
+	addr, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(f.val), len(f.val)))
 	if err != nil {
 		return netip.Addr{}, false
 	}
@@ -392,4 +403,62 @@ func authTimestamp(f authField) (time.Time, bool) {
 		return time.Unix(int64(sec), int64(frac*1e9)), true
 	}
 	return time.Time{}, false
+}
+
+// authRiskScore reads a risk score: a finite JSON number. ok is false when
+// the field is missing or not a number.
+func authRiskScore(f authField) (float64, bool) {
+	if f.kind != kindNumber {
+		return 0, false
+	}
+	if v, ok := shortDecimal(f.val); ok {
+		return v, true
+	}
+	v, err := strconv.ParseFloat(string(f.val), 64)
+	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, false
+	}
+	return v, true
+}
+
+// pow10 holds the powers of ten a float64 represents exactly.
+var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
+
+// shortDecimal reads a JSON number without exponent and with at most 15
+// digits, such as a risk score "0.35", exactly as strconv.ParseFloat does
+// but several times faster: the digits and the power of ten are exact
+// float64 values, so the one division rounds correctly (Clinger's fast
+// path). ok is false for any other number.
+func shortDecimal(b []byte) (float64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	var mant uint64
+	digits, frac := 0, -1
+	for _, c := range b {
+		switch {
+		case isDigit(c):
+			mant = mant*10 + uint64(c-'0')
+			digits++
+			if frac >= 0 {
+				frac++
+			}
+		case c == '.' && frac < 0:
+			frac = 0
+		default:
+			return 0, false
+		}
+	}
+	if digits == 0 || digits >= len(pow10) {
+		return 0, false
+	}
+	v := float64(mant)
+	if frac > 0 {
+		v /= pow10[frac]
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
 }

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
+	"math/rand/v2"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -217,4 +221,25 @@ func reasonOf(err error) string {
 		return le.Reason
 	}
 	return invalidNotJSON
+}
+
+// TestShortDecimalMatchesParseFloat compares the fast path of risk scores
+// with strconv.ParseFloat on edge cases and random decimals.
+func TestShortDecimalMatchesParseFloat(t *testing.T) {
+	inputs := []string{"0", "-0", "1", "0.1", "0.35", "-2.5", "100", "0.000000000000001", "123456789012345",
+		"99999999999999.9", "0.30000000000000004", "1e3", "1.5E-2", "1234567890123456", ".5", "5.", "-", ""}
+	rng := rand.New(rand.NewPCG(8, 9))
+	for range 10_000 {
+		inputs = append(inputs, strconv.FormatFloat(rng.Float64()*math.Pow(10, float64(rng.IntN(12))), 'f', rng.IntN(10), 64))
+	}
+	for _, in := range inputs {
+		got, ok := shortDecimal([]byte(in))
+		want, err := strconv.ParseFloat(in, 64)
+		if ok && (err != nil || math.Float64bits(got) != math.Float64bits(want)) {
+			t.Errorf("shortDecimal(%q) = %v, ParseFloat = %v %v", in, got, want, err)
+		}
+		if !ok && err == nil && len(strings.TrimLeft(strings.ReplaceAll(in, ".", ""), "-")) < 15 && !strings.ContainsAny(in, "eE") {
+			t.Errorf("shortDecimal(%q) declined a short decimal", in)
+		}
+	}
 }

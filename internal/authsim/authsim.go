@@ -61,6 +61,9 @@ type BruteForce struct {
 	Sources []string `json:"sources"`
 	// Rate is failed logins per second, spread over the sources.
 	Rate float64 `json:"rate"`
+	// Accounts is how many accounts the attack guesses passwords for
+	// (user-0000, user-0001, …); 0 means 3.
+	Accounts int `json:"accounts,omitempty"`
 }
 
 // Fault is the set of runtime switches.
@@ -74,6 +77,12 @@ type Fault struct {
 	BruteForce BruteForce `json:"brute_force"`
 	// Unhealthy makes /health answer 503.
 	Unhealthy bool `json:"unhealthy"`
+	// The attacks and traffic patterns of attacks.go.
+	Spraying Spraying `json:"spraying"`
+	Stuffing Stuffing `json:"stuffing"`
+	Takeover Takeover `json:"takeover"`
+	Lockouts Lockouts `json:"lockouts"`
+	NAT      NAT      `json:"nat"`
 }
 
 // Validate reports the first switch out of range.
@@ -89,13 +98,15 @@ func (f Fault) Validate() error {
 		return fmt.Errorf("brute_force.rate: must be between 0 and %d, got %v", MaxBruteForceRate, f.BruteForce.Rate)
 	case f.BruteForce.Rate > 0 && len(f.BruteForce.Sources) == 0:
 		return errors.New("brute_force.sources: required when brute_force.rate is set")
+	case f.BruteForce.Accounts < 0 || f.BruteForce.Accounts > MaxAttackAccounts:
+		return fmt.Errorf("brute_force.accounts: must be between 0 and %d, got %d", MaxAttackAccounts, f.BruteForce.Accounts)
 	}
 	for i, s := range f.BruteForce.Sources {
 		if _, err := netip.ParseAddr(s); err != nil {
 			return fmt.Errorf("brute_force.sources[%d]: %w", i, err)
 		}
 	}
-	return nil
+	return f.validateAttacks()
 }
 
 // Config configures a simulator.
@@ -111,6 +122,9 @@ type Config struct {
 	// Seed makes the traffic reproducible; 0 picks one.
 	Seed   uint64
 	Logger *slog.Logger
+	// Clock stamps the log lines and expires sessions; nil is time.Now.
+	// Tests replay traffic in virtual time with it.
+	Clock func() time.Time
 }
 
 // Sim is a running simulator.
@@ -135,6 +149,7 @@ type Sim struct {
 	memory      [][]byte
 	sessionEnds []time.Time // expiry times of active sessions, in order
 	now         func() time.Time
+	attacks     attackState
 
 	logMu sync.Mutex
 	log   io.Writer
@@ -156,6 +171,9 @@ func New(cfg Config) (*Sim, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
 	}
 	seed := cfg.Seed
 	if seed == 0 {
@@ -181,7 +199,7 @@ func New(cfg Config) (*Sim, error) {
 		}, []string{"instance_id"}),
 		fault: cfg.Fault,
 		rng:   rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		now:   time.Now,
+		now:   cfg.Clock,
 		log:   cfg.Log,
 	}
 	for _, code := range []string{"200", "401", "403", "500"} {
@@ -213,10 +231,13 @@ func (s *Sim) SetFault(f Fault) error {
 	}
 	s.mu.Lock()
 	s.fault = f
+	s.attacks = attackState{}
 	s.mu.Unlock()
 	s.setMemory(f.MemoryMB)
 	s.logger.Info("fault switches changed", "error_rate", f.ErrorRate, "latency", time.Duration(f.Latency),
-		"memory_mb", f.MemoryMB, "brute_force_sources", f.BruteForce.Sources, "brute_force_rate", f.BruteForce.Rate, "unhealthy", f.Unhealthy)
+		"memory_mb", f.MemoryMB, "brute_force_sources", f.BruteForce.Sources, "brute_force_rate", f.BruteForce.Rate, "unhealthy", f.Unhealthy,
+		"spraying_rate", f.Spraying.Rate, "stuffing_rate", f.Stuffing.Rate, "takeover_rate", f.Takeover.Rate,
+		"lockouts_rate", f.Lockouts.Rate, "nat_rate", f.NAT.Rate)
 	return nil
 }
 
@@ -299,7 +320,11 @@ func (s *Sim) Generate(dt time.Duration) {
 	}
 	for range nb {
 		src := bf.Sources[s.rng.IntN(len(bf.Sources))]
-		user := fmt.Sprintf("user-%04d", s.rng.IntN(10_000))
+		accounts := bf.Accounts
+		if accounts == 0 {
+			accounts = 3
+		}
+		user := fmt.Sprintf("user-%04d", s.rng.IntN(accounts))
 		o := s.loginLocked(src, user, false)
 		if s.rng.Float64() < 0.1 && o.status == http.StatusUnauthorized {
 			// The service's rate limiter catches some of the attack.
@@ -308,6 +333,7 @@ func (s *Sim) Generate(dt time.Duration) {
 		}
 		outs = append(outs, o)
 	}
+	outs = s.attacksLocked(dt.Seconds(), outs)
 	s.mu.Unlock()
 	s.record(outs...)
 }
@@ -320,7 +346,7 @@ func (s *Sim) normalRequestLocked() outcome {
 	r := s.rng.Float64()
 	switch {
 	case r < 0.6:
-		return s.loginLocked(src, user, s.rng.Float64() < 0.92)
+		return s.personLoginLocked(&s.attacks.normalRetries, func() (string, string) { return src, user })
 	case r < 0.95:
 		return s.validateLocked(src, user)
 	default:
@@ -412,7 +438,7 @@ func (s *Sim) adminLocked(src, user string) outcome {
 // requests.
 func (s *Sim) record(outs ...outcome) {
 	var buf bytes.Buffer
-	ts := time.Now().UTC().Format(time.RFC3339Nano)
+	ts := s.now().UTC().Format(time.RFC3339Nano)
 	for _, o := range outs {
 		s.requests.WithLabelValues(strconv.Itoa(o.status)).Inc()
 		s.duration.Observe(o.duration.Seconds())

@@ -161,3 +161,49 @@ func (s *Sliding) size() (held, limit int) {
 	}
 	return held, limit
 }
+
+// TestPlacementFollowsCounters checks the slots Place reports: stable for a
+// key while it holds its counter, handed over (Taken) when a new key evicts
+// the smallest, found by Lookup, listed by Counters, and renumbered from 0
+// when a sub-window starts a new period.
+func TestPlacementFollowsCounters(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	a, b, c := addrN(1), addrN(2), addrN(3)
+	s := NewSliding(1, 2, 10*time.Second) // 1 s sub-windows, 2 counters each
+	place := func(k netip.Addr, at time.Time) Placement {
+		t.Helper()
+		p, ok := s.Place(k, at, now)
+		if !ok {
+			t.Fatalf("Place(%v) dropped", k)
+		}
+		return p
+	}
+	pa1, pa2, pb := place(a, now), place(a, now), place(b, now)
+	if pa1.Slot != pa2.Slot || pa1.Taken || pa2.Taken || pb.Taken || pb.Slot == pa1.Slot || pb.Epoch != pa1.Epoch {
+		t.Fatalf("a %+v %+v, b %+v: want a stable slot for a, another for b", pa1, pa2, pb)
+	}
+	pc := place(c, now) // evicts b, the smallest
+	if !pc.Taken || pc.Slot != pb.Slot {
+		t.Fatalf("c %+v, want b's slot %d taken over", pc, pb.Slot)
+	}
+	if _, ok := s.Lookup(b, now, now); ok {
+		t.Error("Lookup found the evicted key")
+	}
+	if p, ok := s.Lookup(c, now, now); !ok || p.Slot != pc.Slot || p.Bucket != pc.Bucket {
+		t.Errorf("Lookup(c) = %+v %v, want %+v", p, ok, pc)
+	}
+	got := map[netip.Addr]int{}
+	s.Counters(now, func(p Placement, k netip.Addr, _ uint64) { got[k] = p.Slot })
+	if len(got) != 2 || got[a] != pa1.Slot || got[c] != pc.Slot {
+		t.Errorf("Counters = %v, want a at %d and c at %d", got, pa1.Slot, pc.Slot)
+	}
+	// The same ring position ten sub-windows later is a new period.
+	later := now.Add(10 * time.Second)
+	p, ok := s.Place(c, later, later)
+	if !ok || p.Bucket != pa1.Bucket || p.Epoch == pa1.Epoch || p.Slot != 0 || p.Taken {
+		t.Errorf("Place in a new period = %+v %v, want slot 0 of bucket %d with a new epoch", p, ok, pa1.Bucket)
+	}
+	if _, ok := s.Place(a, now, later); ok {
+		t.Error("Place accepted an event older than the window")
+	}
+}
