@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/warden-sre/warden/exporter/exportertest"
+	"github.com/warden-sre/warden/internal/secret"
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
@@ -516,4 +518,101 @@ func FuzzPostgresQueriesConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// pgExampleQueries is the example configuration holding the runbook's
+// queries.
+const pgExampleQueries = "../../deploy/examples/warden-exporter.queries.yml"
+
+// TestPostgresExampleQueriesRunOnARealServer runs every query of the
+// example configuration against a real server with pg_stat_statements, in
+// a database shaped like the runbook's, and checks each one's series.
+func TestPostgresExampleQueriesRunOnARealServer(t *testing.T) {
+	raw, err := os.ReadFile(pgExampleQueries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Scrape   map[string]any `yaml:"scrape"`
+		Postgres []Target       `yaml:"postgres"`
+	}
+	if err := exportertest.DecodeStrict(string(raw), &file); err != nil {
+		t.Fatal(err)
+	}
+	pg := sharedPG.Get(t)
+	db, dsn := pgFreshDatabase(t, pg)
+	pgExec(t, pg, db,
+		"CREATE EXTENSION pg_stat_statements",
+		"CREATE TABLE sessions (id int PRIMARY KEY, user_id text)",
+		"INSERT INTO sessions SELECT g, 'u' || g FROM generate_series(1, 2000) g",
+		"CREATE TABLE tokens (id int)",
+		"CREATE SCHEMA audit",
+		"CREATE TABLE audit.log (id int)",
+		"SELECT count(*) FROM sessions s1 JOIN sessions s2 USING (user_id)")
+	target := file.Postgres[0]
+	target.DSN, target.Password = dsn, secret.Secret{}
+	if err := target.Validate("postgres[0]"); err != nil {
+		t.Fatal(err)
+	}
+	if len(target.Queries) != 3 {
+		t.Fatalf("%d example queries, want 3", len(target.Queries))
+	}
+
+	// An idle session of the runbook's application, for the connections
+	// query.
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var user string
+	if err := conn.QueryRow(t.Context(), "SELECT current_user").Scan(&user); err != nil {
+		t.Fatal(err)
+	}
+
+	c := newTestPostgresCollector(t, target, nil)
+	mfs, err := pgCollect(t, c, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		query string
+		check func(t *testing.T)
+	}{
+		{"public_table_sizes", func(t *testing.T) {
+			sessions, ok := pgValue(mfs, "pg_public_table_size_bytes", map[string]string{"datname": db, "relname": "sessions"})
+			tokens, ok2 := pgValue(mfs, "pg_public_table_size_bytes", map[string]string{"relname": "tokens"})
+			if !ok || !ok2 || sessions <= tokens {
+				t.Errorf("sizes: sessions %v (%v), tokens %v (%v); want both, sessions larger", sessions, ok, tokens, ok2)
+			}
+			if _, ok := pgValue(mfs, "pg_public_table_size_bytes", map[string]string{"relname": "log"}); ok {
+				t.Error("a table outside the public schema is reported")
+			}
+		}},
+		{"slow_statements", func(t *testing.T) {
+			if n := pgSeriesCount(mfs, "pg_slow_statement_mean_seconds"); n < 1 || n > 10 {
+				t.Errorf("%d slow statements, want 1 to 10", n)
+			}
+			for _, name := range []string{"pg_slow_statement_calls_total", "pg_slow_statement_seconds_total", "pg_slow_statement_rows_total"} {
+				if pgSeriesCount(mfs, name) != pgSeriesCount(mfs, "pg_slow_statement_mean_seconds") {
+					t.Errorf("%s: %d series", name, pgSeriesCount(mfs, name))
+				}
+			}
+			if got := pgLabelValues(mfs, "pg_slow_statement_calls_total", "user"); len(got) == 0 || got[0] != user {
+				t.Errorf("users %v, want %s", got, user)
+			}
+		}},
+		{"connections", func(t *testing.T) {
+			if v, ok := pgValue(mfs, "pg_connections_by_user", map[string]string{"database": db, "user": user, "state": "idle"}); !ok || v < 1 {
+				t.Errorf("idle connections of %s in %s = %v (%v), want at least 1", user, db, v, ok)
+			}
+		}},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			if v, ok := pgValue(mfs, "warden_pg_query_success", map[string]string{"query": tc.query}); !ok || v != 1 {
+				t.Fatalf("success = %v (%v); error %q", v, ok, pgCustomStateOf(t, c, tc.query, db).lastError())
+			}
+			tc.check(t)
+		})
+	}
 }
