@@ -13,6 +13,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // pgBuiltinNames are the names of the collector's own metrics, which
@@ -970,26 +972,71 @@ func (c *Collector) readStatementsInfo(rows pgx.Rows, out *[]prometheus.Metric) 
 	return nil
 }
 
+// readTables reports each table row as seven gauges sharing one set of
+// label pairs (pgTableRow): with tables.all a scrape builds thousands of
+// series, and the label pairs are most of their cost.
 func (c *Collector) readTables(rows pgx.Rows, datname string, out *[]prometheus.Metric) error {
 	defer rows.Close()
+	target := pgLabelPair(&pgLabelTarget, c.target)
+	db := pgLabelPair(&pgLabelDatname, datname)
 	for rows.Next() {
-		var (
-			schema, rel                                             string
-			size, live, dead, vacuum, autovacuum, analyze, autoanal float64
-		)
-		if err := rows.Scan(&schema, &rel, &size, &live, &dead, &vacuum, &autovacuum, &analyze, &autoanal); err != nil {
+		r := new(pgTableRow)
+		var v [len(pgTableDescs)]float64
+		if err := rows.Scan(&r.schemaV, &r.relV, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]); err != nil {
 			return err
 		}
-		l := []string{c.target, datname, schema, rel}
-		*out = append(*out,
-			prometheus.MustNewConstMetric(pgTableSizeDesc, prometheus.GaugeValue, size, l...),
-			prometheus.MustNewConstMetric(pgTableLiveDesc, prometheus.GaugeValue, live, l...),
-			prometheus.MustNewConstMetric(pgTableDeadDesc, prometheus.GaugeValue, dead, l...),
-			prometheus.MustNewConstMetric(pgTableLastVacuumDesc, prometheus.GaugeValue, vacuum, l...),
-			prometheus.MustNewConstMetric(pgTableLastAutoVacDesc, prometheus.GaugeValue, autovacuum, l...),
-			prometheus.MustNewConstMetric(pgTableLastAnalyzeDesc, prometheus.GaugeValue, analyze, l...),
-			prometheus.MustNewConstMetric(pgTableLastAutoAnDesc, prometheus.GaugeValue, autoanal, l...),
-		)
+		r.schemaV, r.relV = strings.ToValidUTF8(r.schemaV, "\uFFFD"), strings.ToValidUTF8(r.relV, "\uFFFD")
+		r.schema = dto.LabelPair{Name: &pgLabelSchemaname, Value: &r.schemaV}
+		r.rel = dto.LabelPair{Name: &pgLabelRelname, Value: &r.relV}
+		// Sorted by name, as the registry expects.
+		r.labels = [4]*dto.LabelPair{db, &r.rel, &r.schema, target}
+		for i, d := range pgTableDescs {
+			r.metrics[i] = pgRowGauge{desc: d, value: v[i], labels: r.labels[:]}
+			*out = append(*out, &r.metrics[i])
+		}
 	}
 	return rows.Err()
+}
+
+// pgTableDescs are the per-table gauges, in the order of the tables
+// queries' value columns.
+var pgTableDescs = [...]*prometheus.Desc{
+	pgTableSizeDesc, pgTableLiveDesc, pgTableDeadDesc,
+	pgTableLastVacuumDesc, pgTableLastAutoVacDesc, pgTableLastAnalyzeDesc, pgTableLastAutoAnDesc,
+}
+
+var (
+	pgLabelTarget     = "target"
+	pgLabelDatname    = "datname"
+	pgLabelSchemaname = "schemaname"
+	pgLabelRelname    = "relname"
+)
+
+func pgLabelPair(name *string, value string) *dto.LabelPair {
+	v := strings.ToValidUTF8(value, "\uFFFD")
+	return &dto.LabelPair{Name: name, Value: &v}
+}
+
+// pgTableRow is one table's series, allocated together.
+type pgTableRow struct {
+	schemaV, relV string
+	schema, rel   dto.LabelPair
+	labels        [4]*dto.LabelPair
+	metrics       [len(pgTableDescs)]pgRowGauge
+}
+
+// pgRowGauge is a gauge whose label pairs are shared with the other
+// gauges of its row. Like a const metric it never changes once built.
+type pgRowGauge struct {
+	desc   *prometheus.Desc
+	value  float64
+	labels []*dto.LabelPair
+}
+
+func (m *pgRowGauge) Desc() *prometheus.Desc { return m.desc }
+
+func (m *pgRowGauge) Write(out *dto.Metric) error {
+	out.Label = m.labels
+	out.Gauge = &dto.Gauge{Value: &m.value}
+	return nil
 }
