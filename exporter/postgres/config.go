@@ -340,8 +340,9 @@ var (
 )
 
 // pgReservedPrefixes are metric name prefixes custom queries may not use:
-// the exporter's own namespace and the client library's.
-var pgReservedPrefixes = []string{"warden_", "go_", "process_", "promhttp_"}
+// the exporter's own namespace, the other collectors', the client
+// library's and Prometheus's (scrape_*, up).
+var pgReservedPrefixes = []string{"warden_", "go_", "process_", "promhttp_", "redis_", "scrape_"}
 
 // pgReservedSuffixes are the suffixes of histogram and summary series,
 // which a gauge or counter must not end in.
@@ -449,7 +450,7 @@ func validateQueryMetricName(mp string, m QueryMetric) error {
 	if !pgMetricNameRe.MatchString(m.Name) {
 		return fmt.Errorf("%s.name: %q is not a valid metric name; it must match %s", mp, m.Name, pgMetricNameRe)
 	}
-	if pgBuiltinNames[m.Name] {
+	if pgBuiltinNames[m.Name] || m.Name == "up" {
 		return fmt.Errorf("%s.name: %q is a built-in metric of the postgres collector", mp, m.Name)
 	}
 	for _, p := range pgReservedPrefixes {
@@ -480,4 +481,36 @@ func validateQueryMetricName(mp string, m QueryMetric) error {
 		return fmt.Errorf("%s.help: not valid UTF-8", mp)
 	}
 	return nil
+}
+
+// CheckQueryMetrics checks that the custom metrics of several targets,
+// which share one exposition, agree: a metric name used by two targets
+// must have the same type, help and labels in both. Target i's path is
+// prefix[i].
+func CheckQueryMetrics(prefix string, targets []Target) error {
+	type def struct{ path, sig string }
+	defs := map[string]def{}
+	for i, t := range targets {
+		for j, q := range t.Queries {
+			for k, m := range q.Metrics {
+				path := fmt.Sprintf("%s[%d].queries[%d].metrics[%d]", prefix, i, j, k)
+				sig := fmt.Sprintf("type %s, help %q, labels %v", m.Type, queryMetricHelp(q, m), q.Labels)
+				if prev, ok := defs[m.Name]; ok && prev.sig != sig {
+					return fmt.Errorf("%s.name: %q is also defined by %s with another type, help or labels (%s; here %s)", path, m.Name, prev.path, prev.sig, sig)
+				}
+				if _, ok := defs[m.Name]; !ok {
+					defs[m.Name] = def{path, sig}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// queryMetricHelp is the help text of a custom metric.
+func queryMetricHelp(q Query, m QueryMetric) string {
+	if m.Help != "" {
+		return m.Help
+	}
+	return fmt.Sprintf("Column %s of the custom query %s.", m.Column, q.Name)
 }

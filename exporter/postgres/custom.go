@@ -61,11 +61,7 @@ func newCustomQuery(q Query) *pgCustomQuery {
 	cq := &pgCustomQuery{cfg: q, maxRows: q.MaxSeries / len(q.Metrics)}
 	labels := append(slices.Clone(pgQueryLabels), q.Labels...)
 	for _, m := range q.Metrics {
-		help := m.Help
-		if help == "" {
-			help = fmt.Sprintf("Column %s of the custom query %s.", m.Column, q.Name)
-		}
-		cq.descs = append(cq.descs, prometheus.NewDesc(m.Name, help, labels, nil))
+		cq.descs = append(cq.descs, prometheus.NewDesc(m.Name, queryMetricHelp(q, m), labels, nil))
 		vt := prometheus.GaugeValue
 		if m.Type == "counter" {
 			vt = prometheus.CounterValue

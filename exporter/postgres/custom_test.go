@@ -3,8 +3,12 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -453,6 +457,8 @@ func TestPostgresQueriesConfig(t *testing.T) {
 		{"reserved prefix", metric("{column: v, name: warden_pg_query_success, type: gauge}"), "is a built-in metric"},
 		{"reserved prefix warden", metric("{column: v, name: warden_mine, type: gauge}"), "prefix \"warden_\" is reserved"},
 		{"reserved prefix go", metric("{column: v, name: go_things, type: gauge}"), "prefix \"go_\" is reserved"},
+		{"reserved prefix redis", metric("{column: v, name: redis_things, type: gauge}"), "prefix \"redis_\" is reserved"},
+		{"up", metric("{column: v, name: up, type: gauge}"), "\"up\" is a built-in metric"},
 		{"reserved suffix", metric("{column: v, name: app_things_count, type: gauge}"), "suffix \"_count\" is reserved"},
 		{"counter without _total", metric("{column: v, name: app_things, type: counter}"), "a counter's name must end in _total"},
 		{"gauge with _total", metric("{column: v, name: app_things_total, type: gauge}"), "only a counter's name may end in _total"},
@@ -614,5 +620,39 @@ func TestPostgresExampleQueriesRunOnARealServer(t *testing.T) {
 			}
 			tc.check(t)
 		})
+	}
+}
+
+// TestPostgresCustomQueryClaimIsExclusive checks that of many concurrent
+// scrapes finding a query due, exactly one runs it, and that the others
+// can run it again only once that run has finished and min_interval passed.
+func TestPostgresCustomQueryClaimIsExclusive(t *testing.T) {
+	s := &pgCustomState{q: newCustomQuery(Query{Name: "q", MinInterval: time.Hour, MaxSeries: 1, Metrics: []QueryMetric{{Column: "v", Name: "app_v", Type: "gauge"}}})}
+	now := time.Now()
+	var (
+		wg      sync.WaitGroup
+		claimed atomic.Int32
+	)
+	for range 50 {
+		wg.Go(func() {
+			if s.claim(now, 15) {
+				claimed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := claimed.Load(); n != 1 {
+		t.Fatalf("%d scrapes claimed the query, want 1", n)
+	}
+	r := &pgCustomRun{st: s, target: "t", done: true, start: now, end: now}
+	r.finish(nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if s.claim(now.Add(time.Minute), 15) {
+		t.Error("claimed again within min_interval")
+	}
+	if !s.claim(now.Add(time.Hour+time.Second), 15) {
+		t.Error("not claimed once min_interval passed")
+	}
+	if s.claim(now.Add(2*time.Hour), 15) {
+		t.Error("claimed while running")
 	}
 }
