@@ -20,7 +20,7 @@ import (
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-// pgCustomState returns the state of query name in database db.
+// pgCustomStateOf returns the state of query name in database db.
 func pgCustomStateOf(t testing.TB, c *Collector, name, db string) *pgCustomState {
 	t.Helper()
 	for _, s := range c.custom[db] {
@@ -530,10 +530,9 @@ func FuzzPostgresQueriesConfig(f *testing.F) {
 // queries.
 const pgExampleQueries = "../../deploy/examples/warden-exporter.queries.yml"
 
-// TestPostgresExampleQueriesRunOnARealServer runs every query of the
-// example configuration against a real server with pg_stat_statements, in
-// a database shaped like the runbook's, and checks each one's series.
-func TestPostgresExampleQueriesRunOnARealServer(t *testing.T) {
+// pgExampleTarget is the postgres target of the example configuration.
+func pgExampleTarget(t testing.TB) Target {
+	t.Helper()
 	raw, err := os.ReadFile(pgExampleQueries)
 	if err != nil {
 		t.Fatal(err)
@@ -545,6 +544,14 @@ func TestPostgresExampleQueriesRunOnARealServer(t *testing.T) {
 	if err := exportertest.DecodeStrict(string(raw), &file); err != nil {
 		t.Fatal(err)
 	}
+	return file.Postgres[0]
+}
+
+// TestPostgresExampleQueriesRunOnARealServer runs every query of the
+// example configuration against a real server with pg_stat_statements, in
+// a database shaped like the runbook's, and checks each one's series.
+func TestPostgresExampleQueriesRunOnARealServer(t *testing.T) {
+	example := pgExampleTarget(t)
 	pg := sharedPG.Get(t)
 	db, dsn := pgFreshDatabase(t, pg)
 	pgExec(t, pg, db,
@@ -555,7 +562,7 @@ func TestPostgresExampleQueriesRunOnARealServer(t *testing.T) {
 		"CREATE SCHEMA audit",
 		"CREATE TABLE audit.log (id int)",
 		"SELECT count(*) FROM sessions s1 JOIN sessions s2 USING (user_id)")
-	target := file.Postgres[0]
+	target := example
 	target.DSN, target.Password = dsn, secret.Secret{}
 	if err := target.Validate("postgres[0]"); err != nil {
 		t.Fatal(err)

@@ -1092,7 +1092,9 @@ func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
 	testenv.Promtool(t)
 	pgCreateTables(t, db, 3)
 	pgExec(t, sharedPG.Get(t), db, "CREATE EXTENSION pg_stat_statements")
-	c := newTestPostgresCollector(t, Target{DSN: dsn, Statements: StatementsConfig{Enabled: true}}, nil)
+	// With the example's custom queries, for their metrics and
+	// warden_pg_query_*.
+	c := newTestPostgresCollector(t, Target{DSN: dsn, Statements: StatementsConfig{Enabled: true}, Queries: pgExampleTarget(t).Queries}, nil)
 	a := &exportertest.Adapter{C: c, Timeout: 10 * time.Second}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(a)
@@ -1101,8 +1103,10 @@ func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
 		if a.LastErr() != nil {
 			t.Fatalf("collect: %v", a.LastErr())
 		}
-		if !strings.Contains(text, "pg_stat_statements_calls_total") {
-			t.Fatal("statements missing from the output under check")
+		for _, name := range []string{"pg_stat_statements_calls_total", "warden_pg_query_age_seconds", "pg_public_table_size_bytes", "pg_connections_by_user"} {
+			if !strings.Contains(text, name) {
+				t.Fatalf("%s missing from the output under check", name)
+			}
 		}
 		testenv.CheckMetrics(t, "postgres", text)
 	}
