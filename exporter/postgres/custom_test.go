@@ -663,3 +663,37 @@ func TestPostgresCustomQueryClaimIsExclusive(t *testing.T) {
 		t.Error("claimed while running")
 	}
 }
+
+// TestPostgresCustomQueriesAddNoRoundTrip checks that custom queries run
+// within the scrape's one pipeline: a warm scrape that runs the example's
+// three queries (every scrape) still makes one round trip.
+func TestPostgresCustomQueriesAddNoRoundTrip(t *testing.T) {
+	db, dsn := pgFreshDatabase(t, sharedPG.Get(t))
+	pgCreateTables(t, db, 3)
+	pgExec(t, sharedPG.Get(t), db, "CREATE EXTENSION pg_stat_statements")
+	queries := pgExampleTarget(t).Queries
+	for i := range queries {
+		queries[i].MinInterval = 0
+	}
+	var rt pgRoundTripCounter
+	c := newTestPostgresCollector(t, Target{DSN: dsn, MaxConnections: 1, Statements: StatementsConfig{Enabled: true}, Queries: queries}, rt.wrap)
+	for range 3 { // connect, prepare, discover the extension
+		if _, err := pgCollect(t, c, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := rt.n.Load()
+	mfs, err := pgCollect(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rt.n.Load() - before; got != 1 {
+		t.Errorf("a warm scrape with %d custom queries made %d round trips, want 1", len(queries), got)
+	}
+	for _, q := range queries {
+		age, ok := pgValue(mfs, "warden_pg_query_age_seconds", map[string]string{"query": q.Name})
+		if s, _ := pgValue(mfs, "warden_pg_query_success", map[string]string{"query": q.Name}); s != 1 || !ok || age > 5 {
+			t.Errorf("%s: success %v, age %v (%v): not run by the scrape under count", q.Name, s, age, ok)
+		}
+	}
+}
