@@ -334,3 +334,61 @@ func BenchmarkPostgresScrapeTables(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPostgresCustomQueries measures what the example configuration's
+// three custom queries (run every scrape: min_interval 0) add to a warm
+// scrape of the benchmark database, against the same scrape without them.
+func BenchmarkPostgresCustomQueries(b *testing.B) {
+	db, dsn := pgBenchDatabase(b)
+	queries := pgExampleTarget(b).Queries
+	for i := range queries {
+		queries[i].MinInterval = 0
+	}
+	for _, bc := range []struct {
+		name    string
+		queries []Query
+	}{
+		{"none", nil},
+		{"runbook-3", queries},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := newTestPostgresCollector(b, Target{
+				DSN: dsn, MaxConnections: 1, Databases: []string{db},
+				Statements: StatementsConfig{Enabled: true}, Queries: bc.queries,
+			}, nil)
+			ctx := context.Background()
+			ch := make(chan prometheus.Metric, 4096)
+			scrape := func() int {
+				if err := c.Collect(ctx, ch); err != nil {
+					b.Fatal(err)
+				}
+				n := len(ch)
+				for len(ch) > 0 {
+					<-ch
+				}
+				return n
+			}
+			for range 3 {
+				scrape()
+			}
+			conn, err := c.pool.Acquire(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pid := int(conn.Conn().PgConn().PID())
+			conn.Release()
+			var series int
+			cpu0, server0 := pgProcessCPU(b), pgBackendCPU(b, pid)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				series = scrape()
+			}
+			b.StopTimer()
+			cpu, server := pgProcessCPU(b)-cpu0, pgBackendCPU(b, pid)-server0
+			b.ReportMetric(float64(series), "series/op")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "exporter-cpu-ns/op")
+			b.ReportMetric(float64(server.Nanoseconds())/float64(b.N), "server-cpu-ns/op")
+		})
+	}
+}
