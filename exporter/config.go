@@ -122,6 +122,9 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
+	if err := postgres.CheckQueryMetrics("postgres", c.Postgres); err != nil {
+		return err
+	}
 	for i := range c.Redis {
 		path := fmt.Sprintf("redis[%d]", i)
 		if err := unique("redis", c.Redis[i].Name, path); err != nil {

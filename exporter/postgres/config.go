@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -45,6 +47,9 @@ type Target struct {
 	Databases  []string         `yaml:"databases"`
 	Tables     TablesConfig     `yaml:"tables"`
 	Statements StatementsConfig `yaml:"statements"`
+	// Queries are custom SQL collectors, run after the built-in queries
+	// in read-only transactions on the same connections.
+	Queries []Query `yaml:"queries"`
 }
 
 // TablesConfig bounds the per-table series.
@@ -52,6 +57,11 @@ type TablesConfig struct {
 	// TopN tables by total size get their own series; the rest are summed
 	// into one series with relname="other".
 	TopN int `yaml:"top_n"`
+	// All reports every table with series of its own and no "other"
+	// series; TopN must then be left out.
+	All bool `yaml:"all"`
+	// topNSet records that the file set top_n, to refuse it beside all.
+	topNSet bool
 }
 
 // StatementsConfig configures the pg_stat_statements metrics.
@@ -101,12 +111,17 @@ func (t *Target) UnmarshalYAML(unmarshal func(any) error) error {
 
 // UnmarshalYAML keeps the default top_n when the mapping leaves it out.
 func (c *TablesConfig) UnmarshalYAML(unmarshal func(any) error) error {
-	type postgresTables TablesConfig
-	p := postgresTables{TopN: pgDefaultTopN}
+	var p struct {
+		TopN *int `yaml:"top_n"`
+		All  bool `yaml:"all"`
+	}
 	if err := unmarshal(&p); err != nil {
 		return err
 	}
-	*c = TablesConfig(p)
+	*c = TablesConfig{TopN: pgDefaultTopN, All: p.All}
+	if p.TopN != nil {
+		c.TopN, c.topNSet = *p.TopN, true
+	}
 	return nil
 }
 
@@ -160,13 +175,16 @@ func (t *Target) Validate(path string) error {
 	if extra := len(pgExtraDatabases(t.Databases, pgDSNDatabase(cfg))); extra >= t.MaxConnections {
 		return fmt.Errorf("%s.databases: per-table metrics for %d databases besides the DSN's need one connection each plus one for the DSN's: raise max_connections to at least %d", path, extra, extra+1)
 	}
-	if t.Tables.TopN < 1 || t.Tables.TopN > pgMaxTopN {
-		return fmt.Errorf("%s.tables.top_n: must be between 1 and %d, got %d", path, pgMaxTopN, t.Tables.TopN)
+	if t.Tables.All && t.Tables.topNSet {
+		return fmt.Errorf("%s.tables.top_n: must be left out with tables.all (every table is reported)", path)
+	}
+	if !t.Tables.All && (t.Tables.TopN < 1 || t.Tables.TopN > pgMaxTopN) {
+		return fmt.Errorf("%s.tables.top_n: must be between 1 and %d, got %d (tables.all: true reports every table)", path, pgMaxTopN, t.Tables.TopN)
 	}
 	if t.Statements.TopN < 1 || t.Statements.TopN > pgMaxTopN {
 		return fmt.Errorf("%s.statements.top_n: must be between 1 and %d, got %d", path, pgMaxTopN, t.Statements.TopN)
 	}
-	return nil
+	return t.validateQueries(path, pgDSNDatabase(cfg))
 }
 
 // ParseDSN parses a DSN into a pool configuration. Its error never
@@ -255,4 +273,244 @@ func UsePassword(cfg *pgxpool.Config, pw secret.Secret) {
 		cc.Password = v
 		return nil
 	}
+}
+
+// Query is a custom SQL collector: one statement whose rows become series.
+// Each row gives one series per metric column, labelled with the target,
+// the database the query ran in (datname) and the label columns' values.
+type Query struct {
+	// Name identifies the query: the query label of its own metrics.
+	Name string `yaml:"name"`
+	// SQL is one statement, run in a read-only transaction.
+	SQL string `yaml:"sql"`
+	// Metrics maps result columns to metrics.
+	Metrics []QueryMetric `yaml:"metrics"`
+	// Labels are the result columns whose values label the series.
+	Labels []string `yaml:"labels"`
+	// Databases the query runs in (default: the DSN's database); each
+	// must be the DSN's database or one of the target's databases, whose
+	// connections it shares.
+	Databases []string `yaml:"databases"`
+	// Timeout bounds one run (statement_timeout, set locally); 0 means
+	// the target's statement_timeout.
+	Timeout time.Duration `yaml:"timeout"`
+	// MinInterval is the least time between two runs; scrapes in between
+	// serve the values of the last run. 0 runs the query every scrape.
+	MinInterval time.Duration `yaml:"min_interval"`
+	// MinServerVersion and MaxServerVersion (major versions, 0: no bound)
+	// restrict the servers the query runs on.
+	MinServerVersion int `yaml:"min_server_version"`
+	MaxServerVersion int `yaml:"max_server_version"`
+	// MaxSeries caps the series one run yields per database (rows times
+	// metric columns); the rows beyond it are dropped and counted.
+	MaxSeries int `yaml:"max_series"`
+}
+
+// QueryMetric is one metric column of a custom query.
+type QueryMetric struct {
+	Column string `yaml:"column"`
+	Name   string `yaml:"name"`
+	// Type is gauge or counter.
+	Type string `yaml:"type"`
+	Help string `yaml:"help"`
+}
+
+const (
+	pgDefaultQueryMaxSeries = 100
+	pgMaxQueryMaxSeries     = 10000
+	pgMaxQueryMinInterval   = 24 * time.Hour
+	pgMaxQueries            = 100
+)
+
+// UnmarshalYAML applies the query's defaults before decoding.
+func (q *Query) UnmarshalYAML(unmarshal func(any) error) error {
+	type postgresQuery Query
+	p := postgresQuery{MaxSeries: pgDefaultQueryMaxSeries}
+	if err := unmarshal(&p); err != nil {
+		return err
+	}
+	*q = Query(p)
+	return nil
+}
+
+var (
+	pgQueryNameRe  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+	pgMetricNameRe = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+	pgLabelNameRe  = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]*$`)
+)
+
+// pgReservedPrefixes are metric name prefixes custom queries may not use:
+// the exporter's own namespace, the other collectors', the client
+// library's and Prometheus's (scrape_*, up).
+var pgReservedPrefixes = []string{"warden_", "go_", "process_", "promhttp_", "redis_", "scrape_"}
+
+// pgReservedSuffixes are the suffixes of histogram and summary series,
+// which a gauge or counter must not end in.
+var pgReservedSuffixes = []string{"_count", "_sum", "_bucket", "_created"}
+
+// pgQueryLabels are the labels every custom query's series carries.
+var pgQueryLabels = []string{"target", "datname"}
+
+// validateQueries checks the custom queries; dsnDB is the DSN's database.
+func (t *Target) validateQueries(path, dsnDB string) error {
+	if len(t.Queries) > pgMaxQueries {
+		return fmt.Errorf("%s.queries: at most %d queries, got %d", path, pgMaxQueries, len(t.Queries))
+	}
+	names := map[string]bool{}
+	metrics := map[string]string{}
+	for i := range t.Queries {
+		q := &t.Queries[i]
+		qp := fmt.Sprintf("%s.queries[%d]", path, i)
+		if !pgQueryNameRe.MatchString(q.Name) {
+			return fmt.Errorf("%s.name: %q must match %s", qp, q.Name, pgQueryNameRe)
+		}
+		if names[q.Name] {
+			return fmt.Errorf("%s.name: %q is already used by another query", qp, q.Name)
+		}
+		names[q.Name] = true
+		if strings.TrimSpace(q.SQL) == "" {
+			return fmt.Errorf("%s.sql: required", qp)
+		}
+		if len(q.Metrics) == 0 {
+			return fmt.Errorf("%s.metrics: at least one metric column is required", qp)
+		}
+		columns := map[string]string{}
+		column := func(field, col string) error {
+			if col == "" {
+				return fmt.Errorf("%s: empty column name", field)
+			}
+			if prev, ok := columns[col]; ok {
+				return fmt.Errorf("%s: column %q is already used by %s (label and metric columns must be distinct)", field, col, prev)
+			}
+			columns[col] = field
+			return nil
+		}
+		for j, l := range q.Labels {
+			field := fmt.Sprintf("%s.labels[%d]", qp, j)
+			if err := column(field, l); err != nil {
+				return err
+			}
+			if !pgLabelNameRe.MatchString(l) {
+				return fmt.Errorf("%s: %q is not a valid label name (alias the column: SELECT ... AS name); it must match %s", field, l, pgLabelNameRe)
+			}
+			if slices.Contains(pgQueryLabels, l) {
+				return fmt.Errorf("%s: %q is set by the exporter on every series; alias the column to another name", field, l)
+			}
+		}
+		for j, m := range q.Metrics {
+			mp := fmt.Sprintf("%s.metrics[%d]", qp, j)
+			if err := column(mp+".column", m.Column); err != nil {
+				return err
+			}
+			if err := validateQueryMetricName(mp, m); err != nil {
+				return err
+			}
+			if prev, ok := metrics[m.Name]; ok {
+				return fmt.Errorf("%s.name: %q is already defined by %s", mp, m.Name, prev)
+			}
+			metrics[m.Name] = mp
+		}
+		seen := map[string]bool{}
+		for j, db := range q.Databases {
+			field := fmt.Sprintf("%s.databases[%d]", qp, j)
+			switch {
+			case db == "":
+				return fmt.Errorf("%s: empty database name", field)
+			case seen[db]:
+				return fmt.Errorf("%s: %q is listed twice", field, db)
+			case db != dsnDB && !slices.Contains(t.Databases, db):
+				return fmt.Errorf("%s: %q is neither the DSN's database (%q) nor in %s.databases, whose connections queries share", field, db, dsnDB, path)
+			}
+			seen[db] = true
+		}
+		if q.Timeout < 0 {
+			return fmt.Errorf("%s.timeout: must not be negative (0: the target's statement_timeout)", qp)
+		}
+		if q.MinInterval < 0 || q.MinInterval > pgMaxQueryMinInterval {
+			return fmt.Errorf("%s.min_interval: must be between 0 (every scrape) and %s", qp, pgMaxQueryMinInterval)
+		}
+		for field, v := range map[string]int{"min_server_version": q.MinServerVersion, "max_server_version": q.MaxServerVersion} {
+			if v != 0 && (v < 9 || v > 99) {
+				return fmt.Errorf("%s.%s: a major version such as 14 (0: no bound), got %d", qp, field, v)
+			}
+		}
+		if q.MaxServerVersion != 0 && q.MinServerVersion > q.MaxServerVersion {
+			return fmt.Errorf("%s.max_server_version: %d is below min_server_version %d", qp, q.MaxServerVersion, q.MinServerVersion)
+		}
+		if q.MaxSeries < len(q.Metrics) || q.MaxSeries > pgMaxQueryMaxSeries {
+			return fmt.Errorf("%s.max_series: must be between the number of metric columns (%d) and %d, got %d", qp, len(q.Metrics), pgMaxQueryMaxSeries, q.MaxSeries)
+		}
+	}
+	return nil
+}
+
+// validateQueryMetricName checks a custom metric's name, type and help
+// under the field path mp.
+func validateQueryMetricName(mp string, m QueryMetric) error {
+	if !pgMetricNameRe.MatchString(m.Name) {
+		return fmt.Errorf("%s.name: %q is not a valid metric name; it must match %s", mp, m.Name, pgMetricNameRe)
+	}
+	if pgBuiltinNames[m.Name] || m.Name == "up" {
+		return fmt.Errorf("%s.name: %q is a built-in metric of the postgres collector", mp, m.Name)
+	}
+	for _, p := range pgReservedPrefixes {
+		if strings.HasPrefix(m.Name, p) {
+			return fmt.Errorf("%s.name: %q: the prefix %q is reserved for the exporter's own metrics", mp, m.Name, p)
+		}
+	}
+	for _, s := range pgReservedSuffixes {
+		if strings.HasSuffix(m.Name, s) {
+			return fmt.Errorf("%s.name: %q: the suffix %q is reserved for histograms and summaries", mp, m.Name, s)
+		}
+	}
+	switch m.Type {
+	case "counter":
+		if !strings.HasSuffix(m.Name, "_total") {
+			return fmt.Errorf("%s.name: %q: a counter's name must end in _total", mp, m.Name)
+		}
+	case "gauge":
+		if strings.HasSuffix(m.Name, "_total") {
+			return fmt.Errorf("%s.name: %q: only a counter's name may end in _total", mp, m.Name)
+		}
+	case "":
+		return fmt.Errorf("%s.type: required (gauge or counter)", mp)
+	default:
+		return fmt.Errorf("%s.type: %q is not gauge or counter", mp, m.Type)
+	}
+	if !utf8.ValidString(m.Help) {
+		return fmt.Errorf("%s.help: not valid UTF-8", mp)
+	}
+	return nil
+}
+
+// CheckQueryMetrics checks that the custom metrics of several targets,
+// which share one exposition, agree: a metric name used by two targets
+// must have the same type, help and labels in both. Target i's path is
+// prefix[i].
+func CheckQueryMetrics(prefix string, targets []Target) error {
+	type def struct{ path, sig string }
+	defs := map[string]def{}
+	for i, t := range targets {
+		for j, q := range t.Queries {
+			for k, m := range q.Metrics {
+				path := fmt.Sprintf("%s[%d].queries[%d].metrics[%d]", prefix, i, j, k)
+				sig := fmt.Sprintf("type %s, help %q, labels %v", m.Type, queryMetricHelp(q, m), q.Labels)
+				if prev, ok := defs[m.Name]; ok && prev.sig != sig {
+					return fmt.Errorf("%s.name: %q is also defined by %s with another type, help or labels (%s; here %s)", path, m.Name, prev.path, prev.sig, sig)
+				}
+				if _, ok := defs[m.Name]; !ok {
+					defs[m.Name] = def{path, sig}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// queryMetricHelp is the help text of a custom metric.
+func queryMetricHelp(q Query, m QueryMetric) string {
+	if m.Help != "" {
+		return m.Help
+	}
+	return fmt.Sprintf("Column %s of the custom query %s.", m.Column, q.Name)
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,9 +23,15 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
+// pgBuiltinNames are the names of the collector's own metrics, which
+// custom queries may not reuse.
+var pgBuiltinNames = map[string]bool{}
+
 func pgDesc(name, help string, labels ...string) *prometheus.Desc {
+	pgBuiltinNames[name] = true
 	return prometheus.NewDesc(name, help, append([]string{"target"}, labels...), nil)
 }
 
@@ -131,6 +138,8 @@ type Collector struct {
 	databasesArg []byte
 	// failures counts each query family's failures (pgFamilies).
 	failures map[string]*atomic.Uint64
+	// custom are the custom queries by the database they run in.
+	custom map[string][]*pgCustomState
 
 	// statements is nil until the first scrape has looked for the
 	// extension.
@@ -186,6 +195,17 @@ func newWithDial(t Target, logger *slog.Logger, wrap pgDialWrapper) (*Collector,
 	}
 	if t.Databases != nil {
 		c.databasesArg = pgTextArray(t.Databases)
+	}
+	c.custom = map[string][]*pgCustomState{}
+	for _, q := range t.Queries {
+		cq := newCustomQuery(q)
+		dbs := q.Databases
+		if len(dbs) == 0 {
+			dbs = []string{c.dsnDB}
+		}
+		for _, db := range dbs {
+			c.custom[db] = append(c.custom[db], &pgCustomState{q: cq, datname: db})
+		}
 	}
 	extraDBs := pgExtraDatabases(t.Databases, c.dsnDB)
 	c.tablesInMain = len(t.Databases) == 0 || len(extraDBs) < len(t.Databases)
@@ -268,11 +288,21 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var out []prometheus.Metric
+			var (
+				out       []prometheus.Metric
+				ranCustom bool
+			)
 			err := withPgConn(ctx, e.pool, 2, func(conn *pgx.Conn) error {
 				out = out[:0]
-				return c.scrapeTables(ctx, conn, e.datname, &out)
+				var err error
+				ranCustom, err = c.scrapeTables(ctx, conn, e.datname, &out)
+				return err
 			})
+			var notRun error
+			if !ranCustom {
+				notRun = err
+			}
+			out = c.collectCustom(e.datname, notRun, out)
 			for _, m := range out {
 				ch <- m
 			}
@@ -295,15 +325,21 @@ func (c *Collector) Collect(ctx context.Context, ch chan<- prometheus.Metric) er
 	}
 
 	var (
-		out []prometheus.Metric
-		up  bool
+		out       []prometheus.Metric
+		up        bool
+		ranCustom bool
 	)
 	err := withPgConn(ctx, c.pool, c.maxConns+1, func(conn *pgx.Conn) error {
 		out = out[:0]
 		var err error
-		up, err = c.scrapeMain(ctx, conn, &out)
+		up, ranCustom, err = c.scrapeMain(ctx, conn, &out)
 		return err
 	})
+	notRun := err
+	if ranCustom {
+		notRun = nil
+	}
+	out = c.collectCustom(c.dsnDB, notRun, out)
 	upValue := 0.0
 	if up {
 		upValue = 1
@@ -448,6 +484,12 @@ type pgQuery struct {
 	// args are text-format parameters; nil is NULL.
 	args [][]byte
 	read func(pgx.Rows) error
+	// textResults asks for the results in text format rather than binary
+	// (custom queries, whose column types are not known in advance).
+	textResults bool
+	// custom is the custom query run the statement belongs to; its
+	// errors are the run's, not a family's.
+	custom *pgCustomRun
 }
 
 // pgBinaryResults asks for every result column in binary format: every
@@ -485,7 +527,11 @@ func runPipeline(ctx context.Context, conn *pgx.Conn, queries []pgQuery) (errs [
 	p := conn.PgConn().StartPipeline(ctx)
 	for i, q := range queries {
 		if stmts[i] != nil {
-			p.SendQueryStatement(stmts[i], q.args, nil, pgBinaryResults)
+			formats := pgBinaryResults
+			if q.textResults {
+				formats = nil
+			}
+			p.SendQueryStatement(stmts[i], q.args, nil, formats)
 			p.SendPipelineSync()
 		}
 	}
@@ -577,13 +623,18 @@ func familyQuery(family, sql string, args [][]byte, out *[]prometheus.Metric, re
 }
 
 // runFamilies runs queries through runPipeline, counts each family that
-// failed once, and returns whether the server answered and the errors.
-func (c *Collector) runFamilies(ctx context.Context, conn *pgx.Conn, queries []pgQuery) (answered bool, failed map[string]bool, err error) {
+// failed once, and returns whether the server answered, the connection's
+// error and all errors. A custom query's errors go to its run only.
+func (c *Collector) runFamilies(ctx context.Context, conn *pgx.Conn, queries []pgQuery) (answered bool, failed map[string]bool, connErr, err error) {
 	errs, answered, connErr := runPipeline(ctx, conn, queries)
 	failed = map[string]bool{}
 	var all []error
 	for i, qerr := range errs {
 		if qerr == nil {
+			continue
+		}
+		if r := queries[i].custom; r != nil {
+			r.fail(qerr)
 			continue
 		}
 		family := queries[i].family
@@ -600,12 +651,13 @@ func (c *Collector) runFamilies(ctx context.Context, conn *pgx.Conn, queries []p
 	if connErr != nil {
 		all = append(all, connErr)
 	}
-	return answered, failed, errors.Join(all...)
+	return answered, failed, connErr, errors.Join(all...)
 }
 
 // scrapeMain runs the main pipeline on conn and appends the metrics to out.
-// up reports whether the server answered at all.
-func (c *Collector) scrapeMain(ctx context.Context, conn *pgx.Conn, out *[]prometheus.Metric) (up bool, err error) {
+// up reports whether the server answered at all, ranCustom whether the
+// custom queries of the DSN's database had their turn.
+func (c *Collector) scrapeMain(ctx context.Context, conn *pgx.Conn, out *[]prometheus.Metric) (up, ranCustom bool, err error) {
 	major := pgMajorVersion(conn)
 	st := c.statements.Load()
 	withStatements := c.cfg.Statements.Enabled && st != nil && st.schema != "" && st.major == major
@@ -643,11 +695,16 @@ func (c *Collector) scrapeMain(ctx context.Context, conn *pgx.Conn, out *[]prome
 	if c.tablesInMain {
 		queries = append(queries, c.tablesQuery(c.dsnDB, out))
 	}
-	up, failed, err := c.runFamilies(ctx, conn, queries)
+	// Custom queries last: the built-in families' answers are in before
+	// any of them runs.
+	custom, runs := c.customQueries(ctx, c.dsnDB, major)
+	queries = append(queries, custom...)
+	up, failed, connErr, err := c.runFamilies(ctx, conn, queries)
+	c.finishCustom(runs, connErr)
 	if !up || failed[pgFamilySettings] {
 		// Without the settings row the extension's schema is unknown:
 		// keep what was known.
-		return up, err
+		return up, true, err
 	}
 	if st == nil || st.schema != schema || st.major != major {
 		next := &pgStatementsState{schema: schema, major: major}
@@ -665,21 +722,29 @@ func (c *Collector) scrapeMain(ctx context.Context, conn *pgx.Conn, out *[]prome
 		if err == nil && c.cfg.Statements.Enabled && schema != "" && !withStatements {
 			// First sight of the extension: one more round trip now,
 			// included in the main pipeline from the next scrape on.
-			_, _, err = c.runFamilies(ctx, conn, c.statementsQueries(next, out))
+			_, _, _, err = c.runFamilies(ctx, conn, c.statementsQueries(next, out))
 		}
 	}
-	return true, err
+	return true, true, err
 }
 
 // scrapeTables reports the tables of the database conn is connected to,
-// under this scrape's timeouts.
-func (c *Collector) scrapeTables(ctx context.Context, conn *pgx.Conn, datname string, out *[]prometheus.Metric) error {
-	_, _, err := c.runFamilies(ctx, conn, []pgQuery{c.timeoutsQuery(ctx), c.tablesQuery(datname, out)})
-	return err
+// under this scrape's timeouts, and runs the custom queries of that
+// database that are due.
+func (c *Collector) scrapeTables(ctx context.Context, conn *pgx.Conn, datname string, out *[]prometheus.Metric) (ranCustom bool, err error) {
+	custom, runs := c.customQueries(ctx, datname, pgMajorVersion(conn))
+	queries := append([]pgQuery{c.timeoutsQuery(ctx), c.tablesQuery(datname, out)}, custom...)
+	_, _, connErr, err := c.runFamilies(ctx, conn, queries)
+	c.finishCustom(runs, connErr)
+	return true, err
 }
 
 func (c *Collector) tablesQuery(datname string, out *[]prometheus.Metric) pgQuery {
-	return familyQuery(pgFamilyTables, pgTablesQuery, [][]byte{strconv.AppendInt(nil, int64(c.cfg.Tables.TopN), 10)}, out, func(rows pgx.Rows) error {
+	sql, args := pgTablesQuery, [][]byte{strconv.AppendInt(nil, int64(c.cfg.Tables.TopN), 10)}
+	if c.cfg.Tables.All {
+		sql, args = pgTablesAllQuery, nil
+	}
+	return familyQuery(pgFamilyTables, sql, args, out, func(rows pgx.Rows) error {
 		return c.readTables(rows, datname, out)
 	})
 }
@@ -907,26 +972,71 @@ func (c *Collector) readStatementsInfo(rows pgx.Rows, out *[]prometheus.Metric) 
 	return nil
 }
 
+// readTables reports each table row as seven gauges sharing one set of
+// label pairs (pgTableRow): with tables.all a scrape builds thousands of
+// series, and the label pairs are most of their cost.
 func (c *Collector) readTables(rows pgx.Rows, datname string, out *[]prometheus.Metric) error {
 	defer rows.Close()
+	target := pgLabelPair(&pgLabelTarget, c.target)
+	db := pgLabelPair(&pgLabelDatname, datname)
 	for rows.Next() {
-		var (
-			schema, rel                                             string
-			size, live, dead, vacuum, autovacuum, analyze, autoanal float64
-		)
-		if err := rows.Scan(&schema, &rel, &size, &live, &dead, &vacuum, &autovacuum, &analyze, &autoanal); err != nil {
+		r := new(pgTableRow)
+		var v [len(pgTableDescs)]float64
+		if err := rows.Scan(&r.schemaV, &r.relV, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]); err != nil {
 			return err
 		}
-		l := []string{c.target, datname, schema, rel}
-		*out = append(*out,
-			prometheus.MustNewConstMetric(pgTableSizeDesc, prometheus.GaugeValue, size, l...),
-			prometheus.MustNewConstMetric(pgTableLiveDesc, prometheus.GaugeValue, live, l...),
-			prometheus.MustNewConstMetric(pgTableDeadDesc, prometheus.GaugeValue, dead, l...),
-			prometheus.MustNewConstMetric(pgTableLastVacuumDesc, prometheus.GaugeValue, vacuum, l...),
-			prometheus.MustNewConstMetric(pgTableLastAutoVacDesc, prometheus.GaugeValue, autovacuum, l...),
-			prometheus.MustNewConstMetric(pgTableLastAnalyzeDesc, prometheus.GaugeValue, analyze, l...),
-			prometheus.MustNewConstMetric(pgTableLastAutoAnDesc, prometheus.GaugeValue, autoanal, l...),
-		)
+		r.schemaV, r.relV = strings.ToValidUTF8(r.schemaV, "\uFFFD"), strings.ToValidUTF8(r.relV, "\uFFFD")
+		r.schema = dto.LabelPair{Name: &pgLabelSchemaname, Value: &r.schemaV}
+		r.rel = dto.LabelPair{Name: &pgLabelRelname, Value: &r.relV}
+		// Sorted by name, as the registry expects.
+		r.labels = [4]*dto.LabelPair{db, &r.rel, &r.schema, target}
+		for i, d := range pgTableDescs {
+			r.metrics[i] = pgRowGauge{desc: d, value: v[i], labels: r.labels[:]}
+			*out = append(*out, &r.metrics[i])
+		}
 	}
 	return rows.Err()
+}
+
+// pgTableDescs are the per-table gauges, in the order of the tables
+// queries' value columns.
+var pgTableDescs = [...]*prometheus.Desc{
+	pgTableSizeDesc, pgTableLiveDesc, pgTableDeadDesc,
+	pgTableLastVacuumDesc, pgTableLastAutoVacDesc, pgTableLastAnalyzeDesc, pgTableLastAutoAnDesc,
+}
+
+var (
+	pgLabelTarget     = "target"
+	pgLabelDatname    = "datname"
+	pgLabelSchemaname = "schemaname"
+	pgLabelRelname    = "relname"
+)
+
+func pgLabelPair(name *string, value string) *dto.LabelPair {
+	v := strings.ToValidUTF8(value, "\uFFFD")
+	return &dto.LabelPair{Name: name, Value: &v}
+}
+
+// pgTableRow is one table's series, allocated together.
+type pgTableRow struct {
+	schemaV, relV string
+	schema, rel   dto.LabelPair
+	labels        [4]*dto.LabelPair
+	metrics       [len(pgTableDescs)]pgRowGauge
+}
+
+// pgRowGauge is a gauge whose label pairs are shared with the other
+// gauges of its row. Like a const metric it never changes once built.
+type pgRowGauge struct {
+	desc   *prometheus.Desc
+	value  float64
+	labels []*dto.LabelPair
+}
+
+func (m *pgRowGauge) Desc() *prometheus.Desc { return m.desc }
+
+func (m *pgRowGauge) Write(out *dto.Metric) error {
+	out.Label = m.labels
+	out.Gauge = &dto.Gauge{Value: &m.value}
+	return nil
 }

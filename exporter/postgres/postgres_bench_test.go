@@ -1,16 +1,25 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/warden-sre/warden/exporter/exportertest"
 )
 
 var (
@@ -184,5 +193,202 @@ func BenchmarkPostgresRawBatch(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		run()
+	}
+}
+
+var (
+	pgBench200Once sync.Once
+	pgBench200DSN  string
+	pgBench200Fail string
+)
+
+// pgBench200Tables is a database of 200 tables (each with a primary key
+// index and 100 rows, analyzed), the fixture of the per-table benchmark.
+func pgBench200Tables(b *testing.B) (db, dsn string) {
+	b.Helper()
+	const name = "bench_tables_200"
+	pgBench200Once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		pg := sharedPG.Get(b)
+		if err := pg.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+name, "CREATE DATABASE "+name); err != nil {
+			pgBench200Fail = err.Error()
+			return
+		}
+		sql := []string{
+			`DO $$ BEGIN FOR i IN 1..200 LOOP
+				EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, pad text)', lpad(i::text, 3, '0'));
+				EXECUTE format('INSERT INTO t%s SELECT g, repeat(''x'', 50) FROM generate_series(1, 100) g', lpad(i::text, 3, '0'));
+			END LOOP; END $$`,
+			"ANALYZE",
+		}
+		if err := pg.Exec(ctx, name, sql...); err != nil {
+			pgBench200Fail = err.Error()
+			return
+		}
+		pgBench200DSN = pg.DSN(name)
+	})
+	if pgBench200Fail != "" {
+		b.Fatal(pgBench200Fail)
+	}
+	return name, pgBench200DSN
+}
+
+// pgProcessCPU is the CPU time (user and system) this process has used.
+func pgProcessCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// pgBackendCPU is the CPU time (user and system) the server process pid
+// has used, from /proc (clock ticks of 10 ms).
+func pgBackendCPU(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command may contain spaces: the fields start after the last ')'.
+	fields := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// BenchmarkPostgresScrapeTables measures a scrape of a warm collector
+// against a database of 200 tables: the default top 20 plus other, and
+// tables.all (every table's series). "collect" is Collect alone;
+// "exposition" is what a /metrics request costs the exporter: Collect
+// through a registry's Gather and the text encoding of every series.
+// Besides time and allocations it reports the series sent, the exporter
+// process's CPU time per scrape (getrusage, user+system: the collector and
+// the Go runtime) and the CPU time of the server process that answered
+// (/proc/<pid>/stat of its backend, in 10 ms ticks), both per scrape.
+func BenchmarkPostgresScrapeTables(b *testing.B) {
+	db, dsn := pgBench200Tables(b)
+	for _, bc := range []struct {
+		name   string
+		tables TablesConfig
+	}{
+		{"top20", TablesConfig{TopN: 20}},
+		{"all", TablesConfig{All: true}},
+	} {
+		for _, mode := range []string{"collect", "exposition"} {
+			b.Run(bc.name+"/"+mode, func(b *testing.B) {
+				c := newTestPostgresCollector(b, Target{
+					DSN: dsn, MaxConnections: 1, Databases: []string{db}, Tables: bc.tables,
+				}, nil)
+				ctx := context.Background()
+				ch := make(chan prometheus.Metric, 8192)
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(&exportertest.Adapter{C: c, Timeout: time.Minute})
+				scrape := func() int {
+					if mode == "exposition" {
+						mfs, err := reg.Gather()
+						if err != nil {
+							b.Fatal(err)
+						}
+						enc := expfmt.NewEncoder(io.Discard, expfmt.NewFormat(expfmt.TypeTextPlain))
+						n := 0
+						for _, mf := range mfs {
+							if err := enc.Encode(mf); err != nil {
+								b.Fatal(err)
+							}
+							n += len(mf.GetMetric())
+						}
+						return n
+					}
+					if err := c.Collect(ctx, ch); err != nil {
+						b.Fatal(err)
+					}
+					n := len(ch)
+					for len(ch) > 0 {
+						<-ch
+					}
+					return n
+				}
+				for range 3 { // connect, prepare
+					scrape()
+				}
+				conn, err := c.pool.Acquire(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pid := int(conn.Conn().PgConn().PID())
+				conn.Release()
+				var series int
+				cpu0, server0 := pgProcessCPU(b), pgBackendCPU(b, pid)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					series = scrape()
+				}
+				b.StopTimer()
+				cpu, server := pgProcessCPU(b)-cpu0, pgBackendCPU(b, pid)-server0
+				b.ReportMetric(float64(series), "series/op")
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "exporter-cpu-ns/op")
+				b.ReportMetric(float64(server.Nanoseconds())/float64(b.N), "server-cpu-ns/op")
+			})
+		}
+	}
+}
+
+// BenchmarkPostgresCustomQueries measures what the example configuration's
+// three custom queries (run every scrape: min_interval 0) add to a warm
+// scrape of the benchmark database, against the same scrape without them.
+func BenchmarkPostgresCustomQueries(b *testing.B) {
+	db, dsn := pgBenchDatabase(b)
+	queries := pgExampleTarget(b).Queries
+	for i := range queries {
+		queries[i].MinInterval = 0
+	}
+	for _, bc := range []struct {
+		name    string
+		queries []Query
+	}{
+		{"none", nil},
+		{"runbook-3", queries},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := newTestPostgresCollector(b, Target{
+				DSN: dsn, MaxConnections: 1, Databases: []string{db},
+				Statements: StatementsConfig{Enabled: true}, Queries: bc.queries,
+			}, nil)
+			ctx := context.Background()
+			ch := make(chan prometheus.Metric, 4096)
+			scrape := func() int {
+				if err := c.Collect(ctx, ch); err != nil {
+					b.Fatal(err)
+				}
+				n := len(ch)
+				for len(ch) > 0 {
+					<-ch
+				}
+				return n
+			}
+			for range 3 {
+				scrape()
+			}
+			conn, err := c.pool.Acquire(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pid := int(conn.Conn().PgConn().PID())
+			conn.Release()
+			var series int
+			cpu0, server0 := pgProcessCPU(b), pgBackendCPU(b, pid)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				series = scrape()
+			}
+			b.StopTimer()
+			cpu, server := pgProcessCPU(b)-cpu0, pgBackendCPU(b, pid)-server0
+			b.ReportMetric(float64(series), "series/op")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "exporter-cpu-ns/op")
+			b.ReportMetric(float64(server.Nanoseconds())/float64(b.N), "server-cpu-ns/op")
+		})
 	}
 }

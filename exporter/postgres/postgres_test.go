@@ -573,6 +573,46 @@ func TestPostgresTablesFewerThanTopNStillHaveOverflowSeries(t *testing.T) {
 	}
 }
 
+// TestPostgresTablesAllReportsEveryTable checks tables.all: every table
+// has its own series, none is summed into "other", and the values are
+// those of the ranked query.
+func TestPostgresTablesAllReportsEveryTable(t *testing.T) {
+	db, dsn := pgFreshDatabase(t, sharedPG.Get(t))
+	pgCreateTables(t, db, 30, "CREATE SCHEMA audit", "CREATE TABLE audit.log (id int)")
+	all := newTestPostgresCollector(t, Target{DSN: dsn, Tables: TablesConfig{All: true}}, nil)
+	ranked := newTestPostgresCollector(t, Target{DSN: dsn, Tables: TablesConfig{TopN: 40}}, nil)
+	mfs, err := pgCollect(t, all, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{
+		"pg_stat_user_tables_size_bytes", "pg_stat_user_tables_n_live_tup", "pg_stat_user_tables_n_dead_tup",
+		"pg_stat_user_tables_last_vacuum_timestamp_seconds", "pg_stat_user_tables_last_autovacuum_timestamp_seconds",
+		"pg_stat_user_tables_last_analyze_timestamp_seconds", "pg_stat_user_tables_last_autoanalyze_timestamp_seconds",
+	} {
+		if got := pgSeriesCount(mfs, name); got != 31 {
+			t.Errorf("%s: %d series, want 31 (every table, no other)", name, got)
+		}
+	}
+	if _, ok := pgValue(mfs, "pg_stat_user_tables_size_bytes", map[string]string{"relname": "other"}); ok {
+		t.Error("an other series with tables.all")
+	}
+	if _, ok := pgValue(mfs, "pg_stat_user_tables_size_bytes", map[string]string{"schemaname": "audit", "relname": "log"}); !ok {
+		t.Error("table of another schema missing")
+	}
+	want, err := pgCollect(t, ranked, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"t01", "t17", "t30"} {
+		got, _ := pgValue(mfs, "pg_stat_user_tables_size_bytes", map[string]string{"relname": rel})
+		w, _ := pgValue(want, "pg_stat_user_tables_size_bytes", map[string]string{"relname": rel})
+		if got != w || got == 0 {
+			t.Errorf("size of %s = %v, the ranked query says %v", rel, got, w)
+		}
+	}
+}
+
 func TestPostgresTablesOfListedDatabasesUseTheirOwnConnection(t *testing.T) {
 	dbA, dsnA := pgFreshDatabase(t, sharedPG.Get(t))
 	dbB, _ := pgFreshDatabase(t, sharedPG.Get(t))
@@ -961,6 +1001,7 @@ func TestPostgresConfig(t *testing.T) {
 		{"connect_timeout", "  connect_timeout: 0s\n", "postgres[0].connect_timeout: must be positive"},
 		{"lock_timeout", "  lock_timeout: 0s\n", "postgres[0].lock_timeout: must be positive"},
 		{"tables top_n", "  tables: {top_n: 0}\n", "postgres[0].tables.top_n: must be between 1 and 1000"},
+		{"tables top_n with all", "  tables: {top_n: 20, all: true}\n", "postgres[0].tables.top_n: must be left out with tables.all"},
 		{"statements top_n", "  statements: {top_n: 5000}\n", "postgres[0].statements.top_n: must be between 1 and 1000"},
 		{"missing password file", "  password: {file: /nonexistent/pw}\n", "postgres[0].password: read secret file"},
 		{"missing password env", "  password: {env: WARDEN_TEST_UNSET_PG_PASSWORD}\n", "postgres[0].password: environment variable WARDEN_TEST_UNSET_PG_PASSWORD is not set"},
@@ -1051,7 +1092,9 @@ func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
 	testenv.Promtool(t)
 	pgCreateTables(t, db, 3)
 	pgExec(t, sharedPG.Get(t), db, "CREATE EXTENSION pg_stat_statements")
-	c := newTestPostgresCollector(t, Target{DSN: dsn, Statements: StatementsConfig{Enabled: true}}, nil)
+	// With the example's custom queries, for their metrics and
+	// warden_pg_query_*.
+	c := newTestPostgresCollector(t, Target{DSN: dsn, Statements: StatementsConfig{Enabled: true}, Queries: pgExampleTarget(t).Queries}, nil)
 	a := &exportertest.Adapter{C: c, Timeout: 10 * time.Second}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(a)
@@ -1060,8 +1103,10 @@ func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
 		if a.LastErr() != nil {
 			t.Fatalf("collect: %v", a.LastErr())
 		}
-		if !strings.Contains(text, "pg_stat_statements_calls_total") {
-			t.Fatal("statements missing from the output under check")
+		for _, name := range []string{"pg_stat_statements_calls_total", "warden_pg_query_age_seconds", "pg_public_table_size_bytes", "pg_connections_by_user"} {
+			if !strings.Contains(text, name) {
+				t.Fatalf("%s missing from the output under check", name)
+			}
 		}
 		testenv.CheckMetrics(t, "postgres", text)
 	}

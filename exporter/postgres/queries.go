@@ -162,6 +162,27 @@ SELECT 'other', 'other',
 	COALESCE(min(last_analyze), 0), COALESCE(min(last_autoanalyze), 0)
 FROM ranked WHERE rank > $1`
 
+// pgTablesAllQuery returns every user table of the connected database,
+// with the same columns as pgTablesQuery and no ranking or overflow row
+// (tables.all). Tables locked as in pgTablesQuery are left out.
+const pgTablesAllQuery = `WITH locked AS (
+	SELECT relation FROM pg_catalog.pg_locks
+	WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock'
+		AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+)
+SELECT
+	schemaname::text,
+	relname::text,
+	pg_total_relation_size(relid)::float8,
+	COALESCE(n_live_tup, 0)::float8,
+	COALESCE(n_dead_tup, 0)::float8,
+	COALESCE(EXTRACT(EPOCH FROM last_vacuum), 0)::float8,
+	COALESCE(EXTRACT(EPOCH FROM last_autovacuum), 0)::float8,
+	COALESCE(EXTRACT(EPOCH FROM last_analyze), 0)::float8,
+	COALESCE(EXTRACT(EPOCH FROM last_autoanalyze), 0)::float8
+FROM pg_catalog.pg_stat_user_tables
+WHERE relid NOT IN (SELECT relation FROM locked)`
+
 // pgStatementsQuery is formatted with the extension's quoted schema and a
 // version-specific filter, and returns the $1 statements with the highest
 // mean execution time. It calls pg_stat_statements(false) so the server does
