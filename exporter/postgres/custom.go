@@ -33,10 +33,10 @@ import (
 
 var (
 	pgCustomLabels      = []string{"query", "datname"}
-	pgCustomSuccessDesc = pgDesc("warden_pg_query_success", "Whether the last run of the custom query in the database succeeded (1) or failed (0).", pgCustomLabels...)
-	pgCustomDurDesc     = pgDesc("warden_pg_query_duration_seconds", "How long the last run of the custom query in the database took.", pgCustomLabels...)
-	pgCustomAgeDesc     = pgDesc("warden_pg_query_age_seconds", "Seconds since the values served for the custom query were read (0 when read by this scrape; grows up to min_interval).", pgCustomLabels...)
-	pgCustomDroppedDesc = pgDesc("warden_pg_query_series_dropped", "Series the last run of the custom query dropped because its rows exceeded max_series.", pgCustomLabels...)
+	pgCustomSuccessDesc = pgDesc("warden_postgres_custom_query_success", "Whether the last run of the custom query in the database succeeded (1) or failed (0).", pgCustomLabels...)
+	pgCustomDurDesc     = pgDesc("warden_postgres_custom_query_duration_seconds", "How long the last run of the custom query in the database took.", pgCustomLabels...)
+	pgCustomAgeDesc     = pgDesc("warden_postgres_custom_query_age_seconds", "Seconds since the values served for the custom query were read (0 when read by this scrape; grows up to min_interval).", pgCustomLabels...)
+	pgCustomDroppedDesc = pgDesc("warden_postgres_custom_query_series_dropped", "Series the last run of the custom query dropped because its rows exceeded max_series.", pgCustomLabels...)
 )
 
 const (

@@ -128,7 +128,7 @@ func TestPostgresCustomQueries(t *testing.T) {
 	}
 
 	success := func(query string) (float64, bool) {
-		return pgValue(mfs, "warden_pg_query_success", map[string]string{"query": query, "datname": db})
+		return pgValue(mfs, "warden_postgres_custom_query_success", map[string]string{"query": query, "datname": db})
 	}
 	for _, tc := range []struct {
 		query string
@@ -152,15 +152,15 @@ func TestPostgresCustomQueries(t *testing.T) {
 			if mf := mfs["app_accounts"]; mf == nil || mf.GetHelp() != "Accounts by state." {
 				t.Errorf("help not taken from the configuration: %v", mf)
 			}
-			if v, ok := pgValue(mfs, "warden_pg_query_age_seconds", map[string]string{"query": "accounts_by_state"}); !ok || v > 5 {
+			if v, ok := pgValue(mfs, "warden_postgres_custom_query_age_seconds", map[string]string{"query": "accounts_by_state"}); !ok || v > 5 {
 				t.Errorf("age = %v (%v), want a fresh value", v, ok)
 			}
-			if _, ok := pgValue(mfs, "warden_pg_query_duration_seconds", map[string]string{"query": "accounts_by_state"}); !ok {
+			if _, ok := pgValue(mfs, "warden_postgres_custom_query_duration_seconds", map[string]string{"query": "accounts_by_state"}); !ok {
 				t.Error("duration missing")
 			}
 		}},
 		{query: "slow", wantSuccess: 0, wantErr: "statement timeout", check: func(t *testing.T) {
-			if d, _ := pgValue(mfs, "warden_pg_query_duration_seconds", map[string]string{"query": "slow"}); d >= 20 {
+			if d, _ := pgValue(mfs, "warden_postgres_custom_query_duration_seconds", map[string]string{"query": "slow"}); d >= 20 {
 				t.Errorf("slow query ran %vs, past its 200ms timeout", d)
 			}
 		}},
@@ -175,7 +175,7 @@ func TestPostgresCustomQueries(t *testing.T) {
 			if n := pgSeriesCount(mfs, "app_capped"); n != 3 {
 				t.Errorf("%d series, want max_series 3", n)
 			}
-			if v, _ := pgValue(mfs, "warden_pg_query_series_dropped", map[string]string{"query": "capped"}); v != 7 {
+			if v, _ := pgValue(mfs, "warden_postgres_custom_query_series_dropped", map[string]string{"query": "capped"}); v != 7 {
 				t.Errorf("dropped = %v, want 7", v)
 			}
 		}},
@@ -202,7 +202,7 @@ func TestPostgresCustomQueries(t *testing.T) {
 				t.Errorf("success = %v (%v), want %v; last error %q", v, ok, tc.wantSuccess, pgCustomStateOf(t, c, tc.query, db).lastError())
 			}
 			if tc.wantSuccess != 1 {
-				if _, ok := pgValue(mfs, "warden_pg_query_age_seconds", map[string]string{"query": tc.query}); ok {
+				if _, ok := pgValue(mfs, "warden_postgres_custom_query_age_seconds", map[string]string{"query": tc.query}); ok {
 					t.Error("age reported without values")
 				}
 			}
@@ -290,11 +290,11 @@ func TestPostgresCustomQueryMinIntervalServesCachedValue(t *testing.T) {
 		if v := value(mfs, "app_events_cached"); v != 1 {
 			t.Fatalf("cached = %v, want the first scrape's 1 until min_interval passes", v)
 		}
-		if s, _ := pgValue(mfs, "warden_pg_query_success", map[string]string{"query": "cached"}); s != 1 {
+		if s, _ := pgValue(mfs, "warden_postgres_custom_query_success", map[string]string{"query": "cached"}); s != 1 {
 			t.Fatalf("cached query success = %v between runs", s)
 		}
-		age, _ := pgValue(mfs, "warden_pg_query_age_seconds", map[string]string{"query": "cached", "datname": db})
-		freshAge, _ := pgValue(mfs, "warden_pg_query_age_seconds", map[string]string{"query": "fresh", "datname": db})
+		age, _ := pgValue(mfs, "warden_postgres_custom_query_age_seconds", map[string]string{"query": "cached", "datname": db})
+		freshAge, _ := pgValue(mfs, "warden_postgres_custom_query_age_seconds", map[string]string{"query": "fresh", "datname": db})
 		last = fmt.Sprintf("age %v, fresh age %v", age, freshAge)
 		return age > 0.2 && freshAge < age
 	})
@@ -393,7 +393,7 @@ func TestPostgresCustomQueryDownServerFailsDueQueries(t *testing.T) {
 	if _, ok := mfs["app_one"]; ok {
 		t.Error("stale value served for a query that was due")
 	}
-	if v, ok := pgValue(mfs, "warden_pg_query_success", map[string]string{"query": "one"}); !ok || v != 0 {
+	if v, ok := pgValue(mfs, "warden_postgres_custom_query_success", map[string]string{"query": "one"}); !ok || v != 0 {
 		t.Errorf("success = %v (%v), want 0", v, ok)
 	}
 }
@@ -454,7 +454,7 @@ func TestPostgresQueriesConfig(t *testing.T) {
 		{"colon in metric name", metric("{column: v, name: 'app:v', type: gauge}"), "is not a valid metric name"},
 		{"built-in name", metric("{column: v, name: pg_up, type: gauge}"), "postgres[0].queries[0].metrics[0].name: \"pg_up\" is a built-in metric"},
 		{"built-in table name", metric("{column: v, name: pg_stat_user_tables_size_bytes, type: gauge}"), "is a built-in metric"},
-		{"reserved prefix", metric("{column: v, name: warden_pg_query_success, type: gauge}"), "is a built-in metric"},
+		{"reserved prefix", metric("{column: v, name: warden_postgres_custom_query_success, type: gauge}"), "is a built-in metric"},
 		{"reserved prefix warden", metric("{column: v, name: warden_mine, type: gauge}"), "prefix \"warden_\" is reserved"},
 		{"reserved prefix go", metric("{column: v, name: go_things, type: gauge}"), "prefix \"go_\" is reserved"},
 		{"reserved prefix redis", metric("{column: v, name: redis_things, type: gauge}"), "prefix \"redis_\" is reserved"},
@@ -622,7 +622,7 @@ func TestPostgresExampleQueriesRunOnARealServer(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
-			if v, ok := pgValue(mfs, "warden_pg_query_success", map[string]string{"query": tc.query}); !ok || v != 1 {
+			if v, ok := pgValue(mfs, "warden_postgres_custom_query_success", map[string]string{"query": tc.query}); !ok || v != 1 {
 				t.Fatalf("success = %v (%v); error %q", v, ok, pgCustomStateOf(t, c, tc.query, db).lastError())
 			}
 			tc.check(t)
@@ -691,8 +691,8 @@ func TestPostgresCustomQueriesAddNoRoundTrip(t *testing.T) {
 		t.Errorf("a warm scrape with %d custom queries made %d round trips, want 1", len(queries), got)
 	}
 	for _, q := range queries {
-		age, ok := pgValue(mfs, "warden_pg_query_age_seconds", map[string]string{"query": q.Name})
-		if s, _ := pgValue(mfs, "warden_pg_query_success", map[string]string{"query": q.Name}); s != 1 || !ok || age > 5 {
+		age, ok := pgValue(mfs, "warden_postgres_custom_query_age_seconds", map[string]string{"query": q.Name})
+		if s, _ := pgValue(mfs, "warden_postgres_custom_query_success", map[string]string{"query": q.Name}); s != 1 || !ok || age > 5 {
 			t.Errorf("%s: success %v, age %v (%v): not run by the scrape under count", q.Name, s, age, ok)
 		}
 	}

@@ -1093,7 +1093,7 @@ func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
 	pgCreateTables(t, db, 3)
 	pgExec(t, sharedPG.Get(t), db, "CREATE EXTENSION pg_stat_statements")
 	// With the example's custom queries, for their metrics and
-	// warden_pg_query_*.
+	// warden_postgres_custom_query_*.
 	c := newTestPostgresCollector(t, Target{DSN: dsn, Statements: StatementsConfig{Enabled: true}, Queries: pgExampleTarget(t).Queries}, nil)
 	a := &exportertest.Adapter{C: c, Timeout: 10 * time.Second}
 	reg := prometheus.NewPedanticRegistry()
@@ -1103,7 +1103,7 @@ func TestPostgresMetricsPassPromtoolCheck(t *testing.T) {
 		if a.LastErr() != nil {
 			t.Fatalf("collect: %v", a.LastErr())
 		}
-		for _, name := range []string{"pg_stat_statements_calls_total", "warden_pg_query_age_seconds", "pg_public_table_size_bytes", "pg_connections_by_user"} {
+		for _, name := range []string{"pg_stat_statements_calls_total", "warden_postgres_custom_query_age_seconds", "pg_public_table_size_bytes", "pg_connections_by_user"} {
 			if !strings.Contains(text, name) {
 				t.Fatalf("%s missing from the output under check", name)
 			}
