@@ -46,6 +46,15 @@ func (a SimAction) verificationText() string {
 	return a.Verification
 }
 
+// refusedTarget names the target, or the rule when no target could be
+// rendered.
+func (x SimRefusal) refusedTarget() string {
+	if x.Target != "" {
+		return targetLabel(x.Namespace, x.Target)
+	}
+	return "rule " + x.Rule
+}
+
 func countsText(cs []SimCount) string {
 	if len(cs) == 0 {
 		return "none"
@@ -86,6 +95,14 @@ func (r *SimReport) writeText(w io.Writer) error {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", simTime(a.Time), a.Rule, a.Action, targetLabel(a.Namespace, a.Target), a.Alertname, a.verificationText())
 		}
 		_ = tw.Flush()
+	}
+
+	b.WriteString("\nRefused (except duplicate and no_matching_rule):\n")
+	if len(r.Refused) == 0 {
+		b.WriteString("  none\n")
+	}
+	for _, x := range r.Refused {
+		fmt.Fprintf(&b, "  %s %s %s (alert %s): %s\n", simTime(x.Time), x.refusedTarget(), x.Reason, x.Alertname, x.Detail)
 	}
 
 	b.WriteString("\nBreaker openings:\n")
@@ -139,6 +156,11 @@ func (r *SimReport) writeMarkdown(w io.Writer) error {
 	b.WriteString("\n## Actions\n\n| Time | Rule | Action | Target | Alert | Verification |\n|---|---|---|---|---|---|\n")
 	for _, a := range r.Actions {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", simTime(a.Time), mdCell(a.Rule), a.Action, mdCell(targetLabel(a.Namespace, a.Target)), mdCell(a.Alertname), a.verificationText())
+	}
+
+	b.WriteString("\n## Refused\n\nExcept duplicate and no_matching_rule, which are only counted.\n\n| Time | Target | Reason | Alert | Detail |\n|---|---|---|---|---|\n")
+	for _, x := range r.Refused {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", simTime(x.Time), mdCell(x.refusedTarget()), x.Reason, mdCell(x.Alertname), mdCell(x.Detail))
 	}
 
 	b.WriteString("\n## Breaker openings\n\n| Time | Target | Rule | Alert | Open until | Detail |\n|---|---|---|---|---|---|\n")

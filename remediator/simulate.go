@@ -90,7 +90,11 @@ type SimReport struct {
 	// ByTarget summarises actions and refusals per rule and target.
 	ByTarget []SimRuleTarget `json:"by_rule_and_target"`
 	// Refusals counts the refused firing deliveries by reason.
-	Refusals           []SimCount          `json:"refusals"`
+	Refusals []SimCount `json:"refusals"`
+	// Refused lists the refused firing deliveries in time order, except
+	// repeats of an occurrence already decided (duplicate) and alerts no
+	// rule matches (no_matching_rule), which are only counted.
+	Refused            []SimRefusal        `json:"refused"`
 	PeakActionsPerHour int                 `json:"peak_actions_per_hour"`
 	PeakHourStart      time.Time           `json:"peak_hour_start,omitzero"`
 	BreakerOpenings    []SimBreakerOpening `json:"breaker_openings"`
@@ -130,6 +134,19 @@ type SimRuleTarget struct {
 type SimCount struct {
 	Reason string `json:"reason"`
 	Count  int    `json:"count"`
+}
+
+// SimRefusal is a firing delivery the policy would have refused.
+type SimRefusal struct {
+	Time        time.Time `json:"time"`
+	Rule        string    `json:"rule,omitempty"`
+	Action      string    `json:"action,omitempty"`
+	Namespace   string    `json:"namespace,omitempty"`
+	Target      string    `json:"target,omitempty"`
+	Alertname   string    `json:"alertname"`
+	Fingerprint string    `json:"fingerprint"`
+	Reason      string    `json:"reason"`
+	Detail      string    `json:"detail"`
 }
 
 // SimBreakerOpening is a circuit breaker that would have opened.
@@ -202,6 +219,7 @@ type simulator struct {
 	byTarget   map[simTargetKey]*SimRuleTarget
 	refusals   map[simTargetKey]map[string]int
 	total      map[string]int
+	refused    []SimRefusal
 	openings   []SimBreakerOpening
 }
 
@@ -267,22 +285,22 @@ func (s *simulator) resolved(a *amtemplate.Alert, d decision, now time.Time) {
 // check, claim.
 func (s *simulator) firing(ctx context.Context, a *amtemplate.Alert, d decision, now time.Time) error {
 	if d.SkipReason != "" {
-		s.refuse(d, d.SkipReason)
+		s.refuse(a, d, now, d.SkipReason, d.Detail)
 		return nil
 	}
-	reason, err := s.gate(ctx, d, now)
+	reason, detail, err := s.gate(ctx, d, now)
 	if err != nil {
 		return err
 	}
 	if reason != "" {
-		s.refuse(d, reason)
+		s.refuse(a, d, now, reason, detail)
 		return nil
 	}
 	st := s.state(d.Target)
 	in := firingClaim(a, d, s.p.Breaker)
 	in.Now = now
 	rl := s.p.RateLimit
-	reserved := false
+	reserved, rateDetail := false, ""
 	if rl.ActionsPerHour > 0 || rl.MaxTargetsPerNamespace > 0 {
 		probe := *st
 		probe.Occurrences = slices.Clone(st.Occurrences)
@@ -291,7 +309,7 @@ func (s *simulator) firing(ctx context.Context, a *amtemplate.Alert, d decision,
 			if why == "" {
 				s.rate, reserved = next, true
 			} else {
-				in.RateOK = false
+				in.RateOK, rateDetail = false, why
 			}
 		}
 	}
@@ -302,7 +320,7 @@ func (s *simulator) firing(ctx context.Context, a *amtemplate.Alert, d decision,
 	}
 	if resolvedEarly(st, in.Occ.Key) || (s.resolvedSeen[alertOccurrence(a.Fingerprint, a.StartsAt)] && !recorded(st, in.Occ.Key)) {
 		giveBack()
-		s.refuse(d, ReasonResolvedBeforeAction)
+		s.refuse(a, d, now, ReasonResolvedBeforeAction, "the alert's resolved notification arrived before this firing delivery could act")
 		return nil
 	}
 	v := claim(st, in)
@@ -311,7 +329,11 @@ func (s *simulator) firing(ctx context.Context, a *amtemplate.Alert, d decision,
 	}
 	if !v.Proceed {
 		giveBack()
-		s.refuse(d, v.Reason)
+		detail := v.Detail
+		if v.Reason == ReasonRateLimited && rateDetail != "" {
+			detail = rateDetail
+		}
+		s.refuse(a, d, now, v.Reason, detail)
 		return nil
 	}
 	// The action is assumed to succeed.
@@ -336,20 +358,20 @@ func (s *simulator) firing(ctx context.Context, a *amtemplate.Alert, d decision,
 
 // gate is the live gate's checks that history can answer: the policy's
 // freezes, freeze annotations and recent rollouts (with Kube), block_when.
-func (s *simulator) gate(ctx context.Context, d decision, now time.Time) (string, error) {
+func (s *simulator) gate(ctx context.Context, d decision, now time.Time) (reason, detail string, err error) {
 	for _, f := range s.p.Freezes {
 		if f.active(now) {
-			return ReasonFrozen, nil
+			return ReasonFrozen, "policy freeze: " + f.Reason, nil
 		}
 	}
 	if s.opts.Kube != nil && d.Target.Kind == "deployment" {
-		reason, err := s.kubeGate(ctx, d.Target, now)
+		reason, detail, err = s.kubeGate(ctx, d.Target, now)
 		if err != nil || reason != "" {
-			return reason, err
+			return reason, detail, err
 		}
 	}
-	reason, _ := s.gates.blockingAlert(ctx, d.Rule)
-	return reason, nil
+	reason, detail = s.gates.blockingAlert(ctx, d.Rule)
+	return reason, detail, nil
 }
 
 // simKubeObjects are a target's namespace and Deployment as read once.
@@ -363,7 +385,7 @@ type simKubeObjects struct {
 // the Deployment's last rollout (recent_rollout) once the virtual clock
 // has passed it. Whether a rollout was in progress at a past time is not
 // recorded anywhere, so rollout_in_progress is not evaluated.
-func (s *simulator) kubeGate(ctx context.Context, t target, now time.Time) (string, error) {
+func (s *simulator) kubeGate(ctx context.Context, t target, now time.Time) (reason, detail string, err error) {
 	objs, ok := s.kubeObjects[t]
 	if !ok {
 		objs = &simKubeObjects{}
@@ -373,7 +395,7 @@ func (s *simulator) kubeGate(ctx context.Context, t target, now time.Time) (stri
 			objs.nsAnnotations = ns.Annotations
 		case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
 		default:
-			return "", fmt.Errorf("read namespace %s: %w", t.Namespace, err)
+			return "", "", fmt.Errorf("read namespace %s: %w", t.Namespace, err)
 		}
 		dep, err := s.opts.Kube.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
 		switch {
@@ -381,23 +403,23 @@ func (s *simulator) kubeGate(ctx context.Context, t target, now time.Time) (stri
 			objs.deployment = dep
 		case apierrors.IsNotFound(err):
 		default:
-			return "", fmt.Errorf("read deployment %s/%s: %w", t.Namespace, t.Name, err)
+			return "", "", fmt.Errorf("read deployment %s/%s: %w", t.Namespace, t.Name, err)
 		}
 		s.kubeObjects[t] = objs
 	}
-	if _, _, frozen := freezeAnnotation(objs.nsAnnotations, now); frozen {
-		return ReasonFrozen, nil
+	if until, why, frozen := freezeAnnotation(objs.nsAnnotations, now); frozen {
+		return ReasonFrozen, fmt.Sprintf("namespace %s frozen until %s: %s", t.Namespace, until, why), nil
 	}
 	dep := objs.deployment
 	if dep == nil {
-		return "", nil
+		return "", "", nil
 	}
-	if _, _, frozen := freezeAnnotation(dep.Annotations, now); frozen {
-		return ReasonFrozen, nil
+	if until, why, frozen := freezeAnnotation(dep.Annotations, now); frozen {
+		return ReasonFrozen, fmt.Sprintf("deployment %s frozen until %s: %s", t.Name, until, why), nil
 	}
 	recent := s.p.Gates.RecentRollout
 	if recent <= 0 || dep.Generation <= 1 {
-		return "", nil
+		return "", "", nil
 	}
 	st := s.state(t)
 	lastAction := st.LastActionAt
@@ -409,9 +431,9 @@ func (s *simulator) kubeGate(ctx context.Context, t target, now time.Time) (stri
 	// Only a rollout the virtual clock has passed counts; the
 	// remediator's own (managedFields) does not.
 	if last := lastRollout(dep); !last.IsZero() && !now.Before(last) && now.Sub(last) < recent && !ownRollout(dep, lastAction) {
-		return ReasonRecentRollout, nil
+		return ReasonRecentRollout, fmt.Sprintf("deployment %s: rollout progressed %s earlier (gates.recent_rollout %s)", t.Name, now.Sub(last).Round(time.Second), recent), nil
 	}
-	return "", nil
+	return "", "", nil
 }
 
 func (s *simulator) ruleTarget(d decision) *SimRuleTarget {
@@ -425,9 +447,20 @@ func (s *simulator) ruleTarget(d decision) *SimRuleTarget {
 }
 
 // refuse counts a refused firing delivery, per rule and target when the
-// policy got as far as naming them.
-func (s *simulator) refuse(d decision, reason string) {
+// policy got as far as naming them, and lists it unless it is a repeat of
+// an occurrence already decided (duplicate) or an alert no rule is for.
+func (s *simulator) refuse(a *amtemplate.Alert, d decision, now time.Time, reason, detail string) {
 	s.total[reason]++
+	if reason != ReasonDuplicate && reason != ReasonNoMatchingRule {
+		r := SimRefusal{Time: now, Alertname: a.Labels["alertname"], Fingerprint: a.Fingerprint, Reason: reason, Detail: detail}
+		if d.Rule != nil {
+			r.Rule, r.Action = d.Rule.Name, string(d.Rule.Action)
+		}
+		if d.Target.Name != "" {
+			r.Namespace, r.Target = d.Target.Namespace, d.Target.String()
+		}
+		s.refused = append(s.refused, r)
+	}
 	if d.Rule == nil || d.Target.Name == "" {
 		return
 	}
@@ -527,6 +560,7 @@ func (s *simulator) report() *SimReport {
 		Actions:         []SimAction{},
 		ByTarget:        []SimRuleTarget{},
 		Refusals:        sortedCounts(s.total),
+		Refused:         []SimRefusal{},
 		BreakerOpenings: s.openings,
 		Targets:         []string{},
 	}
@@ -574,6 +608,11 @@ func (s *simulator) report() *SimReport {
 		}
 		return targetLabel(a.Namespace, a.Target) < targetLabel(b.Namespace, b.Target)
 	})
+	// Deliveries are decided in time order, so refused is in time order.
+	for _, x := range s.refused {
+		x.Time = x.Time.UTC()
+		r.Refused = append(r.Refused, x)
+	}
 	for i := range r.BreakerOpenings {
 		o := &r.BreakerOpenings[i]
 		o.Time, o.Until = o.Time.UTC(), o.Until.UTC()

@@ -202,6 +202,21 @@ func TestSimulateReplaysALERTSHistoryFromARealPrometheus(t *testing.T) {
 		if total[ReasonNoMatchingRule] != 2 {
 			t.Errorf("no_matching_rule: %d, want 2 (DatabaseDown, BruteForceSource): %v", total[ReasonNoMatchingRule], rep.Refusals)
 		}
+		// The list says when and why, in time order.
+		var got []string
+		for _, x := range rep.Refused {
+			got = append(got, x.Time.Format("15:04:05")+" "+x.Target+" "+x.Reason+": "+x.Detail)
+		}
+		want := []string{
+			"00:20:30 deployment/auth-service cooldown: last action 10m0s ago (cooldown 30m0s)",
+			"02:20:30 deployment/policy-service breaker_open: circuit breaker open until 2026-11-02T02:50:30Z",
+			"05:03:30 deployment/api-4 rate_limited: rate_limit.actions_per_hour reached: 3 actions by all replicas within the last hour",
+			"07:10:30 deployment/api-1 frozen: policy freeze: release freeze",
+			`09:05:30 deployment/api-2 blocked_by_alert: DatabaseDown firing (block_when {alertname="DatabaseDown"}, read from alert history)`,
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("refused:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	})
 	t.Run("breaker opens when the alert keeps firing after actions", func(t *testing.T) {
 		if len(rep.BreakerOpenings) != 1 {
@@ -249,21 +264,21 @@ func checkReportFormats(t *testing.T, rep *SimReport) {
 		t.Fatalf("json output does not decode into SimReport: %v", err)
 	}
 	if len(back.Actions) != len(rep.Actions) || len(back.ByTarget) != len(rep.ByTarget) || len(back.BreakerOpenings) != len(rep.BreakerOpenings) ||
-		back.PeakActionsPerHour != rep.PeakActionsPerHour || fmt.Sprint(back.Refusals) != fmt.Sprint(rep.Refusals) {
+		back.PeakActionsPerHour != rep.PeakActionsPerHour || fmt.Sprint(back.Refusals) != fmt.Sprint(rep.Refusals) || fmt.Sprint(back.Refused) != fmt.Sprint(rep.Refused) {
 		t.Errorf("json round trip lost data:\n got %+v\nwant %+v", back, *rep)
 	}
 	var raw map[string]any
 	if err := json.Unmarshal(j.Bytes(), &raw); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"actions", "by_rule_and_target", "refusals", "peak_actions_per_hour", "breaker_openings", "targets_touched", "not_evaluated", "assumptions"} {
+	for _, k := range []string{"actions", "by_rule_and_target", "refusals", "peak_actions_per_hour", "breaker_openings", "targets_touched", "not_evaluated", "assumptions", "refused"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("json output has no %q", k)
 		}
 	}
 	for format, sections := range map[string][]string{
-		SimOutputText:     {"Per rule and target:", "Actions:", "Breaker openings:", "Targets touched:", "Not evaluated:", "Assumptions:", "Refusals:"},
-		SimOutputMarkdown: {"## Summary", "## Refusals by reason", "## Per rule and target", "## Actions", "## Breaker openings", "## Targets touched", "## Not evaluated", "## Assumptions"},
+		SimOutputText:     {"Per rule and target:", "Actions:", "Breaker openings:", "Targets touched:", "Not evaluated:", "Assumptions:", "Refusals:", "Refused (except duplicate and no_matching_rule):"},
+		SimOutputMarkdown: {"## Summary", "## Refusals by reason", "## Per rule and target", "## Actions", "## Refused", "## Breaker openings", "## Targets touched", "## Not evaluated", "## Assumptions"},
 	} {
 		var b bytes.Buffer
 		if err := rep.Write(&b, format); err != nil {
