@@ -11,6 +11,9 @@ import (
 	"time"
 
 	amtemplate "github.com/prometheus/alertmanager/template"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/warden-sre/warden/internal/testenv"
 )
@@ -469,5 +472,80 @@ func TestPeriodsFromPointsToleratesOneMissedEvaluation(t *testing.T) {
 				t.Fatalf("periods %v, want %s", s, tt.want)
 			}
 		})
+	}
+}
+
+func TestSimulateWithKubeconfigPlacesFreezesAndRolloutsInTime(t *testing.T) {
+	k := kubeServer.Get(t)
+	kube := kubeClient(t, k.Config)
+	ctx := context.Background()
+	ns := setupTarget(t, kube, "auth-service", func(d *appsv1.Deployment) {
+		d.Annotations = map[string]string{FreezeUntilAnnotation: at("2h").Format(time.RFC3339), FreezeReasonAnnotation: "database migration"}
+	})
+	// policy-service was rolled out by someone else at 04:00.
+	dep, err := kube.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "policy-service", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "policy-service"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "policy-service"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep.Spec.Template.Spec.Containers[0].Image = "registry.example/app:2"
+	if dep, err = kube.AppsV1().Deployments(ns).Update(ctx, dep, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dep.Status = appsv1.DeploymentStatus{
+		ObservedGeneration: dep.Generation, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: 1, AvailableReplicas: 1,
+		Conditions: []appsv1.DeploymentCondition{{
+			Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: "NewReplicaSetAvailable",
+			LastUpdateTime: metav1.NewTime(at("4h")), LastTransitionTime: metav1.NewTime(at("4h")),
+		}},
+	}
+	if _, err := kube.AppsV1().Deployments(ns).UpdateStatus(ctx, dep, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	policy := strings.NewReplacer("defaults: {cooldown: 30m}", "defaults: {cooldown: 1m}", "namespaces: [prod]", "namespaces: ["+ns+"]").Replace(simPolicy)
+	fires := func(deployment, start string) FiringPeriod {
+		return FiringPeriod{Labels: map[string]string{"alertname": "HighErrorRate", "namespace": ns, "deployment": deployment}, Start: at(start), End: at(start).Add(2 * time.Minute)}
+	}
+	periods := []FiringPeriod{
+		fires("auth-service", "1h"),      // frozen until 02:00
+		fires("auth-service", "3h"),      // acts
+		fires("policy-service", "3h50m"), // acts: the rollout has not happened yet
+		fires("policy-service", "4h5m"),  // recent_rollout
+		fires("policy-service", "4h20m"), // acts
+	}
+	from, to := at("0s"), at("6h")
+	rep, err := Simulate(ctx, mustPolicy(t, policy), SimulationInput{
+		Periods: periods, Notifications: NotificationsFromPeriods(periods, from, to, DeliveryModel{}),
+	}, SimulateOptions{From: from, To: to, Kube: kube})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range rep.Actions {
+		got = append(got, a.Time.Format("15:04")+" "+a.Target)
+	}
+	for _, x := range rep.Refused {
+		got = append(got, x.Time.Format("15:04")+" "+x.Target+" "+x.Reason+": "+x.Detail)
+	}
+	want := []string{
+		"03:00 deployment/auth-service",
+		"03:50 deployment/policy-service",
+		"04:20 deployment/policy-service",
+		"01:00 deployment/auth-service frozen: deployment auth-service frozen until 2026-11-02T02:00:00Z: database migration",
+		"04:05 deployment/policy-service recent_rollout: deployment policy-service: rollout progressed 5m0s earlier (gates.recent_rollout 10m0s)",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(rep.NotEvaluated) != 2 || !strings.Contains(rep.NotEvaluated[0], "rollout_in_progress (the progress of a past rollout is not recorded)") {
+		t.Errorf("not evaluated: %v", rep.NotEvaluated)
 	}
 }
