@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/warden-sre/warden/internal/testenv"
 )
 
 func TestWithoutSubcommandTheBinaryServes(t *testing.T) {
@@ -20,7 +22,7 @@ func TestWithoutSubcommandTheBinaryServes(t *testing.T) {
 	if f.command != "serve" {
 		t.Fatalf("command %q, want serve", f.command)
 	}
-	f, err = parseFlags([]string{"simulate", "--config.file", "p.yml", "--from", "2026-11-02T00:00:00Z", "--to", "1762045200", "--alerts", "a.json", "--output", "json"})
+	f, err = parseFlags([]string{"simulate", "--config.file", "p.yml", "--from", "2026-11-02T00:00:00Z", "--to", "1793581200", "--alerts", "a.json", "--output", "json"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,5 +154,34 @@ func TestSimulateSubcommandRejectsBadArguments(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestSimulateSubcommandReadsALERTSFromPrometheus(t *testing.T) {
+	var om strings.Builder
+	om.WriteString("# TYPE ALERTS gauge\n")
+	// auth-service fires from 01:00:00 to 01:05:00, evaluated every 15s.
+	for ts := int64(1793581200); ts < 1793581200+300; ts += 15 {
+		fmt.Fprintf(&om, "ALERTS{alertname=\"HighErrorRate\",alertstate=\"firing\",namespace=\"prod\",deployment=\"auth-service\"} 1 %d\n", ts)
+	}
+	om.WriteString("# EOF\n")
+	prom := testenv.StartPrometheusOnData(t, testenv.Backfill(t, []byte(om.String())))
+	policy := filepath.Join(t.TempDir(), "policy.yml")
+	if err := os.WriteFile(policy, []byte(cliPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := parseFlags([]string{"simulate", "--config.file", policy, "--prometheus.url", prom.URL, "--query.step", "15s",
+		"--from", "2026-11-02T00:00:00Z", "--to", "2026-11-02T02:00:00Z", "--output", "markdown"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := simulate(context.Background(), f, &out, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	// group_wait 30s after the alert fired; it stopped 5m after firing.
+	want := "| 2026-11-02T01:00:30Z | restart-on-errors | restart | prod/deployment/auth-service | HighErrorRate | effective after 4m30s |"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("no row %q in:\n%s", want, out.String())
 	}
 }
