@@ -417,17 +417,7 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 	if err != nil {
 		return rec.skipped(ReasonUnavailable, err.Error())
 	}
-	in := claimInput{
-		Occ: occurrence{
-			Key:         occurrenceKey(a.Fingerprint, a.StartsAt, string(d.Rule.Action)),
-			Fingerprint: a.Fingerprint,
-			Pod:         d.Request.Pod,
-		},
-		Recycle:  d.Rule.Action == actions.Recycle,
-		Cooldown: d.Cooldown,
-		Breaker:  snap.policy.Breaker,
-		RateOK:   true,
-	}
+	in := firingClaim(a, d, snap.policy.Breaker)
 	if reason, detail := r.gate(ctx, snap.policy, store, d); reason != "" {
 		return rec.skipped(reason, detail)
 	}
@@ -437,6 +427,22 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 	rec = r.claimAndAct(ctx, snap.policy, store, a, d, in, rec)
 	r.verifyLater(ctx, snap, store, a, d, in.Occ.Key, rec)
 	return rec
+}
+
+// firingClaim is the claim of a firing alert's occurrence for the
+// decision's action (the simulation makes the same).
+func firingClaim(a *amtemplate.Alert, d decision, b BreakerConfig) claimInput {
+	return claimInput{
+		Occ: occurrence{
+			Key:         occurrenceKey(a.Fingerprint, a.StartsAt, string(d.Rule.Action)),
+			Fingerprint: a.Fingerprint,
+			Pod:         d.Request.Pod,
+		},
+		Recycle:  d.Rule.Action == actions.Recycle,
+		Cooldown: d.Cooldown,
+		Breaker:  b,
+		RateOK:   true,
+	}
 }
 
 // dryRunFiring reads the coordination state but never writes it, so a

@@ -49,6 +49,9 @@ func run() int {
 		return 2
 	}
 	logger := promslog.New(f.log)
+	if f.command == simulateCommand {
+		return runSimulate(f, os.Stdout, logger)
+	}
 	// go-redis reports failed dials on its own; the flush's outcome says so.
 	redislog.Install(logger)
 
@@ -158,6 +161,10 @@ type flags struct {
 	alertmanagerURL, alertmanagerHTTP string
 	prometheusURL, prometheusHTTP     string
 	coordNamespace                    string
+
+	// command is the subcommand: serve (the default) or simulate.
+	command  string
+	simulate simulateFlags
 }
 
 func parseFlags(args []string) (*flags, error) {
@@ -185,9 +192,14 @@ func parseFlags(args []string) (*flags, error) {
 	promslogflag.AddFlags(app, f.log)
 	app.Version(version.Print("warden-remediator"))
 	app.HelpFlag.Short('h')
-	if _, err := app.Parse(args); err != nil {
+	// Without a subcommand the binary serves, as it always did.
+	app.Command("serve", "Receive webhooks and act (the default).").Default()
+	f.simulate.addCommand(app)
+	cmd, err := app.Parse(args)
+	if err != nil {
 		return nil, err
 	}
+	f.command = cmd
 	return f, nil
 }
 
@@ -246,36 +258,39 @@ func (f *flags) loadAuth(requireAuth bool) (remediator.Auth, error) {
 // alertReaders builds the clients of Alertmanager and Prometheus; either is
 // nil when its URL is not set.
 func (f *flags) alertReaders() (remediator.AlertReader, remediator.AlertReader, error) {
-	client := func(name, u, file string) (*http.Client, error) {
-		cfg := config.DefaultHTTPClientConfig
-		if file != "" {
-			c, _, err := config.LoadHTTPConfigFile(file)
-			if err != nil {
-				return nil, fmt.Errorf("--%s.http-config-file: %w", name, err)
-			}
-			cfg = *c
-		}
-		if _, err := url.Parse(u); err != nil {
-			return nil, fmt.Errorf("--%s.url: %w", name, err)
-		}
-		return config.NewClientFromConfig(cfg, "warden-remediator-"+name)
-	}
 	var am, prom remediator.AlertReader
 	if f.alertmanagerURL != "" {
-		c, err := client("alertmanager", f.alertmanagerURL, f.alertmanagerHTTP)
+		c, err := httpClient("alertmanager", f.alertmanagerURL, f.alertmanagerHTTP)
 		if err != nil {
 			return nil, nil, err
 		}
 		am = &remediator.AlertmanagerReader{URL: f.alertmanagerURL, Client: c}
 	}
 	if f.prometheusURL != "" {
-		c, err := client("prometheus", f.prometheusURL, f.prometheusHTTP)
+		c, err := httpClient("prometheus", f.prometheusURL, f.prometheusHTTP)
 		if err != nil {
 			return nil, nil, err
 		}
 		prom = &remediator.PrometheusReader{URL: f.prometheusURL, Client: c}
 	}
 	return am, prom, nil
+}
+
+// httpClient is the client of --<name>.url, configured by
+// --<name>.http-config-file (Prometheus's http_config format).
+func httpClient(name, u, file string) (*http.Client, error) {
+	cfg := config.DefaultHTTPClientConfig
+	if file != "" {
+		c, _, err := config.LoadHTTPConfigFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--%s.http-config-file: %w", name, err)
+		}
+		cfg = *c
+	}
+	if _, err := url.Parse(u); err != nil {
+		return nil, fmt.Errorf("--%s.url: %w", name, err)
+	}
+	return config.NewClientFromConfig(cfg, "warden-remediator-"+name)
 }
 
 // replicaIdentity names this replica: --identity, else $POD_NAME, else

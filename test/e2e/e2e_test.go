@@ -70,4 +70,9 @@ func TestScenario(t *testing.T) {
 		}
 		checkInBrowser(t, env, daily)
 	})
+	// The policy simulated over the scenario's ALERTS takes the actions
+	// the live remediators took.
+	t.Run("simulation-matches-live", func(t *testing.T) {
+		checkSimulationMatchesLive(ctx, t, env, start)
+	})
 }
