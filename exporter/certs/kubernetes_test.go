@@ -24,7 +24,7 @@ import (
 
 // certsKubeconfig writes a kubeconfig file for cfg, as an operator would
 // hand one to the exporter.
-func certsKubeconfig(t *testing.T, cfg *rest.Config) string {
+func certsKubeconfig(t testing.TB, cfg *rest.Config) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := testenv.WriteKubeconfig(cfg, path, ""); err != nil {
