@@ -147,7 +147,14 @@ func TestCertsServedStaleWithSecretsInTheAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unrelated, err := chain.Intermediate.Sign(certgen.Options{CommonName: "cache.warden.test", DNSNames: []string{"cache.warden.test"},
+	// grafana's certificate is only in a Secret; cache's only on its
+	// endpoint.
+	grafana, err := chain.Intermediate.Sign(certgen.Options{CommonName: "grafana.warden.test", DNSNames: []string{"grafana.warden.test"},
+		NotBefore: certsT0, NotAfter: certsT0.AddDate(3, 0, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := chain.Intermediate.Sign(certgen.Options{CommonName: "cache.warden.test", DNSNames: []string{"cache.warden.test"},
 		NotBefore: certsT0, NotAfter: certsT0.AddDate(3, 0, 0)})
 	if err != nil {
 		t.Fatal(err)
@@ -172,12 +179,12 @@ func TestCertsServedStaleWithSecretsInTheAPIServer(t *testing.T) {
 	}
 	putSecret("rust-security", "auth-service-tls", chain.Leaf)
 	// A Secret of another subject, never compared with the endpoints.
-	putSecret("platform", "grafana-tls", unrelated)
+	putSecret("platform", "grafana-tls", grafana)
 
 	var auth certsRestartableTLS
 	authAddr := auth.serve(t, chain.Leaf.TLSCertificate(chain.Intermediate))
 	renewedAddr := certsServeTLS(t, renewed.TLSCertificate(chain.Intermediate), nil)
-	cacheAddr := certsServeTLS(t, unrelated.TLSCertificate(chain.Intermediate), nil)
+	cacheAddr := certsServeTLS(t, cache.TLSCertificate(chain.Intermediate), nil)
 	e := certsEndpoints(t, &EndpointsConfig{Targets: []Endpoint{
 		{Address: authAddr, ServerName: "auth.warden.test", Name: "auth"},
 		{Address: renewedAddr, ServerName: "auth.warden.test", Name: "auth-canary"},
