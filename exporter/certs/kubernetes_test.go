@@ -198,6 +198,7 @@ func TestCertsKubernetesSecrets(t *testing.T) {
 				var lists certsSecretLists
 				c := NewKubernetes(&KubernetesConfig{Namespaces: tt.namespaces, LabelSelector: "app=auth"},
 					lists.client(t, k.Config), slog.New(slog.DiscardHandler))
+				c.pageSize = 100
 				got, err := certsCollect(t, certsCtx(t, 30*time.Second), c)
 				if err != nil {
 					t.Fatalf("Collect: %v", err)
