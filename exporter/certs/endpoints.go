@@ -273,8 +273,11 @@ func (c *EndpointsCollector) probe(ctx context.Context, t *certsEndpointTarget, 
 		state := tc.ConnectionState()
 		if !state.DidResume {
 			t.sessions.fullHandshake(time.Now())
-			if state.Version >= tls.VersionTLS13 {
+			if now := time.Now(); state.Version >= tls.VersionTLS13 && t.sessions.expectTicket(now) {
 				certsAwaitTicket(ctx, tc, conn, watch)
+				if !watch.stored {
+					t.sessions.noTicket(now)
+				}
 			}
 		}
 	}

@@ -38,6 +38,10 @@ type certsSessionCache struct {
 	session *tls.ClientSessionState
 	// fullBy is when the next full handshake is due.
 	fullBy time.Time
+	// ticketlessUntil: a wait after a full handshake brought no ticket
+	// (a server with tickets off, as PostgreSQL has them); the next waits
+	// are skipped until then.
+	ticketlessUntil time.Time
 }
 
 // Get offers the stored session until a full handshake is due.
@@ -71,6 +75,21 @@ func (c *certsSessionCache) fullHandshake(now time.Time) {
 	c.fullBy = now.Add(c.every)
 }
 
+// expectTicket reports whether a full handshake should wait for a ticket.
+func (c *certsSessionCache) expectTicket(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !now.Before(c.ticketlessUntil)
+}
+
+// noTicket records a wait that brought no ticket: the full handshakes of
+// the next every do not wait.
+func (c *certsSessionCache) noTicket(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ticketlessUntil = now.Add(c.every)
+}
+
 // certsTicketWatch is one probe's view of its endpoint's session cache.
 // Once armed (after the handshake), storing a session also ends the
 // read that waits for it.
@@ -78,6 +97,8 @@ type certsTicketWatch struct {
 	*certsSessionCache
 	conn  net.Conn
 	armed bool
+	// stored is set once a session was stored while armed.
+	stored bool
 }
 
 // Put stores the session and, once armed, ends the pending read. It runs
@@ -85,6 +106,7 @@ type certsTicketWatch struct {
 func (w *certsTicketWatch) Put(key string, cs *tls.ClientSessionState) {
 	w.certsSessionCache.Put(key, cs)
 	if w.armed && cs != nil {
+		w.stored = true
 		_ = w.conn.SetReadDeadline(time.Now())
 	}
 }

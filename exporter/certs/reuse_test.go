@@ -92,6 +92,40 @@ func TestCertsEndpointResumesItsSessionAndReusesTheVerdict(t *testing.T) {
 	}
 }
 
+// A TLS 1.3 server without session tickets (PostgreSQL turns them off):
+// the wait for a ticket after the first full handshake brings none, and the
+// following full handshakes do not wait until a full-handshake interval
+// has passed.
+func TestCertsEndpointWithoutTicketsIsNotWaitedForAgain(t *testing.T) {
+	chain := certsNewChain(t)
+	var h certsHandshakes
+	addr := h.serve(t, &tls.Config{Certificates: []tls.Certificate{chain.Leaf.TLSCertificate(chain.Intermediate)}, SessionTicketsDisabled: true})
+	c := certsEndpoints(t, &EndpointsConfig{Targets: []Endpoint{{Address: addr, ServerName: "auth.warden.test", Name: "auth"}}})
+	sessions := c.targets[0].sessions
+	for scrape := 1; scrape <= 2; scrape++ {
+		before := time.Now()
+		got, err := certsCollect(t, certsCtx(t, 10*time.Second), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := got.get(t, "warden_certs_source_success", "source", "auth"); v != 1 {
+			t.Fatalf("scrape %d: source_success = %v", scrape, v)
+		}
+		if h.nth(t, scrape) {
+			t.Errorf("scrape %d resumed a session the server never issued", scrape)
+		}
+		if sessions.expectTicket(time.Now()) {
+			t.Errorf("scrape %d: still expecting a ticket", scrape)
+		}
+		if scrape == 2 && !sessions.ticketlessUntil.Before(before.Add(certsFullHandshakeEvery)) {
+			t.Errorf("scrape 2 waited again: ticketless until %v, set at the first scrape", sessions.ticketlessUntil)
+		}
+	}
+	if !sessions.expectTicket(time.Now().Add(certsFullHandshakeEvery)) {
+		t.Error("no ticket is expected again after a full-handshake interval")
+	}
+}
+
 // A server that reloads its certificate but keeps its session ticket keys
 // resumes sessions of the old certificate: the full handshake that comes
 // when due reads the new one.
