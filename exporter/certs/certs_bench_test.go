@@ -236,8 +236,8 @@ func certsStartServeProcess(b *testing.B, n int) ([]string, string) {
 // Measured on a shared 2-core AMD EPYC (go test -run '^$' -bench
 // CertsScrapeCPU50Endpoints -benchtime 200x -count 5 ./exporter/certs/),
 // cpu-ns/op: before sessions were resumed and verdicts cached, 19.5–20.7 ms
-// (every probe a full handshake and a verification); resumed 11.1–11.9 ms;
-// full-handshake (verdict cached) 14.3–15.1 ms. With a full handshake every
+// (every probe a full handshake and a verification); resumed 11.0–12.1 ms;
+// full-handshake (verdict cached) 13.7–15.1 ms (three runs of -count 3). With a full handshake every
 // 5 minutes and a scrape every 30 s, a scrape costs about 11.9 ms on
 // average: 0.59× the earlier cost, or about 0.31× blackbox_exporter's
 // taking the earlier cost as 0.53× of it.
