@@ -241,6 +241,7 @@ func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger, pre
 	}
 	if c := cfg.Certs; c != nil {
 		certsLogger := logger.With("collector", "certs")
+		var endpoints *certs.EndpointsCollector
 		if c.Endpoints != nil {
 			err := set.add(prev, configKey("certs/endpoints", c.Endpoints), func() (Collector, error) {
 				return certs.NewEndpoints(c.Endpoints, certsLogger)
@@ -248,6 +249,7 @@ func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger, pre
 			if err != nil {
 				return err
 			}
+			endpoints, _ = set.Collectors[len(set.Collectors)-1].(*certs.EndpointsCollector)
 		}
 		if c.Files != nil {
 			err := set.add(prev, configKey("certs/files", c.Files), func() (Collector, error) {
@@ -268,6 +270,14 @@ func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger, pre
 			if err != nil {
 				return err
 			}
+			// Served certificates are compared with the Secrets
+			// (warden_certs_served_stale); relinked at every build, as
+			// either collector may be new or carried over.
+			if k, ok := set.Collectors[len(set.Collectors)-1].(*certs.KubernetesCollector); ok && endpoints != nil {
+				endpoints.CompareWithSecrets(k)
+			}
+		} else if endpoints != nil {
+			endpoints.CompareWithSecrets(nil)
 		}
 	}
 	if a := cfg.Auth; a != nil {

@@ -48,6 +48,7 @@ var stateAlerts = map[string]bool{
 	"KubernetesMetricsAbsent":      true,
 	"CertificateSourceUnreadable":  true,
 	"CertificateChainNotVerified":  true,
+	"CertificateServedStale":       true,
 	"PostgresReplicaDisconnected":  true,
 	"RedisReplicaLinkDown":         true,
 	"RedisRdbSaveFailed":           true,

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,21 +25,29 @@ var postgresSSLRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
 // present, without requiring it to verify, and verifies it separately.
 type EndpointsCollector struct {
 	logger      *slog.Logger
-	targets     []certsEndpointTarget
+	targets     []*certsEndpointTarget
 	concurrency int
 	timeout     time.Duration
 	errors      *certsErrorCounter
+	// roots are the distinct CA files, re-read when they change.
+	roots    []*certsRoots
+	verified *certsVerifyCache
+	// secrets, once linked (CompareWithSecrets), holds the Secrets the
+	// served certificates are compared with.
+	secrets atomic.Pointer[KubernetesCollector]
 }
 
 type certsEndpointTarget struct {
 	Endpoint
 	source string
-	// sni is sent in the ClientHello; empty for an IP address.
-	sni string
 	// verifyName is what the leaf must be valid for.
 	verifyName string
 	// roots verify the chain; nil means the system roots.
-	roots *x509.CertPool
+	roots *certsRoots
+	// tlsConfig is built once; each probe clones it to capture its own
+	// chain. Its session cache lets later probes resume the session.
+	tlsConfig *tls.Config
+	sessions  *certsSessionCache
 }
 
 type certsProbeResult struct {
@@ -56,28 +65,26 @@ func NewEndpoints(cfg *EndpointsConfig, logger *slog.Logger) (*EndpointsCollecto
 		timeout:     cfg.Timeout,
 		errors: newCertsErrorCounter(certsKindEndpoint, certsReasonDial, certsReasonTimeout, certsReasonHandshake,
 			certsReasonSSLNotSupported, certsReasonProtocol, certsReasonSkipped),
+		verified: newCertsVerifyCache(),
 	}
 	if c.concurrency == 0 {
 		c.concurrency = certsAutoConcurrency(len(cfg.Targets))
 	}
-	pools := map[string]*x509.CertPool{}
-	loadRoots := func(path, field string) (*x509.CertPool, error) {
+	roots := map[string]*certsRoots{}
+	loadRoots := func(path, field string) (*certsRoots, error) {
 		if path == "" {
 			return nil, nil
 		}
-		if p, ok := pools[path]; ok {
-			return p, nil
+		if r, ok := roots[path]; ok {
+			return r, nil
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
+		r := &certsRoots{path: path}
+		if err := r.refresh(); err != nil {
 			return nil, fmt.Errorf("%s: %w", field, err)
 		}
-		p := x509.NewCertPool()
-		if !p.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("%s: %s holds no PEM certificate", field, path)
-		}
-		pools[path] = p
-		return p, nil
+		roots[path] = r
+		c.roots = append(c.roots, r)
+		return r, nil
 	}
 	defaultRoots, err := loadRoots(cfg.CAFile, "certs.endpoints.ca_file")
 	if err != nil {
@@ -88,7 +95,7 @@ func NewEndpoints(cfg *EndpointsConfig, logger *slog.Logger) (*EndpointsCollecto
 		if err != nil {
 			return nil, fmt.Errorf("certs.endpoints.targets[%d].address: %w", i, err)
 		}
-		target := certsEndpointTarget{Endpoint: t, source: t.source(), roots: defaultRoots}
+		target := &certsEndpointTarget{Endpoint: t, source: t.source(), roots: defaultRoots, sessions: &certsSessionCache{every: certsFullHandshakeEvery}}
 		if t.CAFile != "" {
 			if target.roots, err = loadRoots(t.CAFile, fmt.Sprintf("certs.endpoints.targets[%d].ca_file", i)); err != nil {
 				return nil, err
@@ -98,8 +105,20 @@ func NewEndpoints(cfg *EndpointsConfig, logger *slog.Logger) (*EndpointsCollecto
 		if t.ServerName != "" {
 			target.verifyName = t.ServerName
 		}
+		sni := ""
 		if net.ParseIP(target.verifyName) == nil {
-			target.sni = target.verifyName
+			sni = target.verifyName
+		}
+		target.tlsConfig = &tls.Config{
+			ServerName: sni,
+			// Read the chain whatever it is; verification is reported on its own.
+			InsecureSkipVerify: true,
+			// Old servers still hold certificates that expire.
+			MinVersion: tls.VersionTLS10,
+			// Nothing secret crosses this connection: classical key exchange
+			// halves the handshake's cost against post-quantum hybrids.
+			CurvePreferences:   []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521},
+			ClientSessionCache: target.sessions,
 		}
 		c.targets = append(c.targets, target)
 	}
@@ -117,6 +136,12 @@ func certsAutoConcurrency(n int) int {
 	return min(n, max(certsMinAutoConcurrency, min(certsMaxAutoConcurrency, (n+3)/4)))
 }
 
+// CompareWithSecrets links the collector to the Secrets collector k: from
+// then on each scrape reports warden_certs_served_stale for the endpoints
+// whose certificate's subject a Secret has (see stale.go). Linking again
+// replaces the link; nil removes it.
+func (c *EndpointsCollector) CompareWithSecrets(k *KubernetesCollector) { c.secrets.Store(k) }
+
 // Name is "certs/endpoints".
 func (c *EndpointsCollector) Name() string { return "certs/endpoints" }
 
@@ -127,6 +152,16 @@ func (c *EndpointsCollector) Name() string { return "certs/endpoints" }
 // endpoint is reported through its own metrics; it does not fail the
 // collector.
 func (c *EndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.Metric) error {
+	// A CA file that changed (a rotated root) is read again; its new
+	// contents key the verification cache, so nothing verified against
+	// the old roots is reused.
+	for _, r := range c.roots {
+		if err := r.refresh(); err != nil {
+			c.logger.Warn("CA file unreadable, verifying against its previous contents", "path", r.path, "err", err)
+		}
+	}
+	scrape := c.verified.begin()
+	defer c.verified.end(scrape)
 	results := make([]certsProbeResult, len(c.targets))
 	jobs := make(chan int)
 	var wg sync.WaitGroup
@@ -140,7 +175,7 @@ func (c *EndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.M
 					results[i] = certsProbeResult{err: certsErr(certsReasonSkipped, "not probed before the scrape deadline")}
 					continue
 				}
-				results[i] = c.probe(ctx, &c.targets[i])
+				results[i] = c.probe(ctx, c.targets[i], scrape)
 			}
 		})
 	}
@@ -152,7 +187,7 @@ func (c *EndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.M
 
 	skipped := 0
 	for i, r := range results {
-		t := &c.targets[i]
+		t := c.targets[i]
 		certsSourceSuccess(ch, certsKindEndpoint, t.source, r.err == nil)
 		if r.err != nil {
 			reason := certsReason(r.err, certsReasonHandshake)
@@ -170,6 +205,9 @@ func (c *EndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.M
 		}
 		ch <- prometheus.MustNewConstMetric(certsChainVerifiedDesc, prometheus.GaugeValue, verified, certsKindEndpoint, t.source)
 	}
+	if k := c.secrets.Load(); k != nil {
+		certsCollectServedStale(ch, k, c.targets, results)
+	}
 	if skipped > 0 {
 		c.logger.Warn("endpoints not probed before the scrape deadline: raise concurrency or lower timeout", "skipped", skipped,
 			"endpoints", len(c.targets), "concurrency", c.concurrency, "timeout", c.timeout)
@@ -181,8 +219,9 @@ func (c *EndpointsCollector) Collect(ctx context.Context, ch chan<- prometheus.M
 // probe connects to one endpoint and reads the chain it presents. The
 // handshake does not verify the chain (so expired or privately issued
 // certificates are still read); the chain is verified afterwards against
-// the endpoint's roots and server name.
-func (c *EndpointsCollector) probe(ctx context.Context, t *certsEndpointTarget) certsProbeResult {
+// the endpoint's roots and server name, or the verdict is taken from the
+// cache when the same chain was verified before.
+func (c *EndpointsCollector) probe(ctx context.Context, t *certsEndpointTarget, scrape uint64) certsProbeResult {
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -208,23 +247,19 @@ func (c *EndpointsCollector) probe(ctx context.Context, t *certsEndpointTarget) 
 	}
 
 	var certs []*x509.Certificate
-	tc := tls.Client(conn, &tls.Config{
-		ServerName: t.sni,
-		// Read the chain whatever it is; verification is reported on its own.
-		InsecureSkipVerify: true,
-		// Old servers still hold certificates that expire.
-		MinVersion: tls.VersionTLS10,
-		// Nothing secret crosses this connection: classical key exchange
-		// halves the handshake's cost against post-quantum hybrids.
-		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521},
-		// Capture the chain as soon as the server sends it, so that a
-		// handshake that fails later (a server that insists on a client
-		// certificate) still yields it.
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			certs = cs.PeerCertificates
-			return nil
-		},
-	})
+	cfg := t.tlsConfig.Clone()
+	// Capture the chain as soon as the server sends it (or, resuming, as
+	// the session remembers it), so that a handshake that fails later (a
+	// server that insists on a client certificate) still yields it.
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		certs = cs.PeerCertificates
+		return nil
+	}
+	// A TLS 1.3 server sends its session ticket after the handshake; the
+	// wait for it below ends as soon as it is stored.
+	watch := &certsTicketWatch{certsSessionCache: t.sessions, conn: conn}
+	cfg.ClientSessionCache = watch
+	tc := tls.Client(conn, cfg)
 	herr := tc.HandshakeContext(ctx)
 	if len(certs) == 0 {
 		if herr == nil {
@@ -234,21 +269,66 @@ func (c *EndpointsCollector) probe(ctx context.Context, t *certsEndpointTarget) 
 	}
 	if herr != nil {
 		c.logger.Debug("TLS handshake failed after the server presented its certificates", "source", t.source, "err", herr)
+	} else {
+		state := tc.ConnectionState()
+		if !state.DidResume {
+			t.sessions.fullHandshake(time.Now())
+			if now := time.Now(); state.Version >= tls.VersionTLS13 && t.sessions.expectTicket(now) {
+				certsAwaitTicket(ctx, tc, conn, watch)
+				if !watch.stored {
+					t.sessions.noTicket(now)
+				}
+			}
+		}
 	}
 
+	var rootsSum [32]byte
+	var pool *x509.CertPool
+	if t.roots != nil {
+		pool, rootsSum = t.roots.current()
+	}
+	key := certsVerifyKey{chain: certsChainSum(certs), roots: rootsSum, name: t.verifyName}
+	if verified, ok := c.verified.get(key, scrape); ok {
+		return certsProbeResult{certs: certs, verified: verified}
+	}
 	intermediates := x509.NewCertPool()
 	for _, cert := range certs[1:] {
 		intermediates.AddCert(cert)
 	}
-	_, verr := certs[0].Verify(x509.VerifyOptions{
-		Roots:         t.roots,
+	now := time.Now()
+	chains, verr := certs[0].Verify(x509.VerifyOptions{
+		Roots:         pool,
 		Intermediates: intermediates,
 		DNSName:       t.verifyName,
+		CurrentTime:   now,
 	})
 	if verr != nil {
 		c.logger.Debug("certificate chain does not verify", "source", t.source, "err", verr)
 	}
+	c.verified.put(key, verr == nil, certsVerdictUntil(now, certs, chains), scrape)
 	return certsProbeResult{certs: certs, verified: verr == nil}
+}
+
+// certsTicketWait bounds the wait for a TLS 1.3 session ticket after a full
+// handshake. Servers send it with their first flight (Go) or right after
+// the client's Finished (OpenSSL): one round trip at most.
+const certsTicketWait = 100 * time.Millisecond
+
+// certsAwaitTicket reads from a freshly handshaken TLS 1.3 connection until
+// the server's session ticket has been stored (the watch then ends the
+// read), for certsTicketWait at most. The probe sends no request, so no
+// application data comes: only post-handshake messages are processed.
+func certsAwaitTicket(ctx context.Context, tc *tls.Conn, conn net.Conn, watch *certsTicketWatch) {
+	dl := time.Now().Add(certsTicketWait)
+	if ctxDl, ok := ctx.Deadline(); ok && ctxDl.Before(dl) {
+		dl = ctxDl
+	}
+	if err := conn.SetReadDeadline(dl); err != nil {
+		return
+	}
+	watch.armed = true
+	var b [1]byte
+	_, _ = tc.Read(b[:])
 }
 
 // certsPostgresStartTLS asks a PostgreSQL server to switch to TLS: it

@@ -2,10 +2,10 @@ package certs
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -15,13 +15,17 @@ import (
 )
 
 // certsKubernetesPageSize is how many Secrets one list request returns;
-// larger clusters are read page by page so no single answer is huge.
-const certsKubernetesPageSize = 100
+// larger clusters are read page by page so no single answer is huge. A page
+// of 500 TLS Secrets is about 1.5 MB; 10,000 Secrets take 20 requests,
+// within the exporter client's burst (40), where pages of 100 would wait
+// about 3 s for its rate limit (20 per second) at every scrape.
+const certsKubernetesPageSize = 500
 
 // KubernetesCollector reads the tls.crt of kubernetes.io/tls Secrets.
 // Secret data is dropped as soon as the certificate is parsed and is never
-// logged; only the parsed certificates' dates and names are kept until the
-// metrics are sent.
+// logged. Secrets are read page by page and each page's metrics are sent
+// before the next page is asked for: a scrape holds one page of Secrets at
+// a time, however many the cluster has.
 type KubernetesCollector struct {
 	logger     *slog.Logger
 	client     kubernetes.Interface
@@ -29,6 +33,13 @@ type KubernetesCollector struct {
 	selector   string
 	pageSize   int64
 	errors     *certsErrorCounter
+
+	// subjects are the certificate subjects the linked endpoints collector
+	// served at its latest scrape; nil when none is linked.
+	subjects atomic.Pointer[map[string]bool]
+	// index holds, for those subjects, the Secrets of the latest complete
+	// listing.
+	index atomic.Pointer[certsSecretIndex]
 }
 
 // NewKubernetes builds the Secrets collector for a validated
@@ -51,11 +62,15 @@ func NewKubernetes(cfg *KubernetesConfig, client kubernetes.Interface, logger *s
 // Name is "certs/kubernetes".
 func (c *KubernetesCollector) Name() string { return "certs/kubernetes" }
 
-// certsSecretCerts is what is kept of one Secret.
-type certsSecretCerts struct {
-	source string
-	certs  []*x509.Certificate
-	err    error
+// wantSubjects sets the subjects the next listings index.
+func (c *KubernetesCollector) wantSubjects(s map[string]bool) { c.subjects.Store(&s) }
+
+// secretIndex is the index of the latest complete listing, nil before one.
+func (c *KubernetesCollector) secretIndex() certsSecretIndex {
+	if p := c.index.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Collect lists the Secrets of every configured namespace. A Secret whose
@@ -63,19 +78,14 @@ type certsSecretCerts struct {
 // metrics; a failed list fails the collector (Secrets already read are
 // still reported).
 func (c *KubernetesCollector) Collect(ctx context.Context, ch chan<- prometheus.Metric) error {
+	var idx certsSecretIndex
+	var subjects map[string]bool
+	if p := c.subjects.Load(); p != nil {
+		subjects, idx = *p, certsSecretIndex{}
+	}
 	var errs []error
 	for _, ns := range c.namespaces {
-		secrets, err := c.list(ctx, ns)
-		for _, s := range secrets {
-			certsCollectChain(ch, certsKindKubernetes, s.source, s.certs, true)
-			certsSourceSuccess(ch, certsKindKubernetes, s.source, s.err == nil)
-			if s.err != nil {
-				reason := certsReason(s.err, certsReasonParse)
-				c.errors.inc(reason)
-				c.logger.Debug("reading Secret certificate failed", "source", s.source, "reason", reason, "err", s.err)
-			}
-		}
-		if err != nil {
+		if err := c.list(ctx, ns, ch, subjects, idx); err != nil {
 			reason := certsReasonList
 			if ctx.Err() != nil {
 				reason = certsReasonTimeout
@@ -88,37 +98,57 @@ func (c *KubernetesCollector) Collect(ctx context.Context, ch chan<- prometheus.
 			}
 		}
 	}
+	// A partial listing could lack the renewed Secret: keep the previous
+	// index rather than compare against part of the cluster.
+	if idx != nil && len(errs) == 0 {
+		c.index.Store(&idx)
+	}
 	c.errors.collect(ch)
 	return errors.Join(errs...)
 }
 
-// list reads one namespace's TLS Secrets page by page and parses each
-// Secret's tls.crt as it goes, so no page outlives its parsing.
-func (c *KubernetesCollector) list(ctx context.Context, namespace string) ([]certsSecretCerts, error) {
+// list reads one namespace's TLS Secrets page by page (only kubernetes.io/tls
+// Secrets: the API server filters by type), parses each Secret's tls.crt and
+// sends its metrics before the next page is asked for. The leaves whose
+// subject is in subjects go into idx.
+func (c *KubernetesCollector) list(ctx context.Context, namespace string, ch chan<- prometheus.Metric,
+	subjects map[string]bool, idx certsSecretIndex) error {
 	opts := metav1.ListOptions{
 		LabelSelector: c.selector,
 		FieldSelector: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String(),
 		Limit:         c.pageSize,
 	}
-	var out []certsSecretCerts
 	for {
 		page, err := c.client.CoreV1().Secrets(namespace).List(ctx, opts)
 		if err != nil {
-			return out, err
+			return err
 		}
 		for i := range page.Items {
 			s := &page.Items[i]
-			parsed := certsSecretCerts{source: s.Namespace + "/" + s.Name}
+			source := s.Namespace + "/" + s.Name
 			crt := s.Data[corev1.TLSCertKey]
+			var err error
 			if len(crt) == 0 {
-				parsed.err = certsErr(certsReasonNotFound, "the Secret has no %s", corev1.TLSCertKey)
+				err = certsErr(certsReasonNotFound, "the Secret has no %s", corev1.TLSCertKey)
 			} else {
-				parsed.certs, parsed.err = certsParsePEM(crt)
+				certs, perr := certsParsePEM(crt)
+				err = perr
+				certsCollectChain(ch, certsKindKubernetes, source, certs, true)
+				if len(certs) > 0 && subjects != nil {
+					if subject := certsSubjectKey(certs[0]); subjects[subject] {
+						idx.add(newCertsSecretLeaf(s.Namespace, s.Name, certs[0]), subject)
+					}
+				}
 			}
-			out = append(out, parsed)
+			certsSourceSuccess(ch, certsKindKubernetes, source, err == nil)
+			if err != nil {
+				reason := certsReason(err, certsReasonParse)
+				c.errors.inc(reason)
+				c.logger.Debug("reading Secret certificate failed", "source", source, "reason", reason, "err", err)
+			}
 		}
 		if page.Continue == "" {
-			return out, nil
+			return nil
 		}
 		opts.Continue = page.Continue
 	}

@@ -24,7 +24,7 @@ import (
 
 // certsKubeconfig writes a kubeconfig file for cfg, as an operator would
 // hand one to the exporter.
-func certsKubeconfig(t *testing.T, cfg *rest.Config) string {
+func certsKubeconfig(t testing.TB, cfg *rest.Config) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := testenv.WriteKubeconfig(cfg, path, ""); err != nil {
@@ -198,6 +198,7 @@ func TestCertsKubernetesSecrets(t *testing.T) {
 				var lists certsSecretLists
 				c := NewKubernetes(&KubernetesConfig{Namespaces: tt.namespaces, LabelSelector: "app=auth"},
 					lists.client(t, k.Config), slog.New(slog.DiscardHandler))
+				c.pageSize = 100
 				got, err := certsCollect(t, certsCtx(t, 30*time.Second), c)
 				if err != nil {
 					t.Fatalf("Collect: %v", err)

@@ -163,6 +163,8 @@ var metrics = []Metric{
 	{Name: "warden_certs_source_success", Type: Gauge, Source: Exporter, Collector: "certs"},
 	{Name: "warden_certs_errors_total", Type: Counter, Source: Exporter, Collector: "certs",
 		Conditional: "only once a certificate source has failed"},
+	{Name: "warden_certs_served_stale", Type: Gauge, Source: Exporter, Collector: "certs",
+		Conditional: "only with both certs.endpoints and certs.kubernetes, for endpoints whose certificate's subject a Secret has"},
 
 	// Security events from the auth-service log stream.
 	{Name: "warden_auth_login_attempts_total", Type: Counter, Source: Exporter, Collector: "auth"},
