@@ -408,7 +408,7 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		collectors = set.Collectors
 	}
 	released := false
-	metrics, shared := e.coalesce.collect(r.Context(), set, deadline, func(ctx context.Context) []prometheus.Metric {
+	f, shared := e.coalesce.collect(r.Context(), set, deadline, func(ctx context.Context) []prometheus.Metric {
 		metrics, finished := scrapeTracked(ctx, e.logger, collectors)
 		if set != nil {
 			// A collector abandoned at the deadline may still be using its
@@ -428,9 +428,14 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if set != nil && !released {
 		set.release()
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(scrapeResult{metrics: metrics, timeout: timeout}, selfCollector{e})
-	e.serve(w, r, prometheus.Gatherers{reg, e.self})
+	if f == nil {
+		return // the scraper hung up
+	}
+	f.respond(w, r, func(w http.ResponseWriter, r *http.Request) {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(scrapeResult{metrics: f.metrics, timeout: timeout}, selfCollector{e})
+		e.serve(w, r, prometheus.Gatherers{reg, e.self})
+	})
 }
 
 func (e *Exporter) serve(w http.ResponseWriter, r *http.Request, g prometheus.Gatherer) {

@@ -115,7 +115,7 @@ func (e *Exporter) ServeProbe(w http.ResponseWriter, r *http.Request) {
 	}
 	collectors := []Collector{namedCollector{Collector: entry.collector, name: "probe/" + name}}
 	released := false
-	metrics, shared := entry.coalesce.collect(ctx, nil, deadline, func(ctx context.Context) []prometheus.Metric {
+	f, shared := entry.coalesce.collect(ctx, nil, deadline, func(ctx context.Context) []prometheus.Metric {
 		metrics, finished := scrapeTracked(ctx, e.logger, collectors)
 		// The pool stays reserved until every collector returned.
 		released = true
@@ -131,7 +131,12 @@ func (e *Exporter) ServeProbe(w http.ResponseWriter, r *http.Request) {
 	if shared {
 		e.sharedProbes.Add(1)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(scrapeResult{metrics: metrics, timeout: timeout})
-	e.serve(w, r, reg)
+	if f == nil {
+		return // the scraper hung up
+	}
+	f.respond(w, r, func(w http.ResponseWriter, r *http.Request) {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(scrapeResult{metrics: f.metrics, timeout: timeout})
+		e.serve(w, r, reg)
+	})
 }
