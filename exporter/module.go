@@ -315,10 +315,17 @@ func (m *Module) allows(t probeTarget) bool {
 }
 
 // postgresTarget is the module's PostgreSQL settings pointed at t: the
-// DSN's host, port and (when t names one) database replaced.
+// DSN's host, port and (when t names one) database replaced. A target
+// naming a database is about that database: unless the module lists
+// databases, its per-database metrics are that database's alone, so that
+// probing each of a server's N databases costs N, not N², series and
+// size computations.
 func (m *Module) postgresTarget(t probeTarget) (postgres.Target, error) {
 	pt := *m.Postgres
 	pt.Name = t.String()
+	if t.db != "" && len(pt.Databases) == 0 {
+		pt.Databases = []string{t.db}
+	}
 	dsn := pt.DSN
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		u, err := url.Parse(dsn)

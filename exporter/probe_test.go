@@ -343,6 +343,11 @@ func TestProbePostgresReportsTheTargetOrItsAbsence(t *testing.T) {
 	if _, ok := familyValue(mfs, "pg_database_size_bytes", map[string]string{"target": target, "datname": "probe_app"}); !ok {
 		t.Errorf("no pg_database_size_bytes for probe_app\n%s", body)
 	}
+	// A target naming a database reports that database, not the server's
+	// every other one.
+	if n := len(mfs["pg_database_size_bytes"].GetMetric()); n != 1 {
+		t.Errorf("%d pg_database_size_bytes series, want only probe_app's", n)
+	}
 	if v, ok := familyValue(mfs, "warden_exporter_collector_success", map[string]string{"collector": "probe/pg"}); !ok || v != 1 {
 		t.Errorf("collector success = %v (present %t), want 1", v, ok)
 	}
