@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -565,5 +567,67 @@ func TestProbeReloadKeepsUnchangedModulesAndClosesTheOthers(t *testing.T) {
 	}
 	if status, body, _ := probe(t, srv, "change", pg.Addr()+"/reload_b"); status != http.StatusOK {
 		t.Fatalf("probe after reload: %d %s", status, body)
+	}
+}
+
+// closeCounter is a collector that counts its Close calls.
+type closeCounter struct {
+	fakeCollector
+	closed *atomic.Int32
+}
+
+func (c closeCounter) Close() error {
+	c.closed.Add(1)
+	return nil
+}
+
+// TestProbeCacheEvictsOnlyWhatANewTargetNeeds: at the cap, a new target
+// closes the least recently used idle target and no other; a target in use
+// is never closed under its probe, and a new target waits for room until
+// its deadline.
+func TestProbeCacheEvictsOnlyWhatANewTargetNeeds(t *testing.T) {
+	c := newProbeCache(ProbeConfig{MaxConnections: 4, MaxTargets: 100, IdleTimeout: time.Hour}, discard())
+	t.Cleanup(c.close)
+	var closed atomic.Int32
+	build := func() (Collector, error) { return closeCounter{closed: &closed}, nil }
+	ctx := t.Context()
+	var entries []*probeEntry
+	for i := range 4 {
+		e, err := c.acquire(ctx, fmt.Sprint(i), "m", 1, build)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, e)
+	}
+	for _, e := range entries[:3] {
+		c.release(e) // 0, 1, 2 idle; 3 in use
+	}
+	if _, err := c.acquire(ctx, "4", "m", 1, build); err != nil {
+		t.Fatal(err)
+	}
+	if n := closed.Load(); n != 1 || c.evictions[evictCapacity] != 1 {
+		t.Fatalf("%d closed, %d capacity evictions for one new target, want 1 and 1", n, c.evictions[evictCapacity])
+	}
+	if _, ok := c.lru.Peek("0"); ok {
+		t.Errorf("the least recently used target 0 is still kept")
+	}
+	// 1 and 2 idle, 3 and 4 in use: a target of cost 3 needs 1 and 2 and
+	// one of those in use, so it waits, until its deadline.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.acquire(short, "big", "m", 3, build); !errors.Is(err, errProbeCapacity) {
+		t.Fatalf("acquire beyond the cap: %v, want %v", err, errProbeCapacity)
+	}
+	if n := closed.Load(); n > 3 {
+		t.Errorf("%d collectors closed; a target in use was closed", n)
+	}
+	c.release(entries[3])
+	if _, err := c.acquire(ctx, "big", "m", 3, build); err != nil {
+		t.Fatalf("acquire once room was released: %v", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reserved > 4 {
+		t.Errorf("%d connections reserved, more than the cap of 4", c.reserved)
 	}
 }

@@ -77,6 +77,9 @@ type probeCache struct {
 	cfg      ProbeConfig
 	lru      *simplelru.LRU[string, *probeEntry]
 	reserved int
+	// closing is the part of reserved whose collectors are evicted, idle
+	// and about to be closed: room that is coming.
+	closing int
 	// changed is closed (and replaced) whenever room may have been freed.
 	changed   chan struct{}
 	sweep     *time.Timer
@@ -116,7 +119,9 @@ func (c *probeCache) acquire(ctx context.Context, key, module string, cost int, 
 			c.mu.Unlock()
 			return e, nil
 		}
-		for c.reserved+cost > c.cfg.MaxConnections || c.lru.Len() >= c.cfg.MaxTargets {
+		// Evict only what the new target needs: room already being
+		// freed counts.
+		for c.reserved-c.closing+cost > c.cfg.MaxConnections || c.lru.Len() >= c.cfg.MaxTargets {
 			if !c.evictOldestIdle(evictCapacity) {
 				break
 			}
@@ -159,6 +164,7 @@ func (c *probeCache) release(e *probeEntry) {
 	if e.refs == 0 {
 		if e.evicted {
 			c.toClose = append(c.toClose, e)
+			c.closing += e.cost
 		}
 		c.notify()
 	}
@@ -192,6 +198,7 @@ func (c *probeCache) evict(e *probeEntry, reason string) {
 	c.evictions[reason]++
 	if e.refs == 0 {
 		c.toClose = append(c.toClose, e)
+		c.closing += e.cost
 	}
 }
 
@@ -215,6 +222,7 @@ func (c *probeCache) closePending() {
 	c.mu.Lock()
 	for _, e := range pending {
 		c.reserved -= e.cost
+		c.closing -= e.cost
 	}
 	c.notify()
 	c.mu.Unlock()
@@ -257,7 +265,7 @@ func (c *probeCache) configure(cfg ProbeConfig, modules map[string]bool) {
 			c.evict(e, evictReload)
 		}
 	}
-	for c.reserved > cfg.MaxConnections || c.lru.Len() > cfg.MaxTargets {
+	for c.reserved-c.closing > cfg.MaxConnections || c.lru.Len() > cfg.MaxTargets {
 		if !c.evictOldestIdle(evictCapacity) {
 			break
 		}
