@@ -323,6 +323,15 @@ modules:
 	}
 }
 
+// probeDBSeq makes database names unique on the shared server, also across
+// -count repetitions.
+var probeDBSeq atomic.Int32
+
+// probeDBPrefix is a fresh database name prefix for one test.
+func probeDBPrefix(base string) string {
+	return fmt.Sprintf("%s%d_", base, probeDBSeq.Add(1))
+}
+
 // pgModule is a PostgreSQL module for the shared test server.
 func pgModule(name string, maxConns int) string {
 	return fmt.Sprintf(`  %s: {type: postgres, allowed_targets: ["127.0.0.1"], postgres: {dsn: "postgres://postgres@/postgres?sslmode=disable", max_connections: %d}}
@@ -331,10 +340,11 @@ func pgModule(name string, maxConns int) string {
 
 func TestProbePostgresReportsTheTargetOrItsAbsence(t *testing.T) {
 	pg := sharedPG.Get(t)
-	pg.CreateDatabase(t, "probe_app")
+	db := probeDBPrefix("probe") + "app"
+	pg.CreateDatabase(t, db)
 	_, srv := probeExporter(t, "modules:\n"+pgModule("pg", 1))
 
-	target := pg.Addr() + "/probe_app"
+	target := pg.Addr() + "/" + db
 	status, body, mfs := probe(t, srv, "pg", target)
 	if status != http.StatusOK {
 		t.Fatalf("probe: %d %s", status, body)
@@ -342,13 +352,13 @@ func TestProbePostgresReportsTheTargetOrItsAbsence(t *testing.T) {
 	if v, ok := familyValue(mfs, "pg_up", map[string]string{"target": target}); !ok || v != 1 {
 		t.Fatalf("pg_up{target=%q} = %v (present %t), want 1\n%s", target, v, ok, body)
 	}
-	if _, ok := familyValue(mfs, "pg_database_size_bytes", map[string]string{"target": target, "datname": "probe_app"}); !ok {
-		t.Errorf("no pg_database_size_bytes for probe_app\n%s", body)
+	if _, ok := familyValue(mfs, "pg_database_size_bytes", map[string]string{"target": target, "datname": db}); !ok {
+		t.Errorf("no pg_database_size_bytes for %s\n%s", db, body)
 	}
 	// A target naming a database reports that database, not the server's
 	// every other one.
 	if n := len(mfs["pg_database_size_bytes"].GetMetric()); n != 1 {
-		t.Errorf("%d pg_database_size_bytes series, want only probe_app's", n)
+		t.Errorf("%d pg_database_size_bytes series, want only %s's", n, db)
 	}
 	if v, ok := familyValue(mfs, "warden_exporter_collector_success", map[string]string{"collector": "probe/pg"}); !ok || v != 1 {
 		t.Errorf("collector success = %v (present %t), want 1", v, ok)
@@ -359,7 +369,7 @@ func TestProbePostgresReportsTheTargetOrItsAbsence(t *testing.T) {
 	}
 
 	// A target that does not answer is down, like a configured one.
-	dead := fmt.Sprintf("127.0.0.1:%d/probe_app", freePort(t))
+	dead := fmt.Sprintf("127.0.0.1:%d/%s", freePort(t), db)
 	status, body, mfs = probe(t, srv, "pg", dead)
 	if status != http.StatusOK {
 		t.Fatalf("probe of a dead target: %d %s", status, body)
@@ -442,8 +452,9 @@ func TestProbeBurstNeverHoldsMoreThanTheCap(t *testing.T) {
 		probes  = 100
 		limit   = 6
 	)
+	prefix := probeDBPrefix("burst")
 	for i := range targets {
-		pg.CreateDatabase(t, fmt.Sprintf("burst_%02d", i))
+		pg.CreateDatabase(t, fmt.Sprintf("%s%02d", prefix, i))
 	}
 	e, srv := probeExporter(t, fmt.Sprintf("probe: {max_connections: %d, idle_timeout: 400ms}\nmodules:\n%s", limit, pgModule("pg", 2)))
 
@@ -467,7 +478,7 @@ func TestProbeBurstNeverHoldsMoreThanTheCap(t *testing.T) {
 				return
 			default:
 			}
-			n, err := pgExporterSessions(ctx, admin, "burst_")
+			n, err := pgExporterSessions(ctx, admin, prefix)
 			if err != nil {
 				t.Error(err)
 				return
@@ -481,7 +492,7 @@ func TestProbeBurstNeverHoldsMoreThanTheCap(t *testing.T) {
 	failures := make(chan string, probes)
 	for i := range probes {
 		wg.Go(func() {
-			target := fmt.Sprintf("%s/burst_%02d", pg.Addr(), i%targets)
+			target := fmt.Sprintf("%s/%s%02d", pg.Addr(), prefix, i%targets)
 			status, body, mfs := probe(t, srv, "pg", target)
 			if status != http.StatusOK {
 				failures <- fmt.Sprintf("%s: %d %s", target, status, body)
@@ -508,7 +519,7 @@ func TestProbeBurstNeverHoldsMoreThanTheCap(t *testing.T) {
 	}
 
 	// Every target goes idle: the sweep closes their pools.
-	if err := pgWaitNoSessions(ctx, admin, "burst_"); err != nil {
+	if err := pgWaitNoSessions(ctx, admin, prefix); err != nil {
 		t.Fatalf("sessions still open after the idle timeout: %v", err)
 	}
 	// The bookkeeping follows once the pools' Close calls return.
@@ -527,16 +538,18 @@ func TestProbeBurstNeverHoldsMoreThanTheCap(t *testing.T) {
 
 func TestProbeReloadKeepsUnchangedModulesAndClosesTheOthers(t *testing.T) {
 	pg := sharedPG.Get(t)
-	pg.CreateDatabase(t, "reload_a")
-	pg.CreateDatabase(t, "reload_b")
+	prefix := probeDBPrefix("reload")
+	dbA, dbB := prefix+"a", prefix+"b"
+	pg.CreateDatabase(t, dbA)
+	pg.CreateDatabase(t, dbB)
 	e, srv := probeExporter(t, "modules:\n"+pgModule("keep", 1)+pgModule("change", 1))
 	for _, m := range []string{"keep", "change"} {
-		db := map[string]string{"keep": "reload_a", "change": "reload_b"}[m]
+		db := map[string]string{"keep": dbA, "change": dbB}[m]
 		if status, body, _ := probe(t, srv, m, pg.Addr()+"/"+db); status != http.StatusOK {
 			t.Fatalf("probe %s: %d %s", m, status, body)
 		}
 	}
-	before, _ := e.probes.lru.Peek(e.Current().modules["keep"].key + "\x00" + pg.Addr() + "/reload_a")
+	before, _ := e.probes.lru.Peek(e.Current().modules["keep"].key + "\x00" + pg.Addr() + "/" + dbA)
 	if before == nil {
 		t.Fatal("the probed target of module keep is not kept")
 	}
@@ -568,10 +581,10 @@ func TestProbeReloadKeepsUnchangedModulesAndClosesTheOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	if err := pgWaitNoSessions(ctx, admin, "reload_b"); err != nil {
+	if err := pgWaitNoSessions(ctx, admin, dbB); err != nil {
 		t.Errorf("the changed module's pool still holds sessions: %v", err)
 	}
-	if status, body, _ := probe(t, srv, "change", pg.Addr()+"/reload_b"); status != http.StatusOK {
+	if status, body, _ := probe(t, srv, "change", pg.Addr()+"/"+dbB); status != http.StatusOK {
 		t.Fatalf("probe after reload: %d %s", status, body)
 	}
 }
