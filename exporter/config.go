@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +30,9 @@ type Config struct {
 	Redis      []redis.Target     `yaml:"redis"`
 	Certs      *certs.Config      `yaml:"certs"`
 	Auth       *authevents.Config `yaml:"auth"`
+	// Modules are the ways /probe may scrape a target named in its URL.
+	Modules map[string]Module `yaml:"modules"`
+	Probe   ProbeConfig       `yaml:"probe"`
 }
 
 // ScrapeConfig bounds how long one scrape may take.
@@ -72,7 +77,7 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig decodes a configuration strictly (unknown fields are errors),
 // applies defaults and validates it.
 func ParseConfig(b []byte) (*Config, error) {
-	cfg := &Config{Scrape: DefaultScrapeConfig}
+	cfg := &Config{Scrape: DefaultScrapeConfig, Probe: DefaultProbeConfig}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
@@ -98,8 +103,20 @@ func (c *Config) validate() error {
 	// An empty file is a mistake, not a wish to export nothing: loaded by a
 	// reload it would drop every target, and with them pg_up and redis_up,
 	// so the alerts on those could no longer fire.
-	if len(c.Postgres) == 0 && len(c.Redis) == 0 && c.Certs == nil && c.Auth == nil {
-		return errors.New("no collectors configured: set at least one of postgres, redis, certs, auth")
+	if len(c.Postgres) == 0 && len(c.Redis) == 0 && c.Certs == nil && c.Auth == nil && len(c.Modules) == 0 {
+		return errors.New("no collectors configured: set at least one of postgres, redis, certs, auth, modules")
+	}
+	if err := c.Probe.validate(); err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Modules)) {
+		if !moduleName.MatchString(name) {
+			return fmt.Errorf("modules.%s: a module name is letters, digits, '_', '.' and '-'", name)
+		}
+		m := c.Modules[name]
+		if err := m.validate("modules."+name, c.Probe); err != nil {
+			return err
+		}
 	}
 	names := map[string]string{}
 	unique := func(kind, name, path string) error {

@@ -58,6 +58,9 @@ type Set struct {
 	Collectors []Collector
 	members    []*member
 	logger     *slog.Logger
+	// modules are /probe's modules by name, probe its limits.
+	modules map[string]*probeModule
+	probe   ProbeConfig
 
 	mu      sync.Mutex
 	scrapes int  // scrapes running on the set
@@ -201,6 +204,14 @@ func (set *Set) add(prev *Set, key string, build func() (Collector, error)) erro
 }
 
 func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger, prev *Set) error {
+	set.probe = cfg.Probe
+	if set.probe == (ProbeConfig{}) {
+		set.probe = DefaultProbeConfig
+	}
+	set.modules = make(map[string]*probeModule, len(cfg.Modules))
+	for name, m := range cfg.Modules {
+		set.modules[name] = newProbeModule(name, m, logger)
+	}
 	for _, t := range cfg.Postgres {
 		err := set.add(prev, configKey("postgres/"+t.Name, t), func() (Collector, error) {
 			return postgres.New(t, logger.With("collector", "postgres/"+t.Name))
@@ -310,6 +321,15 @@ type Exporter struct {
 	// gathered together with each scrape's fresh registry.
 	self prometheus.Gatherer
 
+	// coalesce shares one collection of the set among overlapping
+	// scrapes of /metrics.
+	coalesce coalescer
+	// probes keeps the collectors of targets probed through /probe, across
+	// reloads (a module left unchanged keeps its targets' pools).
+	probes        *probeCache
+	sharedScrapes atomic.Uint64
+	sharedProbes  atomic.Uint64
+
 	mu     sync.RWMutex
 	set    *Set
 	scrape ScrapeConfig
@@ -317,17 +337,41 @@ type Exporter struct {
 
 // New returns an exporter serving set, gathering self alongside.
 func New(logger *slog.Logger, set *Set, scrape ScrapeConfig, self prometheus.Gatherer) *Exporter {
-	return &Exporter{logger: logger, set: set, scrape: scrape, self: self}
+	e := &Exporter{logger: logger, set: set, scrape: scrape, self: self}
+	probe := DefaultProbeConfig
+	if set != nil {
+		probe = set.probe
+	}
+	e.probes = newProbeCache(probe, logger)
+	return e
 }
 
 // Swap installs a new collector set and scrape settings and returns the old
 // set, for the caller to retire (it closes once its running scrapes end).
+// Probed targets of modules that changed or went away are closed once no
+// probe uses them; the others keep their pools.
 func (e *Exporter) Swap(set *Set, scrape ScrapeConfig) *Set {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	old := e.set
 	e.set, e.scrape = set, scrape
+	e.mu.Unlock()
+	if set != nil {
+		keep := map[string]bool{}
+		for _, m := range set.modules {
+			keep[m.key] = true
+		}
+		e.probes.configure(set.probe, keep)
+	}
 	return old
+}
+
+// Close stops serving: the set closes once its scrapes have ended, and
+// the probed targets' pools once their probes have. It returns the set's
+// close error.
+func (e *Exporter) Close() error {
+	old := e.Swap(nil, e.scrape)
+	e.probes.close()
+	return old.Close()
 }
 
 // Current is the set in force, to build the next one from.
@@ -355,7 +399,8 @@ func scrapeTimeout(h http.Header, cfg ScrapeConfig) time.Duration {
 	return timeout
 }
 
-// ServeHTTP runs one scrape.
+// ServeHTTP runs one scrape, or shares the collection of an overlapping
+// one (see coalescer).
 func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.mu.RLock()
 	set, scrapeCfg := e.set, e.scrape
@@ -367,28 +412,59 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.mu.RUnlock()
 
 	timeout := scrapeTimeout(r.Header, scrapeCfg)
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-
+	deadline := time.Now().Add(timeout)
 	var collectors []Collector
 	if set != nil {
 		collectors = set.Collectors
 	}
-	metrics, finished := scrapeTracked(ctx, e.logger, collectors)
-	if set != nil {
-		// A collector abandoned at the deadline may still be using its
-		// connections: the set is released once every collector returned.
-		go func() {
-			<-finished
-			set.release()
-		}()
+	released := false
+	f, shared := e.coalesce.collect(r.Context(), set, deadline, func(ctx context.Context) []prometheus.Metric {
+		metrics, finished := scrapeTracked(ctx, e.logger, collectors)
+		if set != nil {
+			// A collector abandoned at the deadline may still be using its
+			// connections: the set is released once every collector
+			// returned.
+			released = true
+			go func() {
+				<-finished
+				set.release()
+			}()
+		}
+		return metrics
+	})
+	if shared {
+		e.sharedScrapes.Add(1)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(scrapeResult{metrics: metrics, timeout: timeout})
-	promhttp.HandlerFor(prometheus.Gatherers{reg, e.self}, promhttp.HandlerOpts{
+	if set != nil && !released {
+		set.release()
+	}
+	if f == nil {
+		return // the scraper hung up
+	}
+	f.respond(w, r, func(w http.ResponseWriter, r *http.Request) {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(scrapeResult{metrics: f.metrics, timeout: timeout}, selfCollector{e})
+		e.serve(w, r, prometheus.Gatherers{reg, e.self})
+	})
+}
+
+func (e *Exporter) serve(w http.ResponseWriter, r *http.Request, g prometheus.Gatherer) {
+	promhttp.HandlerFor(g, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(e.logger.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
 	}).ServeHTTP(w, r)
+}
+
+// selfCollector exposes the exporter's probe and coalescing metrics on
+// /metrics.
+type selfCollector struct{ e *Exporter }
+
+func (s selfCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (s selfCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(scrapesSharedDesc, prometheus.CounterValue, float64(s.e.sharedScrapes.Load()), "metrics")
+	ch <- prometheus.MustNewConstMetric(scrapesSharedDesc, prometheus.CounterValue, float64(s.e.sharedProbes.Load()), "probe")
+	s.e.probes.collect(ch)
 }
 
 // scrape runs every collector in parallel until each finishes or ctx ends,

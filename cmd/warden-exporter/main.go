@@ -60,8 +60,8 @@ func run(args []string) int {
 		return 1
 	}
 	if *configCheck {
-		fmt.Printf("%s: configuration is valid (%d postgres, %d redis targets, certs %t, auth %t)\n",
-			*configFile, len(cfg.Postgres), len(cfg.Redis), cfg.Certs != nil, cfg.Auth != nil)
+		fmt.Printf("%s: configuration is valid (%d postgres, %d redis targets, certs %t, auth %t, %d probe modules)\n",
+			*configFile, len(cfg.Postgres), len(cfg.Redis), cfg.Certs != nil, cfg.Auth != nil, len(cfg.Modules))
 		return 0
 	}
 
@@ -107,6 +107,7 @@ func run(args []string) int {
 
 	mux := http.NewServeMux()
 	mux.Handle(*metricsPath, exp)
+	mux.HandleFunc("/probe", exp.ServeProbe)
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy.") })
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready.") })
 	mux.Handle("/-/reload", reloader.Handler())
@@ -126,6 +127,7 @@ func run(args []string) int {
 			Profiling: strconv.FormatBool(*enablePprof),
 			Links: []web.LandingLinks{
 				{Address: *metricsPath, Text: "Metrics"},
+				{Address: "/probe", Text: "Probe (target and module parameters)"},
 				{Address: "/-/healthy", Text: "Health"},
 				{Address: "/-/ready", Text: "Readiness"},
 			},
@@ -141,7 +143,7 @@ func run(args []string) int {
 	errc := make(chan error, 1)
 	if listeners, ok, err := listen(webConfig); err != nil {
 		logger.Error("cannot listen", "err", err)
-		_ = exp.Swap(nil, cfg.Scrape).Close()
+		_ = exp.Close()
 		return 1
 	} else if ok {
 		go func() { errc <- web.ServeMultiple(listeners, srv, webConfig, logger) }()
@@ -164,7 +166,7 @@ func run(args []string) int {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)
-	_ = exp.Swap(nil, cfg.Scrape).Close() // logs its own failure
+	_ = exp.Close() // logs its own failure
 	return 0
 }
 

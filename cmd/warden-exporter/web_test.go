@@ -73,3 +73,38 @@ func TestStartedIsLoggedOnlyOnceListening(t *testing.T) {
 		t.Errorf("the log does not give the reason:\n%s", out)
 	}
 }
+
+// TestProbeIsServedByTheBinary: a file with only modules starts an
+// exporter that answers /probe: a dead target is down (HTTP 200, pg_up 0),
+// a target outside the module's hosts and an unknown module are refused.
+func TestProbeIsServedByTheBinary(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testenv.WriteFile(t, dir, "config.yml", `
+modules:
+  pg:
+    type: postgres
+    allowed_targets: ["127.0.0.1"]
+    postgres: {dsn: "postgres://warden@/postgres?sslmode=disable", max_connections: 1, connect_timeout: 1s}
+`)
+	exp := testenv.StartBinary(t, exporterBin.Get(t).path, "--config.file="+cfg)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := fmt.Sprintf("127.0.0.1:%d", port)
+	code, body := get(t, exp.URL+"/probe?module=pg&target="+dead)
+	if code != http.StatusOK || !strings.Contains(body, fmt.Sprintf(`pg_up{target=%q} 0`, dead)) {
+		t.Fatalf("probe of a dead target: %d\n%s", code, body)
+	}
+	for _, c := range []struct{ query, want string }{
+		{"module=pg&target=10.0.0.1", "is not allowed by module"},
+		{"module=mysql&target=127.0.0.1", "unknown module"},
+	} {
+		if code, body := get(t, exp.URL+"/probe?"+c.query); code != http.StatusBadRequest || !strings.Contains(body, c.want) {
+			t.Errorf("/probe?%s: %d %q, want 400 with %q", c.query, code, body, c.want)
+		}
+	}
+	if _, landing := get(t, exp.URL+"/"); !strings.Contains(landing, "/probe") {
+		t.Errorf("the landing page does not link /probe")
+	}
+}

@@ -235,6 +235,14 @@ func newWithDial(t Target, logger *slog.Logger, wrap pgDialWrapper) (*Collector,
 				return wrap(conn), nil
 			}
 		}
+		dial := cfg.ConnConfig.DialFunc
+		cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &pgSessionConn{Conn: conn}, nil
+		}
 	}
 
 	// NewWithConfig opens no connection (MinConns is 0) and keeps no
@@ -392,6 +400,9 @@ func (c *Collector) checkAccepts(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
+	if s, ok := conn.(*pgSessionConn); ok {
+		conn = s.Conn // no session: nothing for the server to end
+	}
 	defer conn.Close()
 	dl, _ := ctx.Deadline()
 	if err := conn.SetDeadline(dl); err != nil {
@@ -414,6 +425,25 @@ func (c *Collector) checkAccepts(ctx context.Context) error {
 	default:
 		return fmt.Errorf("unexpected answer %q to SSLRequest", answer[0])
 	}
+}
+
+// pgSessionCloseWait bounds how long closing a session waits for the
+// server to end it.
+const pgSessionCloseWait = 500 * time.Millisecond
+
+// pgSessionConn is a session's connection whose Close waits, briefly, for
+// the server to close its end: pgx has sent Terminate, and the server
+// closes the socket once the backend has exited, which is when
+// pg_stat_activity stops listing it. A closed pool's sessions are then
+// gone as the server counts them, so connection caps hold as PostgreSQL
+// sees them also while pools are replaced (reloads, /probe's pools).
+type pgSessionConn struct{ net.Conn }
+
+func (c *pgSessionConn) Close() error {
+	if c.Conn.SetReadDeadline(time.Now().Add(pgSessionCloseWait)) == nil {
+		_, _ = io.Copy(io.Discard, c.Conn)
+	}
+	return c.Conn.Close()
 }
 
 // withPgConn runs f on a pooled connection. When f fails because the
