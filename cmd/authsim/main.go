@@ -46,6 +46,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		bfSources  = app.Flag("brute-force-source", "Source address of a brute-force attack (repeatable).").Strings()
 		bfRate     = app.Flag("brute-force-rate", "Failed logins per second from the brute-force sources.").Float64()
 		unhealthy  = app.Flag("unhealthy", "Start with /health answering 503.").Bool()
+		blocklist  = app.Flag("blocklist-file", "nginx deny lines of a gateway in front of the service, read at start and on POST /-/reload.").String()
 	)
 	app.HelpFlag.Short('h')
 	if _, err := app.Parse(args); err != nil {
@@ -87,6 +88,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		return 2
 	}
 
+	if *blocklist != "" {
+		g, err := authsim.NewGateway(*blocklist)
+		if err != nil {
+			logger.Error("invalid blocklist", "err", err)
+			return 2
+		}
+		sim.SetGateway(g)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		logger.Error("cannot listen", "err", err)

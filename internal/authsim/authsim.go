@@ -135,6 +135,7 @@ type Sim struct {
 	memory      [][]byte
 	sessionEnds []time.Time // expiry times of active sessions, in order
 	now         func() time.Time
+	gateway     *Gateway // nil: no gateway (blocklist.go)
 
 	logMu sync.Mutex
 	log   io.Writer
@@ -299,6 +300,9 @@ func (s *Sim) Generate(dt time.Duration) {
 	}
 	for range nb {
 		src := bf.Sources[s.rng.IntN(len(bf.Sources))]
+		if s.deniedLocked(src) {
+			continue
+		}
 		user := fmt.Sprintf("user-%04d", s.rng.IntN(10_000))
 		o := s.loginLocked(src, user, false)
 		if s.rng.Float64() < 0.1 && o.status == http.StatusUnauthorized {
@@ -460,6 +464,10 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/auth/login", s.serveLogin)
 	mux.HandleFunc("GET /admin/fault", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Fault()) })
 	mux.HandleFunc("POST /admin/fault", s.serveSetFault)
+	if s.gateway != nil {
+		mux.Handle("POST /-/reload", s.gateway)
+		mux.Handle("GET /-/blocklist", s.gateway)
+	}
 	mux.HandleFunc("POST /admin/reset", func(w http.ResponseWriter, r *http.Request) {
 		_ = s.SetFault(Fault{})
 		writeJSON(w, http.StatusOK, s.Fault())
@@ -517,6 +525,11 @@ func (s *Sim) serveLogin(w http.ResponseWriter, r *http.Request) {
 		src = host
 	}
 	s.mu.Lock()
+	if s.deniedLocked(src) {
+		s.mu.Unlock()
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "blocked at the gateway"})
+		return
+	}
 	o := s.loginLocked(src, req.UserID, req.Password != "" && req.Password != "wrong")
 	latency := time.Duration(s.fault.Latency)
 	s.mu.Unlock()
