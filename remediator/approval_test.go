@@ -437,14 +437,16 @@ func TestParseApprovalTokens(t *testing.T) {
 func TestApprovalPolicyValidation(t *testing.T) {
 	base := blockPolicy("rust-security", "")
 	for _, c := range []struct{ from, to, want string }{
-		{"max_entries: 5", "max_entries: 0", "block_source.max_entries"},
+		{"max_entries: 5", "max_entries: -1", "block_source.max_entries"},
+		{"max_entries: 5", "max_entries: 10001", "block_source.max_entries"},
 		{"max_entries: 5", "max_entries: 5\n      expiry: 25h", "block_source.expiry"},
 		{"protected: [198.51.100.0/28]", "protected: [office]", "block_source.protected[0]"},
 		{"configmap: auth-gateway-blocklist", "configmap: Bad_Name", "block_source.configmap"},
 		{"reload: {port: 8081}", "reload: {port: 0}", "block_source.reload.port"},
 		{"action: block-source", "action: block-source\n    approval: maybe", "rules[0].approval"},
 		{"approvals: {}", "approvals: {expire_after: 48h}", "approvals.expire_after"},
-		{"action: block-source", "action: restart\n    block_source: {configmap: x}", "rules[0].block_source: only valid for action block-source"},
+		{"action: block-source", "action: restart", "rules[0].block_source: only valid for action block-source"},
+		{"action: block-source", "action: restart\n    approval: required\n    block_source_x: 1", "block_source_x"},
 	} {
 		if !strings.Contains(base, c.from) {
 			t.Fatalf("policy has no %q", c.from)
