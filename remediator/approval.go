@@ -481,7 +481,8 @@ func (r *Remediator) closeApproval(ctx context.Context, p *Policy, l *coordinati
 		return true, nil
 	})
 	if err != nil || !wrote {
-		if err != nil {
+		// Not found: a new proposal replaced the record in between.
+		if err != nil && !errors.Is(err, ErrApprovalNotFound) {
 			r.logger.Warn("cannot close approval record", "id", a.ID, "namespace", l.Namespace, "err", err)
 		}
 		return
