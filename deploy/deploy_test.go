@@ -309,7 +309,7 @@ func TestExampleConfigsPassPromtoolAndAmtool(t *testing.T) {
 	}{
 		{[]string{"alertname=HighErrorRate", "severity=critical", "namespace=rust-security"}, "warden-remediator,oncall-pager"},
 		{[]string{"alertname=RedisEvictions", "severity=warning"}, "warden-remediator,team-chat"},
-		{[]string{"alertname=BruteForceSource", "severity=warning"}, "team-chat"},
+		{[]string{"alertname=BruteForceSource", "severity=warning"}, "warden-remediator,team-chat"},
 		{[]string{"alertname=RemediatorCircuitBreakerOpen", "severity=critical"}, "oncall-pager"},
 		{[]string{"alertname=HighFailedLoginRate", "severity=critical", "category=security"}, "oncall-pager"},
 		{[]string{"alertname=CredentialStuffing", "severity=warning", "category=security"}, "oncall-pager"},

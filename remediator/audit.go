@@ -160,6 +160,8 @@ func (r *Remediator) event(ctx context.Context, rec record) {
 		reason, eventType = "RemediationFailed", corev1.EventTypeWarning
 	case outcomeResolved:
 		reason = "AlertResolved"
+	case outcomePending:
+		reason = "ApprovalRequested"
 	case outcomeInterrupted:
 		reason, eventType = "RemediationInterrupted", corev1.EventTypeWarning
 	}

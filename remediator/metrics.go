@@ -64,7 +64,7 @@ func newMetrics(reg prometheus.Registerer, queueDepth func() float64, now func()
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
-	for _, k := range []actions.Kind{actions.Restart, actions.Scale, actions.Recycle, actions.FlushCache, actions.Reload} {
+	for _, k := range []actions.Kind{actions.Restart, actions.Scale, actions.Recycle, actions.FlushCache, actions.Reload, actions.BlockSource} {
 		for _, o := range []string{"success", "failed", "dry_run", outcomeInterrupted} {
 			m.actions.WithLabelValues(string(k), o)
 		}

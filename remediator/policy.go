@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -39,6 +40,9 @@ type Policy struct {
 	Verify  VerifyConfig `yaml:"verify"`
 	Gates   GatesConfig  `yaml:"gates"`
 	Freezes []Freeze     `yaml:"freezes"`
+	// Approvals: how long a proposed action waits for a person
+	// (approval.go).
+	Approvals ApprovalsConfig `yaml:"approvals"`
 }
 
 // Policy modes.
@@ -119,11 +123,17 @@ type Rule struct {
 	// BlockWhen: while an alert matching any of these matcher sets fires,
 	// the rule does not act.
 	BlockWhen [][]string `yaml:"block_when"`
+	// Approval is "required" (a person approves each action before it
+	// runs) or "none"; the default is required for block-source and none
+	// for the other actions.
+	Approval string `yaml:"approval"`
 
 	Scale   *ScaleConfig   `yaml:"scale"`
 	Recycle *RecycleConfig `yaml:"recycle"`
 	Reload  *ReloadConfig  `yaml:"reload"`
 	Flush   *FlushConfig   `yaml:"flush"`
+	// BlockSource is the block of block-source.
+	BlockSource *BlockSourceConfig `yaml:"block_source"`
 
 	compiled *compiledRule
 }
@@ -169,6 +179,32 @@ type ReloadConfig struct {
 	Method string `yaml:"method"`
 }
 
+// BlockSourceConfig says where block-source writes a source and how long
+// the entry lasts. The gateway reloaded afterwards is the rule's target
+// Deployment; the ConfigMap lives in the target's namespace.
+type BlockSourceConfig struct {
+	// Label is the alert label holding the address or CIDR to block.
+	Label string `yaml:"label"`
+	// ConfigMap is the blocklist's name; the remediator's RBAC names it
+	// (resourceNames), so the policy cannot point it at another one.
+	ConfigMap string `yaml:"configmap"`
+	// Key is the ConfigMap's data key holding the blocklist.
+	Key string `yaml:"key"`
+	// Expiry is how long an entry lasts (at most 24h); the remediator
+	// removes expired entries and reloads the gateway.
+	Expiry time.Duration `yaml:"expiry"`
+	// MaxEntries caps the active entries.
+	MaxEntries int `yaml:"max_entries"`
+	// Protected ranges (CIDRs: the cluster's pod and service ranges, the
+	// office, health checkers) are never blocked, on top of loopback,
+	// private and link-local ranges.
+	Protected []string `yaml:"protected"`
+	// Reload is the HTTP request that makes the gateway read the list.
+	Reload ReloadConfig `yaml:"reload"`
+
+	protected []netip.Prefix
+}
+
 // FlushConfig is the block of flush-cache. It has no settings: the
 // database and its credentials belong to the redis target the rule names.
 type FlushConfig struct{}
@@ -197,6 +233,7 @@ var DefaultPolicy = Policy{
 var (
 	DefaultRecycleConfig = RecycleConfig{MaxFraction: 0.25}
 	DefaultReloadConfig  = ReloadConfig{Scheme: "http", Path: "/-/reload", Method: "POST"}
+	DefaultBlockSource   = BlockSourceConfig{Label: "source", Key: "blocklist.conf", Expiry: time.Hour, MaxEntries: 100}
 )
 
 // LoadPolicy reads, validates and compiles a policy file.
@@ -266,22 +303,55 @@ func (p *Policy) applyDefaults() {
 			if r.Reload == nil {
 				r.Reload = &ReloadConfig{}
 			}
-			c, def := r.Reload, DefaultReloadConfig
-			if c.Scheme == "" {
-				c.Scheme = def.Scheme
+			r.Reload.applyDefaults()
+		case actions.BlockSource:
+			if r.BlockSource == nil {
+				r.BlockSource = &BlockSourceConfig{}
 			}
-			if c.Path == "" {
-				c.Path = def.Path
-			}
-			if c.Method == "" {
-				c.Method = def.Method
-			}
+			r.BlockSource.applyDefaults()
 		case actions.FlushCache:
 			if r.Flush == nil {
 				r.Flush = &FlushConfig{}
 			}
 		}
+		if r.Approval == "" {
+			r.Approval = ApprovalNone
+			if r.Action == actions.BlockSource {
+				r.Approval = ApprovalRequired
+			}
+		}
 	}
+	p.Approvals.applyDefaults()
+}
+
+func (c *ReloadConfig) applyDefaults() {
+	def := DefaultReloadConfig
+	if c.Scheme == "" {
+		c.Scheme = def.Scheme
+	}
+	if c.Path == "" {
+		c.Path = def.Path
+	}
+	if c.Method == "" {
+		c.Method = def.Method
+	}
+}
+
+func (c *BlockSourceConfig) applyDefaults() {
+	def := DefaultBlockSource
+	if c.Label == "" {
+		c.Label = def.Label
+	}
+	if c.Key == "" {
+		c.Key = def.Key
+	}
+	if c.Expiry == 0 {
+		c.Expiry = def.Expiry
+	}
+	if c.MaxEntries == 0 {
+		c.MaxEntries = def.MaxEntries
+	}
+	c.Reload.applyDefaults()
 }
 
 // validate checks a policy after applyDefaults; every error names the
@@ -291,6 +361,9 @@ func (p *Policy) validate() error {
 		return err
 	}
 	if err := p.validateGates(); err != nil {
+		return err
+	}
+	if err := p.Approvals.validate(); err != nil {
 		return err
 	}
 	redisNames := map[string]bool{}
@@ -402,6 +475,7 @@ var actionBlocks = []struct {
 	{"recycle", actions.Recycle, func(r *Rule) bool { return r.Recycle != nil }},
 	{"reload", actions.Reload, func(r *Rule) bool { return r.Reload != nil }},
 	{"flush", actions.FlushCache, func(r *Rule) bool { return r.Flush != nil }},
+	{"block_source", actions.BlockSource, func(r *Rule) bool { return r.BlockSource != nil }},
 }
 
 func (r *Rule) validate(path string, redisNames map[string]bool) error {
@@ -415,11 +489,17 @@ func (r *Rule) validate(path string, redisNames map[string]bool) error {
 		return fmt.Errorf("%s.timeout: must not be negative", path)
 	}
 	switch r.Action {
-	case actions.Restart, actions.Scale, actions.Recycle, actions.Reload, actions.FlushCache:
+	case actions.Restart, actions.Scale, actions.Recycle, actions.Reload, actions.FlushCache, actions.BlockSource:
 	case "":
 		return fmt.Errorf("%s.action: required", path)
 	default:
-		return fmt.Errorf("%s.action: unknown action %q (want restart, scale, recycle, flush-cache or reload)", path, r.Action)
+		return fmt.Errorf("%s.action: unknown action %q (want restart, scale, recycle, flush-cache, reload or block-source)", path, r.Action)
+	}
+	if r.Approval != ApprovalRequired && r.Approval != ApprovalNone {
+		return fmt.Errorf("%s.approval: must be %s or %s, got %q", path, ApprovalRequired, ApprovalNone, r.Approval)
+	}
+	if r.Approval == ApprovalRequired && r.Action == actions.FlushCache {
+		return fmt.Errorf("%s.approval: %s is not available for %s (its records live in Redis, approvals in Kubernetes)", path, ApprovalRequired, actions.FlushCache)
 	}
 	for _, b := range actionBlocks {
 		if b.kind != r.Action && b.set(r) {
@@ -442,6 +522,8 @@ func (r *Rule) validate(path string, redisNames map[string]bool) error {
 		return r.Recycle.validate(path + ".recycle")
 	case actions.Reload:
 		return r.Reload.validate(path + ".reload")
+	case actions.BlockSource:
+		return r.BlockSource.validate(path + ".block_source")
 	}
 	return nil
 }
@@ -529,6 +611,45 @@ func (c *ReloadConfig) validate(path string) error {
 		return fmt.Errorf("%s.method: must be POST, PUT or GET", path)
 	}
 	return nil
+}
+
+func (c *BlockSourceConfig) validate(path string) error {
+	if msgs := validation.IsDNS1123Subdomain(c.ConfigMap); len(msgs) > 0 {
+		return fmt.Errorf("%s.configmap: %q: %s", path, c.ConfigMap, strings.Join(msgs, "; "))
+	}
+	if msgs := validation.IsConfigMapKey(c.Key); len(msgs) > 0 {
+		return fmt.Errorf("%s.key: %q: %s", path, c.Key, strings.Join(msgs, "; "))
+	}
+	if msgs := validation.IsQualifiedName(c.Label); len(msgs) > 0 {
+		return fmt.Errorf("%s.label: %q: %s", path, c.Label, strings.Join(msgs, "; "))
+	}
+	if c.Expiry <= 0 || c.Expiry > actions.MaxBlockFor {
+		return fmt.Errorf("%s.expiry: must be more than 0 and at most %s, got %s", path, actions.MaxBlockFor, c.Expiry)
+	}
+	if c.MaxEntries < 1 || c.MaxEntries > maxBlockEntries {
+		return fmt.Errorf("%s.max_entries: must be between 1 and %d, got %d", path, maxBlockEntries, c.MaxEntries)
+	}
+	c.protected = c.protected[:0]
+	for i, s := range c.Protected {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("%s.protected[%d]: %w", path, i, err)
+		}
+		c.protected = append(c.protected, p.Masked())
+	}
+	return c.Reload.validate(path + ".reload")
+}
+
+// maxBlockEntries bounds max_entries: the blocklist is one ConfigMap key
+// (at most 1 MiB), and the gateway reads it whole on every reload.
+const maxBlockEntries = 10000
+
+// setReload copies the reload request into the action's request.
+func setReload(req *actions.Request, c *ReloadConfig) {
+	req.ReloadScheme = c.Scheme
+	req.ReloadPort = c.Port
+	req.ReloadPath = c.Path
+	req.ReloadMethod = c.Method
 }
 
 // redisTarget returns the configured Redis target with the given name.
@@ -672,7 +793,7 @@ func truncate(s string, n int) string {
 // recycle, reload) or a configured Redis target (flush-cache). It is the
 // unit of cooldown, dedupe and circuit breaking.
 type target struct {
-	Kind      string // "deployment" or "redis"
+	Kind      string // "deployment", "redis" or "source" (block-source)
 	Namespace string // empty for redis
 	Name      string
 }
@@ -687,6 +808,8 @@ type decision struct {
 	Request  actions.Request
 	DryRun   bool
 	Cooldown time.Duration
+	// NeedsApproval: a person approves before the action runs.
+	NeedsApproval bool
 	// SkipReason is set when the policy refuses; Detail explains it.
 	SkipReason string
 	Detail     string
@@ -721,9 +844,10 @@ func (p *Policy) evaluate(a *amtemplate.Alert, globalDryRun bool) []decision {
 // against the rule's allowlist.
 func (p *Policy) ruleDecision(r *Rule, a *amtemplate.Alert, globalDryRun bool) decision {
 	d := decision{
-		Rule:     r,
-		DryRun:   globalDryRun || p.DryRun || r.DryRun,
-		Cooldown: r.Cooldown,
+		Rule:          r,
+		DryRun:        globalDryRun || p.DryRun || r.DryRun,
+		Cooldown:      r.Cooldown,
+		NeedsApproval: r.Approval == ApprovalRequired,
 	}
 	d.Request = actions.Request{
 		Kind:    r.Action,
@@ -793,10 +917,9 @@ func (p *Policy) ruleDecision(r *Rule, a *amtemplate.Alert, globalDryRun bool) d
 		d.Request.Pod = pod
 		d.Request.MaxFraction = r.Recycle.MaxFraction
 	case actions.Reload:
-		d.Request.ReloadScheme = r.Reload.Scheme
-		d.Request.ReloadPort = r.Reload.Port
-		d.Request.ReloadPath = r.Reload.Path
-		d.Request.ReloadMethod = r.Reload.Method
+		setReload(&d.Request, r.Reload)
+	case actions.BlockSource:
+		return r.BlockSource.decide(d, a)
 	}
 	return d
 }

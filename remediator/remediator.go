@@ -123,6 +123,11 @@ type Remediator struct {
 	verifyMetrics *verifyMetrics
 	shared        *sharedLimit // nil: per-replica rate limit
 
+	// Approvals (approval.go): the metrics, and the credentials of the
+	// approvals endpoint (nil: disabled).
+	approvals      *approvalMetrics
+	approvalTokens atomic.Pointer[ApprovalTokens]
+
 	queueMu sync.Mutex
 	queue   chan job
 	closed  bool
@@ -191,6 +196,10 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		return nil, err
 	}
 	r.verifyMetrics.initRules(p)
+	if r.approvals, err = newApprovalMetrics(opts.Registerer); err != nil {
+		return nil, err
+	}
+	r.approvals.initRules(p)
 	if opts.CoordinationNamespace != "" {
 		r.shared = &sharedLimit{kube: opts.Kube, namespace: opts.CoordinationNamespace, identity: opts.Identity}
 	}
@@ -215,6 +224,7 @@ func (r *Remediator) SetPolicy(p *Policy) {
 	r.limiter.setLimit(p.RateLimit.ActionsPerHour)
 	r.leases.cache.watch(p.namespaces())
 	r.verifyMetrics.initRules(p)
+	r.approvals.initRules(p)
 	next := r.newSnapshot(p)
 	r.swapMu.Lock()
 	old := r.current.Swap(next)
@@ -269,6 +279,13 @@ func (r *Remediator) Run(ctx context.Context) {
 		defer close(breakersDone)
 		r.watchBreakers(breakerCtx, breakerRefreshInterval)
 	}()
+	// Approved actions and expiries are picked up from the approval
+	// records, on whichever replica wins the write.
+	approvalsDone := make(chan struct{})
+	go func() {
+		defer close(approvalsDone)
+		r.watchApprovals(breakerCtx)
+	}()
 	var wg sync.WaitGroup
 	for range r.workers {
 		wg.Add(1)
@@ -282,6 +299,7 @@ func (r *Remediator) Run(ctx context.Context) {
 	wg.Wait()
 	stopBreakers()
 	<-breakersDone
+	<-approvalsDone
 	r.events.Shutdown()
 	close(r.stopped)
 	// Verifications end when ctx does.
@@ -423,6 +441,9 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 	}
 	if d.DryRun {
 		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
+	}
+	if d.NeedsApproval {
+		return r.propose(ctx, snap, a, d, rec)
 	}
 	rec = r.claimAndAct(ctx, snap.policy, store, a, d, in, rec)
 	r.verifyLater(ctx, snap, store, a, d, in.Occ.Key, rec)

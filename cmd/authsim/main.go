@@ -63,6 +63,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		natSource     = app.Flag("nat-source", "Address of a NAT with many people behind it.").String()
 		natUsers      = app.Flag("nat-users", "People behind the NAT.").Default("1000").Int()
 		natRate       = app.Flag("nat-rate", "Logins per second through the NAT (0: off).").Float64()
+		blocklist     = app.Flag("blocklist-file", "nginx deny lines of a gateway in front of the service, read at start and on POST /-/reload.").String()
 	)
 	app.HelpFlag.Short('h')
 	if _, err := app.Parse(args); err != nil {
@@ -109,6 +110,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		return 2
 	}
 
+	if *blocklist != "" {
+		g, err := authsim.NewGateway(*blocklist)
+		if err != nil {
+			logger.Error("invalid blocklist", "err", err)
+			return 2
+		}
+		sim.SetGateway(g)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		logger.Error("cannot listen", "err", err)

@@ -43,6 +43,9 @@ const defaultListenAddress = ":10188"
 func main() { os.Exit(run()) }
 
 func run() int {
+	if isApprovalCommand(os.Args[1:]) {
+		return runApprovalCommand(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
+	}
 	f, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -124,6 +127,12 @@ func run() int {
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
+	if tokens, ok, err := f.loadApprovalTokens(); err != nil {
+		logger.Error("approvals endpoint", "err", err)
+		return 1
+	} else if ok {
+		rem.SetApprovalTokens(tokens)
+	}
 	reloader := f.newReloader(rem, logger)
 	reg.MustRegister(reloader)
 	reloader.Loaded()
@@ -147,6 +156,7 @@ type flags struct {
 	tokenFile     string
 	basicUser     string
 	basicPassFile string
+	approvalsFile string
 	noAuth        bool
 	maxBody       int64
 	queueSize     int
@@ -175,6 +185,7 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("web.bearer-token-file", "File with the bearer token Alertmanager sends (http_config.authorization.credentials_file).").StringVar(&f.tokenFile)
 	app.Flag("web.basic-auth.username", "Username for basic auth: what Alertmanager sends, and what a browser sends for the status page at /.").StringVar(&f.basicUser)
 	app.Flag("web.basic-auth.password-file", "File with the basic-auth password.").StringVar(&f.basicPassFile)
+	app.Flag("web.approvals-tokens-file", "File of name:token lines: the people who may approve or deny through /api/v1/approvals (their own credentials, not the webhook's). Without it the endpoint is off.").StringVar(&f.approvalsFile)
 	app.Flag("no-auth", "Accept webhook requests without any authentication (testing only; logs a warning).").BoolVar(&f.noAuth)
 	app.Flag("web.max-body-bytes", "Largest webhook body accepted (larger: 413).").Default("1048576").Int64Var(&f.maxBody)
 	app.Flag("queue.size", "Alerts accepted but not yet handled; when full the webhook answers 503 so Alertmanager retries.").Default("1000").IntVar(&f.queueSize)
@@ -255,6 +266,23 @@ func (f *flags) loadAuth(requireAuth bool) (remediator.Auth, error) {
 	return a, nil
 }
 
+// loadApprovalTokens reads --web.approvals-tokens-file; ok is false when
+// the flag is not set.
+func (f *flags) loadApprovalTokens() (remediator.ApprovalTokens, bool, error) {
+	if f.approvalsFile == "" {
+		return remediator.ApprovalTokens{}, false, nil
+	}
+	raw, err := os.ReadFile(f.approvalsFile)
+	if err != nil {
+		return remediator.ApprovalTokens{}, false, fmt.Errorf("--web.approvals-tokens-file: %w", err)
+	}
+	t, err := remediator.ParseApprovalTokens(string(raw))
+	if err != nil {
+		return remediator.ApprovalTokens{}, false, fmt.Errorf("--web.approvals-tokens-file %s: %w", f.approvalsFile, err)
+	}
+	return t, true, nil
+}
+
 // alertReaders builds the clients of Alertmanager and Prometheus; either is
 // nil when its URL is not set.
 func (f *flags) alertReaders() (remediator.AlertReader, remediator.AlertReader, error) {
@@ -318,9 +346,17 @@ func (f *flags) newReloader(rem *remediator.Remediator, logger *slog.Logger) *re
 		p, err := remediator.LoadPolicy(f.configFile)
 		if err == nil {
 			var a remediator.Auth
+			var tokens remediator.ApprovalTokens
+			var withTokens bool
 			if a, err = f.loadAuth(true); err == nil {
+				tokens, withTokens, err = f.loadApprovalTokens()
+			}
+			if err == nil {
 				rem.SetPolicy(p)
 				rem.SetAuth(a)
+				if withTokens {
+					rem.SetApprovalTokens(tokens)
+				}
 				logger.Info("policy reloaded", "file", f.configFile, "rules", len(p.Rules))
 				return nil
 			}
@@ -335,6 +371,9 @@ func newMux(rem *remediator.Remediator, reg *prometheus.Registry, reloader *relo
 	mux.Handle("/api/v1/alerts", rem.WebhookHandler())
 	mux.Handle("/webhook", rem.WebhookHandler())
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelError)}))
+	// Approvals take their own credentials (--web.approvals-tokens-file).
+	mux.Handle("/api/v1/approvals", rem.ApprovalsHandler())
+	mux.Handle("/api/v1/approvals/", rem.ApprovalsHandler())
 	mux.Handle("/-/healthy", rem.HealthHandler())
 	mux.Handle("/-/ready", rem.ReadyHandler())
 	// The reload endpoint takes the webhook's credentials, and a failure's

@@ -155,7 +155,8 @@ func stuffSource(i int) string {
 // NAT's traffic.
 func (s *Sim) attacksLocked(seconds float64, outs []outcome) []outcome {
 	f, st := s.fault, &s.attacks
-	if n := take(&st.sprayCarry, f.Spraying.Rate, seconds); f.Spraying.Accounts > 0 {
+	// A source the gateway denies never reaches the service.
+	if n := take(&st.sprayCarry, f.Spraying.Rate, seconds); f.Spraying.Accounts > 0 && !s.deniedLocked(f.Spraying.Source) {
 		for range n {
 			user := fmt.Sprintf("user-%04d", st.sprayNext)
 			st.sprayNext = (st.sprayNext + 1) % f.Spraying.Accounts
@@ -166,6 +167,9 @@ func (s *Sim) attacksLocked(seconds float64, outs []outcome) []outcome {
 		for range n {
 			user := fmt.Sprintf("acct-%06d", st.stuffNext)
 			src := stuffSource(s.rng.IntN(f.Stuffing.Sources))
+			if s.deniedLocked(src) {
+				continue
+			}
 			outs = append(outs, s.loginLocked(src, user, false))
 			if st.stuffAgain || s.rng.IntN(2) == 0 {
 				st.stuffNext = (st.stuffNext + 1) % f.Stuffing.Accounts
@@ -175,7 +179,7 @@ func (s *Sim) attacksLocked(seconds float64, outs []outcome) []outcome {
 			}
 		}
 	}
-	if n := take(&st.takeoverCarry, f.Takeover.Rate, seconds); f.Takeover.Failures > 0 {
+	if n := take(&st.takeoverCarry, f.Takeover.Rate, seconds); f.Takeover.Failures > 0 && !s.deniedLocked(f.Takeover.Source) {
 		for range n {
 			if st.takeoverTries > f.Takeover.Failures {
 				break

@@ -150,6 +150,7 @@ type Sim struct {
 	sessionEnds []time.Time // expiry times of active sessions, in order
 	now         func() time.Time
 	attacks     attackState
+	gateway     *Gateway // nil: no gateway (blocklist.go)
 
 	logMu sync.Mutex
 	log   io.Writer
@@ -320,6 +321,9 @@ func (s *Sim) Generate(dt time.Duration) {
 	}
 	for range nb {
 		src := bf.Sources[s.rng.IntN(len(bf.Sources))]
+		if s.deniedLocked(src) {
+			continue
+		}
 		accounts := bf.Accounts
 		if accounts == 0 {
 			accounts = 3
@@ -486,6 +490,10 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/auth/login", s.serveLogin)
 	mux.HandleFunc("GET /admin/fault", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Fault()) })
 	mux.HandleFunc("POST /admin/fault", s.serveSetFault)
+	if s.gateway != nil {
+		mux.Handle("POST /-/reload", s.gateway)
+		mux.Handle("GET /-/blocklist", s.gateway)
+	}
 	mux.HandleFunc("POST /admin/reset", func(w http.ResponseWriter, r *http.Request) {
 		_ = s.SetFault(Fault{})
 		writeJSON(w, http.StatusOK, s.Fault())
@@ -543,6 +551,11 @@ func (s *Sim) serveLogin(w http.ResponseWriter, r *http.Request) {
 		src = host
 	}
 	s.mu.Lock()
+	if s.deniedLocked(src) {
+		s.mu.Unlock()
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "blocked at the gateway"})
+		return
+	}
 	o := s.loginLocked(src, req.UserID, req.Password != "" && req.Password != "wrong")
 	latency := time.Duration(s.fault.Latency)
 	s.mu.Unlock()

@@ -125,6 +125,7 @@ func TestDemoConfigsAreValid(t *testing.T) {
 		"RemediatorURLs":      []string{"http://127.0.0.1:1/api/v1/alerts", "http://127.0.0.1:2/api/v1/alerts"},
 		"TokenFile":           token,
 		"PagerURL":            "http://127.0.0.1:3/",
+		"GatewayReloadPort":   4,
 	}
 	render := func(name string) []byte {
 		var b bytes.Buffer
@@ -166,8 +167,8 @@ func TestDemoConfigsAreValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("policy.yml: %v", err)
 	}
-	if len(p.Rules) != 2 || len(p.Redis) != 1 || !p.Redis[0].Enabled {
-		t.Errorf("policy.yml: want 2 rules and an enabled Redis target, got %+v", p)
+	if len(p.Rules) != 3 || len(p.Redis) != 1 || !p.Redis[0].Enabled {
+		t.Errorf("policy.yml: want 3 rules and an enabled Redis target, got %+v", p)
 	}
 
 	amtool := testenv.Tool(t, "amtool", "AMTOOL")

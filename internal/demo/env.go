@@ -28,9 +28,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/warden-sre/warden/internal/certgen"
@@ -95,6 +93,7 @@ type Env struct {
 	pagerURL       string
 
 	kubelet    *kubelet
+	sec        securityEnv // the gateway and the on-call (scenario_security.go)
 	exporter   *testenv.Process
 	remediator []*testenv.Process
 	decisions  *decisionLog
@@ -185,6 +184,9 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		return nil, err
 	}
 	if err := e.startServices(ctx, bins["authsim"], addr); err != nil {
+		return nil, err
+	}
+	if err := e.startGateway(ctx, bins["warden-remediator"]); err != nil {
 		return nil, err
 	}
 	if err := e.startExporter(ctx, bins["warden-exporter"], addr()); err != nil {
@@ -280,12 +282,16 @@ func (e *Env) startServices(ctx context.Context, authsim string, addr func() str
 	for _, name := range Services {
 		a := addr()
 		e.ServiceURLs[name] = "http://" + a
+		args := []string{"--listen", a, "--log-file", e.authLog(name), "--instance-id", name, "--rate", "10"}
+		if name == gatewayService {
+			args = append(args, "--blocklist-file", e.blocklistFile())
+		}
 		w := &workload{
 			name:      name,
 			image:     "ghcr.io/rust-security/" + name + ":1.4.2",
 			healthURL: "http://" + a + "/health",
 			proc: binary(filepath.Join(e.dir, name+".stderr.log"), authsim,
-				"--listen", a, "--log-file", e.authLog(name), "--instance-id", name, "--rate", "10"),
+				args...),
 			afterStart: func(ctx context.Context) error { e.reapplySticky(name); return nil },
 		}
 		if err := e.kubelet.add(ctx, w); err != nil {
@@ -330,6 +336,7 @@ func (e *Env) templateData() map[string]any {
 		"RemediatorURLs":      webhooks,
 		"TokenFile":           e.tokenFile,
 		"PagerURL":            e.pagerURL,
+		"GatewayReloadPort":   e.sec.gatewayPort,
 	}
 }
 
@@ -565,38 +572,17 @@ func (e *Env) setUpCluster(ctx context.Context) (string, error) {
 // demo's namespace, and writes <name>.kubeconfig for a user the API server
 // authorizes as that ServiceAccount (the manifests must hold exactly one).
 func (e *Env) serviceAccountKubeconfig(ctx context.Context, name string, manifests ...string) (string, error) {
-	c := e.Kube.Client
 	var sa string
 	for _, m := range manifests {
-		raw, err := os.ReadFile(filepath.Join(e.root, m))
+		err := e.createManifest(ctx, m, func(o *corev1.ServiceAccount) error {
+			if sa != "" {
+				return fmt.Errorf("a second ServiceAccount %s (after %s)", o.Name, sa)
+			}
+			sa = o.Name
+			return nil
+		})
 		if err != nil {
 			return "", err
-		}
-		for _, doc := range strings.Split(string(raw), "\n---") {
-			if strings.TrimSpace(stripComments(doc)) == "" {
-				continue
-			}
-			obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
-			if err != nil {
-				return "", fmt.Errorf("%s: %w", m, err)
-			}
-			switch o := obj.(type) {
-			case *corev1.ServiceAccount:
-				if sa != "" {
-					return "", fmt.Errorf("%s: a second ServiceAccount %s (after %s)", m, o.Name, sa)
-				}
-				sa = o.Name
-				_, err = c.CoreV1().ServiceAccounts(Namespace).Create(ctx, o, metav1.CreateOptions{})
-			case *rbacv1.Role:
-				_, err = c.RbacV1().Roles(Namespace).Create(ctx, o, metav1.CreateOptions{})
-			case *rbacv1.RoleBinding:
-				_, err = c.RbacV1().RoleBindings(Namespace).Create(ctx, o, metav1.CreateOptions{})
-			default:
-				err = fmt.Errorf("unexpected %T", obj)
-			}
-			if err != nil {
-				return "", fmt.Errorf("%s: %w", m, err)
-			}
 		}
 	}
 	if sa == "" {

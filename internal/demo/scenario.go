@@ -30,7 +30,7 @@ func Steps() []Step {
 		{"baseline", stepBaseline},
 		{"error-rate-restart", stepErrorRate},
 		{"redis-evictions-flush", stepRedisEvictions},
-		{"brute-force-pages", stepBruteForce},
+		{"brute-force-blocked", stepBruteForceBlocked},
 		{"breaker-escalates", stepBreaker},
 		{"certificate-expiry-pages", stepCertificateExpiry},
 	}
@@ -228,29 +228,6 @@ func fillRedis(ctx context.Context, e *Env) {
 		}
 		_ = rdb.Set(ctx, fmt.Sprintf("session:%d", i), value, time.Hour).Err()
 	}
-}
-
-func stepBruteForce(ctx context.Context, e *Env) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	const svc = "auth-service"
-	before := e.Restarts(svc)
-	e.tl.Printf("STEP", "%s starts guessing passwords against auth-service (50 failed logins/s)", bruteForceSource)
-	if err := e.SetFault(ctx, svc, map[string]any{"brute_force": map[string]any{"sources": []string{bruteForceSource}, "rate": 50}}); err != nil {
-		return err
-	}
-	match := map[string]string{"source": bruteForceSource}
-	if err := e.waitLeftToPerson(ctx, alertBruteForce, match); err != nil {
-		return err
-	}
-	if n := e.Restarts(svc); n != before {
-		return fmt.Errorf("auth-service was restarted during the brute-force step (%d -> %d)", before, n)
-	}
-	e.tl.Printf("STEP", "no automatic action: blocking a source is Level 2. The attacker gives up.")
-	if err := e.ResetFaults(ctx, svc); err != nil {
-		return err
-	}
-	return e.waitResolved(ctx, alertBruteForce, match)
 }
 
 func stepBreaker(ctx context.Context, e *Env) error {

@@ -6,6 +6,7 @@ package actions
 
 import (
 	"context"
+	"net/netip"
 	"time"
 )
 
@@ -19,6 +20,10 @@ const (
 	Recycle    Kind = "recycle"
 	FlushCache Kind = "flush-cache"
 	Reload     Kind = "reload"
+	// BlockSource writes a source into the gateway's blocklist ConfigMap
+	// and reloads the gateway; ExpireBlocks removes the expired entries.
+	BlockSource  Kind = "block-source"
+	ExpireBlocks Kind = "expire-blocks"
 )
 
 // Request is one action on one target, with every name already resolved
@@ -48,6 +53,18 @@ type Request struct {
 	ReloadPort   int
 	ReloadPath   string
 	ReloadMethod string
+
+	// block-source and expire-blocks: the blocklist ConfigMap (in
+	// Namespace) and its data key; Deployment and the Reload fields name
+	// the gateway reloaded after a change. Source is blocked for BlockFor
+	// unless it overlaps DefaultProtected or Protected, or MaxEntries
+	// entries are active already.
+	Blocklist    string
+	BlocklistKey string
+	Source       netip.Prefix
+	BlockFor     time.Duration
+	MaxEntries   int
+	Protected    []netip.Prefix
 
 	// Reason is written into annotations and events (alert name and
 	// fingerprint).

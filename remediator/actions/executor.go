@@ -174,13 +174,17 @@ func (e *executor) Run(ctx context.Context, req Request) (Result, error) {
 		return e.flush(ctx, e.logger.With("action", string(req.Kind), "redis", req.Redis.Name, "db", req.Redis.DB, "dry_run", req.DryRun), req)
 	case Reload:
 		return e.reload(ctx, log.With("deployment", req.Deployment), req)
+	case BlockSource:
+		return e.blockSource(ctx, log.With("deployment", req.Deployment, "source", req.Source.String()), req)
+	case ExpireBlocks:
+		return e.expireBlocks(ctx, log.With("deployment", req.Deployment, "blocklist", req.Blocklist), req)
 	}
 	return Result{}, invalidf("unknown action kind %q", req.Kind)
 }
 
 func (r Request) validate() error {
 	switch r.Kind {
-	case Restart, Scale, Recycle, Reload:
+	case Restart, Scale, Recycle, Reload, BlockSource, ExpireBlocks:
 		if msgs := validation.IsDNS1123Label(r.Namespace); len(msgs) > 0 {
 			return invalidf("namespace %q: %s", r.Namespace, msgs[0])
 		}
@@ -195,6 +199,9 @@ func (r Request) validate() error {
 	}
 	if r.Timeout < 0 {
 		return invalidf("timeout %s is negative", r.Timeout)
+	}
+	if r.Kind == BlockSource || r.Kind == ExpireBlocks {
+		return r.validateBlock()
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package actions
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +27,10 @@ const rbacDir = "../../deploy/remediator"
 // remediatorUser is the user name the API server gives the ServiceAccount in
 // the shipped manifest.
 const remediatorUser = "system:serviceaccount:rust-security:warden-remediator"
+
+// blocklistName is the one ConfigMap the shipped Role lets block-source
+// write.
+const blocklistName = "auth-gateway-blocklist"
 
 type shippedRBAC struct {
 	serviceAccount *corev1.ServiceAccount
@@ -77,11 +82,17 @@ func TestRBACManifestGrantsExactlyTheActionsNeeds(t *testing.T) {
 		"events.k8s.io/events:create", "events.k8s.io/events:patch",
 		"coordination.k8s.io/leases:get", "coordination.k8s.io/leases:list", "coordination.k8s.io/leases:watch",
 		"coordination.k8s.io/leases:create", "coordination.k8s.io/leases:update",
+		"/configmaps:get", "/configmaps:update",
 	}
 	var got []string
 	for _, r := range rbac.role.Rules {
-		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
-			t.Errorf("unexpected resourceNames/nonResourceURLs in %+v", r)
+		// ConfigMaps only by name: the blocklist, nothing else.
+		wantNames := []string(nil)
+		if slices.Contains(r.Resources, "configmaps") {
+			wantNames = []string{blocklistName}
+		}
+		if !slices.Equal(r.ResourceNames, wantNames) || len(r.NonResourceURLs) > 0 {
+			t.Errorf("rule %+v: resourceNames %v, want %v; no nonResourceURLs", r, r.ResourceNames, wantNames)
 		}
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
@@ -331,5 +342,58 @@ func TestActionsWorkWithOnlyTheShippedRBAC(t *testing.T) {
 	}
 	if d := getDeployment(t, k.Client, unbound, "auth-service"); d.Generation != 1 {
 		t.Errorf("deployment in %s changed", unbound)
+	}
+}
+
+// block-source and the expiry sweep work with the shipped Role, which
+// reaches the named blocklist ConfigMap and no other.
+func TestBlockSourceWorksWithOnlyTheShippedRBAC(t *testing.T) {
+	k := kubeServer.Get(t)
+	f := newBlockFixture(t, k.Client)
+	bindShippedRBAC(t, k.Client, f.ns)
+	client := restrictedClient(t, f.ns)
+	ctx := context.Background()
+	other := BlocklistConfigMap(f.ns, "app-settings", "blocklist.conf")
+	if _, err := k.Client.CoreV1().ConfigMaps(f.ns).Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	ex := NewExecutor(client, testLogger(t), WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+	req := f.req
+	req.Source = netip.MustParsePrefix("203.0.113.7/32")
+	if res, err := ex.Run(ctx, req); err != nil || !res.Verified {
+		t.Fatalf("block-source as %s: %+v, %v", remediatorUser, res, err)
+	}
+	if got := f.entries(t, k.Client); len(got) != 1 {
+		t.Errorf("blocklist: %v", got)
+	}
+	sweep := f.req
+	sweep.Kind = ExpireBlocks
+	if _, err := ex.Run(ctx, sweep); err != nil {
+		t.Errorf("expiry sweep as %s: %v", remediatorUser, err)
+	}
+
+	// Pointed at another ConfigMap, the action is refused by the API server.
+	req.Blocklist = other.Name
+	if _, err := ex.Run(ctx, req); Reason(err) != ReasonForbidden {
+		t.Errorf("block-source into ConfigMap %s: %v, want forbidden", other.Name, err)
+	}
+	cms := client.CoreV1().ConfigMaps(f.ns)
+	for _, c := range []struct {
+		name string
+		call func() error
+	}{
+		{"get another ConfigMap", func() error { _, err := cms.Get(ctx, other.Name, metav1.GetOptions{}); return err }},
+		{"update another ConfigMap", func() error { _, err := cms.Update(ctx, other, metav1.UpdateOptions{}); return err }},
+		{"list ConfigMaps", func() error { _, err := cms.List(ctx, metav1.ListOptions{}); return err }},
+		{"create a ConfigMap", func() error {
+			_, err := cms.Create(ctx, BlocklistConfigMap(f.ns, "new-list", "k"), metav1.CreateOptions{})
+			return err
+		}},
+		{"delete the blocklist", func() error { return cms.Delete(ctx, blocklistName, metav1.DeleteOptions{}) }},
+	} {
+		if err := c.call(); !apierrors.IsForbidden(err) {
+			t.Errorf("%s as %s: %v, want Forbidden", c.name, remediatorUser, err)
+		}
 	}
 }
