@@ -95,6 +95,9 @@ type Remediator struct {
 	current atomic.Pointer[snapshot]
 	swapMu  sync.RWMutex
 	leases  *leaseStore
+	// objects mirrors the namespaces and Deployments the policy may act
+	// on, for the gates and verification.
+	objects *targetCache
 	limiter *rateLimiter
 	// dryRunSeen keeps dry-run deliveries from being recorded over and over
 	// (dry-run writes no coordination state).
@@ -168,6 +171,7 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		maxBody:      opts.MaxBodyBytes,
 		workers:      opts.Workers,
 		leases:       &leaseStore{kube: opts.Kube, identity: opts.Identity, cache: newLeaseCache(opts.Kube)},
+		objects:      newTargetCache(opts.Kube),
 		limiter:      newRateLimiter(p.RateLimit.ActionsPerHour),
 		dryRunSeen:   newSeenSet(4096),
 		resolvedSeen: newSeenSet(4096),
@@ -214,6 +218,7 @@ func (r *Remediator) newSnapshot(p *Policy) *snapshot {
 func (r *Remediator) SetPolicy(p *Policy) {
 	r.limiter.setLimit(p.RateLimit.ActionsPerHour)
 	r.leases.cache.watch(p.namespaces())
+	r.objects.watch(p.namespaces())
 	r.verifyMetrics.initRules(p)
 	next := r.newSnapshot(p)
 	r.swapMu.Lock()
@@ -261,6 +266,7 @@ func (r *Remediator) Run(ctx context.Context) {
 		return
 	}
 	r.leases.cache.start(ctx, r.Policy().namespaces())
+	r.objects.start(ctx, r.Policy().namespaces())
 	// The breaker gauge is derived from the stores, refreshed from start
 	// until the workers are done.
 	breakerCtx, stopBreakers := context.WithCancel(ctx)
@@ -428,8 +434,19 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 		Breaker:  snap.policy.Breaker,
 		RateOK:   true,
 	}
-	if reason, detail := r.gate(ctx, snap.policy, store, d); reason != "" {
+	reason, detail, cached := r.gate(ctx, snap.policy, store, d)
+	if reason != "" {
 		return rec.skipped(reason, detail)
+	}
+	// Refusals that need no write are decided from the Lease cache: a
+	// storm of deliveries for targets in cooldown costs no API call.
+	if v, ok := r.refusedFromCache(store, a, d.Target, in); ok {
+		return rec.skipped(v.Reason, v.Detail)
+	}
+	if cached {
+		if reason, detail := r.confirmGates(ctx, snap.policy, store, d.Target); reason != "" {
+			return rec.skipped(reason, detail)
+		}
 	}
 	if d.DryRun {
 		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
@@ -484,14 +501,7 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 		return store.update(ctx, d.Target, func(st *targetState) bool {
 			in.Now = r.now()
 			defer func() { openUntil = st.BreakerOpenUntil }()
-			// A delivery of an occurrence that already acted is a duplicate,
-			// resolved or not; the resolution wins only over an occurrence
-			// that has not acted yet.
-			if resolvedEarly(st, in.Occ.Key) || (r.resolvedSeen.has(alertOccurrence(a.Fingerprint, a.StartsAt)) && !recorded(st, in.Occ.Key)) {
-				v = verdict{Reason: ReasonResolvedBeforeAction, Detail: "the alert's resolved notification arrived before this firing delivery could act", BreakerOpen: in.Now.Before(st.BreakerOpenUntil)}
-				return false
-			}
-			v = claim(st, in)
+			v = r.decideClaim(st, a, in)
 			return v.Write
 		})
 	}, r.retryLogger(d.Target))
@@ -521,6 +531,46 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 	rec = r.execute(ctx, req, rec)
 	r.recordOutcome(ctx, p, store, d.Target, in.Occ.Key, rec)
 	return rec
+}
+
+// decideClaim is claim, preceded by the alert's resolution: a delivery of
+// an occurrence that already acted is a duplicate, resolved or not; the
+// resolution wins only over an occurrence that has not acted yet.
+func (r *Remediator) decideClaim(st *targetState, a *amtemplate.Alert, in claimInput) verdict {
+	if resolvedEarly(st, in.Occ.Key) || (r.resolvedSeen.has(alertOccurrence(a.Fingerprint, a.StartsAt)) && !recorded(st, in.Occ.Key)) {
+		return verdict{Reason: ReasonResolvedBeforeAction, Detail: "the alert's resolved notification arrived before this firing delivery could act", BreakerOpen: in.Now.Before(st.BreakerOpenUntil)}
+	}
+	return claim(st, in)
+}
+
+// refusedFromCache decides a firing delivery on the cached Lease of its
+// target, without writing: it answers (ok) only when the claim would be
+// refused without changing the record (duplicate, cooldown, breaker open,
+// resolved before action), and only once the Lease informer has synced.
+// Everything else goes to claimAndAct, which decides again on the record it
+// writes.
+func (r *Remediator) refusedFromCache(store stateStore, a *amtemplate.Alert, t target, in claimInput) (verdict, bool) {
+	if store != stateStore(r.leases) {
+		return verdict{}, false
+	}
+	l, ok := r.leases.cache.get(t.Namespace, leaseName(t))
+	if !ok {
+		return verdict{}, false
+	}
+	var st targetState
+	if l != nil {
+		var err error
+		if st, err = decodeState(l.Annotations); err != nil {
+			return verdict{}, false // the claim reports it
+		}
+	}
+	in.Now = r.now()
+	v := r.decideClaim(&st, a, in)
+	if v.Proceed || v.Write {
+		return verdict{}, false
+	}
+	r.metrics.breakerOpen.set(t, st.BreakerOpenUntil)
+	return v, true
 }
 
 // recordOutcome stores the outcome of a claimed action (failures, breaker)
