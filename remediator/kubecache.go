@@ -39,12 +39,15 @@ func newTargetCache(kube kubernetes.Interface) *targetCache {
 	c.namespaces = newInformerSet(func(ns string) cache.SharedIndexInformer {
 		inf := coreinformers.NewFilteredNamespaceInformer(kube, 0, cache.Indexers{},
 			func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + ns })
-		// The reflector retries with backoff; remembering the refusal
-		// keeps decisions from asking the API server for a namespace
-		// they may not read.
+		// Without permission the reflector would retry (and log) for
+		// ever: the namespace informers stop instead, and decisions do
+		// not ask the API server for namespaces they may not read. A
+		// permission granted later takes effect on restart.
 		_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 			if apierrors.IsForbidden(err) {
 				c.namespacesForbidden.Store(true)
+				c.namespaces.close()
+				return
 			}
 			cache.DefaultWatchErrorHandler(ctx, r, err)
 		})

@@ -71,7 +71,7 @@ func reads(kube *fake.Clientset) map[string]int {
 func TestCachesAnswerOnceSynced(t *testing.T) {
 	kube := fake.NewClientset(cachedTargetObjects(time.Now())...)
 	tr := startRemediator(t, cachedTargetPolicy, kube, &recordingExecutor{}, nil)
-	waitSynced(t, tr, "shop")
+	waitSynced(t, tr, "shop", true)
 	kube.ClearActions()
 
 	postAndDecide(t, tr, 5)
@@ -97,7 +97,7 @@ func TestNamespacesForbiddenAreNotAskedPerDecision(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(corev1.Resource("namespaces"), "", fmt.Errorf("no"))
 	})
 	tr := startRemediator(t, cachedTargetPolicy, kube, &recordingExecutor{}, nil)
-	waitSynced(t, tr, "")
+	waitSynced(t, tr, "shop", false)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) { return tr.objects.namespacesForbidden.Load(), nil }); err != nil {
@@ -117,16 +117,16 @@ func TestNamespacesForbiddenAreNotAskedPerDecision(t *testing.T) {
 }
 
 // waitSynced waits until the Lease and Deployment informers of ns (and,
-// unless ns is "", the namespace informer) have synced.
-func waitSynced(t testing.TB, tr *testRemediator, ns string) {
+// with namespace, its namespace informer) have synced.
+func waitSynced(t testing.TB, tr *testRemediator, ns string, namespace bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
-		_, leases := tr.leases.cache.synced("shop")
-		_, deps := tr.objects.deployments.synced("shop")
+		_, leases := tr.leases.cache.synced(ns)
+		_, deps := tr.objects.deployments.synced(ns)
 		nsSynced := true
-		if ns != "" {
+		if namespace {
 			_, nsSynced = tr.objects.namespaces.synced(ns)
 		}
 		return leases && deps && nsSynced, nil

@@ -20,7 +20,8 @@ type informerSet struct {
 	newInformer func(namespace string) cache.SharedIndexInformer
 
 	mu        sync.Mutex
-	ctx       context.Context // nil until start
+	ctx       context.Context // nil until start; ends with stop
+	stop      context.CancelFunc
 	informers map[string]cache.SharedIndexInformer
 }
 
@@ -31,9 +32,19 @@ func newInformerSet(newInformer func(namespace string) cache.SharedIndexInformer
 // start runs the informers of the namespaces until ctx ends.
 func (s *informerSet) start(ctx context.Context, namespaces []string) {
 	s.mu.Lock()
-	s.ctx = ctx
+	s.ctx, s.stop = context.WithCancel(ctx)
 	s.mu.Unlock()
 	s.watch(namespaces)
+}
+
+// close stops every informer of the set for good; the caller asks the API
+// server, or does without, from then on.
+func (s *informerSet) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop != nil {
+		s.stop()
+	}
 }
 
 // watch adds informers for namespaces not watched yet. Before start it does
@@ -41,7 +52,7 @@ func (s *informerSet) start(ctx context.Context, namespaces []string) {
 func (s *informerSet) watch(namespaces []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ctx == nil {
+	if s.ctx == nil || s.ctx.Err() != nil {
 		return
 	}
 	for _, ns := range namespaces {
@@ -61,7 +72,7 @@ func (s *informerSet) synced(namespace string) (cache.Store, bool) {
 	s.mu.Lock()
 	inf, ok := s.informers[namespace]
 	s.mu.Unlock()
-	if !ok || !inf.HasSynced() {
+	if !ok || !inf.HasSynced() || inf.IsStopped() {
 		return nil, false
 	}
 	return inf.GetStore(), true

@@ -128,9 +128,12 @@ type Remediator struct {
 
 	queueMu sync.Mutex
 	queue   chan job
-	closed  bool
-	started atomic.Bool
-	stopped chan struct{}
+	// lastWait is how long the job a worker took last had waited in the
+	// queue (nanoseconds): the queue's backlog as its jobs see it.
+	lastWait atomic.Int64
+	closed   bool
+	started  atomic.Bool
+	stopped  chan struct{}
 }
 
 // New creates a Remediator with the given policy. Call Run to start the
@@ -245,6 +248,14 @@ func (r *Remediator) enqueue(alerts []amtemplate.Alert, received time.Time) erro
 	if cap(r.queue)-len(r.queue) < len(alerts) {
 		return errQueueFull
 	}
+	// A 202 promises that the alerts will be decided while that still
+	// means something: a job that waited longer than defaults.max_delay is
+	// dropped as stale unless its alert is confirmed to fire. While the
+	// jobs workers take have waited more than half of that, the queue
+	// takes nothing more, and Alertmanager retries once it has drained.
+	if wait, maxDelay := time.Duration(r.lastWait.Load()), r.Policy().Defaults.MaxDelay; maxDelay > 0 && len(r.queue) > 0 && wait > maxDelay/2 {
+		return fmt.Errorf("%w: queued alerts wait %s before they are handled (defaults.max_delay %s)", errBacklogged, wait.Round(time.Second), maxDelay)
+	}
 	for _, a := range alerts {
 		if a.Status == "resolved" {
 			r.resolvedSeen.add(alertOccurrence(a.Fingerprint, a.StartsAt))
@@ -257,6 +268,7 @@ func (r *Remediator) enqueue(alerts []amtemplate.Alert, received time.Time) erro
 var (
 	errShuttingDown = errors.New("shutting down")
 	errQueueFull    = errors.New("queue full")
+	errBacklogged   = errors.New("queue backlogged")
 )
 
 // Run starts the workers and blocks until ctx ends. Cancelling ctx aborts
@@ -281,6 +293,7 @@ func (r *Remediator) Run(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for j := range r.queue {
+				r.lastWait.Store(int64(r.now().Sub(j.received)))
 				r.handle(ctx, j)
 			}
 		}()

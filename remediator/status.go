@@ -133,7 +133,10 @@ type statusOccurrence struct {
 	Namespace   string
 	Fingerprint string
 	Outcome     string
-	Resolved    bool
+	// RecoveredAfter is set for an effective action: when its alert
+	// stopped firing.
+	RecoveredAfter time.Duration
+	Resolved       bool
 }
 
 // StatusHandler serves the read-only status page at /: what this replica
@@ -245,6 +248,7 @@ func (r *Remediator) status(ctx context.Context) statusPage {
 			page.Occurrences = append(page.Occurrences, statusOccurrence{
 				At: o.At, Target: name, Namespace: namespace,
 				Fingerprint: o.Fingerprint, Outcome: o.Outcome, Resolved: o.Resolved,
+				RecoveredAfter: time.Duration(o.RecoveredAfter) * time.Second,
 			})
 		}
 	}

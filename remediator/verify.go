@@ -340,6 +340,11 @@ func (r *Remediator) recordVerification(ctx context.Context, v verification, out
 		return v.store.update(sctx, v.target, func(st *targetState) bool {
 			opened = verified(st, v.key, outcome, r.now(), p.Breaker)
 			openUntil = st.BreakerOpenUntil
+			for i := range st.Occurrences {
+				if st.Occurrences[i].Key == v.key && outcome == OutcomeEffective {
+					st.Occurrences[i].RecoveredAfter = int64((recovery + time.Second - 1) / time.Second) // whole seconds, rounded up
+				}
+			}
 			return true
 		})
 	}, r.retryLogger(v.target))
