@@ -230,6 +230,7 @@ func TestGateRefusesDuringSomeoneElsesRollout(t *testing.T) {
 	if _, err := kube.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	waitCached(t, tr, kube, ns, "auth-service")
 	postFiring(t, tr, "r3", t0.Add(time.Minute), labels)
 	waitSkips(t, tr, ReasonRecentRollout, 1, "")
 	if n := restarts.Load(); n != 0 {
@@ -277,6 +278,7 @@ func TestFreezeAnnotationRefusesUntilItExpires(t *testing.T) {
 	if _, err := kube.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	waitCached(t, tr, kube, ns, "auth-service")
 	postFiring(t, tr, "z3", t0.Add(2*time.Minute), labels)
 	waitSkips(t, tr, ReasonFrozen, 2, "")
 }

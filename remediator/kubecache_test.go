@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
@@ -160,4 +161,32 @@ func waitDecisions(t testing.TB, tr *testRemediator, n float64) {
 
 func skippedFor(tr *testRemediator, reason string) float64 {
 	return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(reason))
+}
+
+// waitCached waits until tr's informers hold the Deployment and its
+// namespace as the API server has them now, as a running replica's do a
+// moment after a change: the gates refuse on the cached copies.
+func waitCached(t testing.TB, tr *testRemediator, kube kubernetes.Interface, ns, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		cd, ok := tr.objects.deployment(ns, name)
+		if !ok || cd == nil || cd.ResourceVersion != d.ResourceVersion {
+			return false, nil
+		}
+		cn, ok := tr.objects.namespace(ns)
+		return tr.objects.namespacesForbidden.Load() || ok && cn != nil && cn.ResourceVersion == n.ResourceVersion, nil
+	})
+	if err != nil {
+		t.Fatalf("the informers did not catch up with deployment %s/%s: %v", ns, name, err)
+	}
 }

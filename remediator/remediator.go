@@ -26,9 +26,14 @@ import (
 
 // Options configure a Remediator.
 type Options struct {
-	// Kube is the client for Leases, Events (and whatever the Executor
-	// uses). Required.
+	// Kube is the client for Leases, the gates' reads (and whatever the
+	// Executor uses). Required.
 	Kube kubernetes.Interface
+	// EventKube writes the Events (default Kube). A client of its own, with
+	// its own request budget, keeps Events, which are written in the
+	// background and best effort, from delaying claims in a storm, as
+	// kube-scheduler does with its event client.
+	EventKube kubernetes.Interface
 	// Executor carries out actions. Required.
 	Executor actions.Executor
 	Logger   *slog.Logger
@@ -36,9 +41,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Identity names this replica in Leases and Events (pod name).
 	Identity string
-	// QueueSize bounds alerts accepted but not yet handled (default 1000).
+	// QueueSize bounds alerts accepted but not yet handled (default 10000).
 	QueueSize int
-	// Workers handle queued alerts concurrently (default 4).
+	// Workers handle queued alerts concurrently (default 16).
 	Workers int
 	// DryRun forces dry-run for every rule.
 	DryRun bool
@@ -149,10 +154,10 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.QueueSize <= 0 {
-		opts.QueueSize = 1000
+		opts.QueueSize = 10000
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = 4
+		opts.Workers = 16
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 1 << 20
@@ -185,7 +190,10 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		prometheus:   opts.Prometheus,
 	}
 	r.holderPrefix = r.identity + "/" + rand.String(6) + "/"
-	r.events, r.recorder = newEventRecorder(opts.Kube, opts.Identity)
+	if opts.EventKube == nil {
+		opts.EventKube = opts.Kube
+	}
+	r.events, r.recorder = newEventRecorder(opts.EventKube, opts.Identity)
 	r.skipEvents = newSkipEvents()
 	auth := opts.Auth
 	r.auth.Store(&auth)

@@ -29,8 +29,11 @@ func BenchmarkDecisionsUnderFlood(b *testing.B) {
 		concurrency = 50
 	)
 	k := kubeServer.Get(b)
-	cfg := rest.CopyConfig(k.Config)
-	cfg.QPS, cfg.Burst = 200, 400 // as cmd/warden-remediator sets them
+	// The client limits cmd/warden-remediator sets: one client for the
+	// decisions and actions, one for the Events.
+	cfg, eventCfg := rest.CopyConfig(k.Config), rest.CopyConfig(k.Config)
+	cfg.QPS, cfg.Burst = 200, 1000
+	eventCfg.QPS, eventCfg.Burst = 50, 300
 	kube := kubeClient(b, k.Config)
 	for range b.N {
 		b.StopTimer()
@@ -54,9 +57,16 @@ rules:
 		if err != nil {
 			b.Fatal(err)
 		}
+		events, err := kubeClientFor(eventCfg)
+		if err != nil {
+			b.Fatal(err)
+		}
 		exec := &recordingExecutor{}
 		// Queue and workers at warden-remediator's defaults.
-		tr := startRemediator(b, policy, limited, exec, func(o *Options) { o.Logger = discardLogger() })
+		tr := startRemediator(b, policy, limited, exec, func(o *Options) {
+			o.EventKube = events
+			o.Logger = discardLogger()
+		})
 		// The informers have long synced before a storm in a running
 		// replica.
 		waitSynced(b, tr, ns, true)
