@@ -30,7 +30,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func TestScenario(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts the whole loop (about four minutes); skipped with -short")
+		t.Skip("starts the whole loop (about five minutes); skipped with -short")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
