@@ -587,8 +587,14 @@ func (r *Remediator) actApproved(ctx context.Context, snap *snapshot, a Approval
 	if err != nil {
 		return rec.skipped(ReasonUnavailable, err.Error())
 	}
-	if reason, detail := r.gate(ctx, snap.policy, store, d); reason != "" {
+	reason, detail, cached := r.gate(ctx, snap.policy, store, d)
+	if reason != "" {
 		return rec.skipped(reason, detail)
+	}
+	if cached {
+		if reason, detail := r.confirmGates(ctx, snap.policy, store, d.Target); reason != "" {
+			return rec.skipped(reason, detail)
+		}
 	}
 	in := firingClaim(&alert, d, snap.policy.Breaker)
 	if d.DryRun {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // breakerRefreshInterval is how often the target states are re-read from
@@ -60,8 +59,8 @@ func (b *breakerStates) Collect(ch chan<- prometheus.Metric) {
 }
 
 // refreshBreakers reads the state of every target the policy may act on
-// from its store (the Leases in the allowlisted namespaces and the records
-// of the enabled Redis targets): the breaker gauge, and claims that will
+// from its store (the Leases in the allowlisted namespaces, from the Lease
+// cache once synced, and the records of the enabled Redis targets): the breaker gauge, and claims that will
 // never get an outcome (sweepInterrupted). Errors are logged; the previous
 // values stay.
 func (r *Remediator) refreshBreakers(ctx context.Context) {
@@ -71,12 +70,12 @@ func (r *Remediator) refreshBreakers(ctx context.Context) {
 	r.swapMu.RUnlock()
 	defer snap.users.Done()
 	for _, ns := range snap.policy.namespaces() {
-		list, err := r.kube.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{LabelSelector: leaseSelector})
+		leases, err := r.leases.list(ctx, ns)
 		if err != nil {
 			r.logger.Warn("cannot read breaker states", "namespace", ns, "err", err)
 			continue
 		}
-		for _, l := range list.Items {
+		for _, l := range leases {
 			t, ok := parseTarget(ns, l.Annotations[annoTarget])
 			if !ok {
 				continue

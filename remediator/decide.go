@@ -24,6 +24,9 @@ type occurrence struct {
 	At       time.Time `json:"at"`
 	Resolved bool      `json:"resolved,omitempty"`
 	Outcome  string    `json:"outcome,omitempty"`
+	// RecoveredAfter is, for an effective action, how many seconds after
+	// it the alert stopped firing.
+	RecoveredAfter int64 `json:"recovered_after_s,omitempty"`
 }
 
 func occurrenceKey(fingerprint string, startsAt time.Time, action string) string {

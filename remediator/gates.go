@@ -2,6 +2,7 @@ package remediator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -209,39 +210,46 @@ func compileBlockWhen(parse compat.ParseMatcher, sets [][]string, path string) (
 // gate checks, before the claim, whether a person would act now: no freeze
 // (policy, namespace or target annotation), no rollout by someone else in
 // progress or just finished, no blocking alert firing. It returns the
-// skip reason and detail, or "" to go on.
-func (r *Remediator) gate(ctx context.Context, p *Policy, store stateStore, d decision) (reason, detail string) {
+// skip reason and detail, or "" to go on. The namespace and the Deployment
+// come from the informers' cache where it has synced (cached); a decision
+// to act confirms them against the API server (confirmGates) before it
+// claims.
+func (r *Remediator) gate(ctx context.Context, p *Policy, store stateStore, d decision) (reason, detail string, cached bool) {
 	now := r.now()
 	for _, f := range p.Freezes {
 		if f.active(now) {
-			return ReasonFrozen, "policy freeze: " + f.Reason
+			return ReasonFrozen, "policy freeze: " + f.Reason, false
 		}
 	}
 	if d.Target.Kind == "deployment" {
-		if reason, detail = r.kubeGates(ctx, p, store, d.Target, now); reason != "" {
-			return reason, detail
+		if reason, detail, cached = r.kubeGates(ctx, p, store, d.Target, now, true); reason != "" {
+			return reason, detail, cached
 		}
 	}
-	return r.blockingAlert(ctx, d.Rule)
+	reason, detail = r.blockingAlert(ctx, d.Rule)
+	return reason, detail, cached
 }
 
-// kubeGates reads the namespace and the Deployment: freeze annotations and
-// rollout state.
-func (r *Remediator) kubeGates(ctx context.Context, p *Policy, store stateStore, t target, now time.Time) (string, string) {
-	// Like the claim, the reads wait out an unreachable API server for
-	// defaults.retry_for.
-	var ns *corev1.Namespace
-	err := retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
-		ns, err = r.kube.CoreV1().Namespaces().Get(ctx, t.Namespace, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return backoff.Permanent(err) // an answer, not an outage
-		}
-		return err
-	}, r.retryLogger(t))
+// confirmGates re-reads the namespace and the Deployment from the API
+// server, for a decision to act whose gates were passed on cached copies:
+// a rollout started or a freeze set a moment ago is seen before the claim.
+func (r *Remediator) confirmGates(ctx context.Context, p *Policy, store stateStore, t target) (string, string) {
+	reason, detail, _ := r.kubeGates(ctx, p, store, t, r.now(), false)
+	return reason, detail
+}
+
+// kubeGates checks the namespace and the Deployment: freeze annotations
+// and rollout state. With fromCache they are read from the informers where
+// those have synced; cached reports whether either was.
+func (r *Remediator) kubeGates(ctx context.Context, p *Policy, store stateStore, t target, now time.Time, fromCache bool) (reason, detail string, cached bool) {
+	ns, nsCached, err := r.readNamespace(ctx, p, t, fromCache)
 	switch {
 	case err == nil:
+		if ns == nil {
+			break // not found: the action reports it
+		}
 		if until, why, frozen := freezeAnnotation(ns.Annotations, now); frozen {
-			return ReasonFrozen, fmt.Sprintf("namespace %s frozen until %s: %s", t.Namespace, until, why)
+			return ReasonFrozen, fmt.Sprintf("namespace %s frozen until %s: %s", t.Namespace, until, why), nsCached
 		}
 	case apierrors.IsForbidden(err):
 		// Reading namespaces needs a ClusterRole the shipped RBAC does not
@@ -249,25 +257,19 @@ func (r *Remediator) kubeGates(ctx context.Context, p *Policy, store stateStore,
 		r.namespaceWarn.Do(func() {
 			r.logger.Warn("cannot read namespaces (no get permission on namespaces): freeze annotations on namespaces are ignored; those on Deployments and policy freezes apply", "err", err)
 		})
-	case !apierrors.IsNotFound(err):
-		return unavailableReason(ctx), fmt.Sprintf("cannot read namespace %s for freeze annotations: %v", t.Namespace, err)
+	default:
+		return unavailableReason(ctx), fmt.Sprintf("cannot read namespace %s for freeze annotations: %v", t.Namespace, err), nsCached
 	}
-	var dep *appsv1.Deployment
-	err = retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
-		dep, err = r.kube.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return backoff.Permanent(err) // an answer, not an outage
-		}
-		return err
-	}, r.retryLogger(t))
-	if apierrors.IsNotFound(err) {
-		return "", "" // the action reports it
-	}
+	dep, depCached, err := r.readDeployment(ctx, p, t, fromCache)
+	cached = nsCached || depCached
 	if err != nil {
-		return unavailableReason(ctx), fmt.Sprintf("cannot read deployment %s/%s for the rollout check: %v", t.Namespace, t.Name, err)
+		return unavailableReason(ctx), fmt.Sprintf("cannot read deployment %s/%s for the rollout check: %v", t.Namespace, t.Name, err), cached
+	}
+	if dep == nil {
+		return "", "", cached // not found: the action reports it
 	}
 	if until, why, frozen := freezeAnnotation(dep.Annotations, now); frozen {
-		return ReasonFrozen, fmt.Sprintf("deployment %s frozen until %s: %s", t.Name, until, why)
+		return ReasonFrozen, fmt.Sprintf("deployment %s frozen until %s: %s", t.Name, until, why), cached
 	}
 	var st targetState
 	err = retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
@@ -275,7 +277,7 @@ func (r *Remediator) kubeGates(ctx context.Context, p *Policy, store stateStore,
 		return err
 	}, r.retryLogger(t))
 	if err != nil {
-		return unavailableReason(ctx), err.Error()
+		return unavailableReason(ctx), err.Error(), cached
 	}
 	lastAction := st.LastActionAt
 	for _, o := range st.Occurrences {
@@ -283,7 +285,62 @@ func (r *Remediator) kubeGates(ctx context.Context, p *Policy, store stateStore,
 			lastAction = o.At
 		}
 	}
-	return rolloutGate(dep, now, p.Gates.RecentRollout, lastAction)
+	reason, detail = rolloutGate(dep, now, p.Gates.RecentRollout, lastAction)
+	return reason, detail, cached
+}
+
+// readNamespace returns the target's namespace (nil: not found), from the
+// informer when fromCache and it has synced, else from the API server,
+// waiting out an unreachable one for defaults.retry_for like the claim.
+// Once listing namespaces was refused, and until the informer syncs after
+// all, it does not ask again and returns a Forbidden error.
+func (r *Remediator) readNamespace(ctx context.Context, p *Policy, t target, fromCache bool) (*corev1.Namespace, bool, error) {
+	ns, synced := r.objects.namespace(t.Namespace)
+	switch {
+	case synced && fromCache:
+		return ns, true, nil
+	case !synced && r.objects.namespacesForbidden.Load():
+		return nil, false, apierrors.NewForbidden(corev1.Resource("namespaces"), t.Namespace, errors.New("listing namespaces was refused"))
+	}
+	ns, err := getObject(ctx, p, r.retryLogger(t), func(ctx context.Context) (*corev1.Namespace, error) {
+		return r.kube.CoreV1().Namespaces().Get(ctx, t.Namespace, metav1.GetOptions{})
+	})
+	if apierrors.IsForbidden(err) {
+		r.objects.namespacesForbidden.Store(true)
+	}
+	return ns, false, err
+}
+
+// readDeployment returns the target Deployment (nil: not found), from the
+// informer when fromCache and it has synced, else from the API server.
+func (r *Remediator) readDeployment(ctx context.Context, p *Policy, t target, fromCache bool) (*appsv1.Deployment, bool, error) {
+	if fromCache {
+		if d, ok := r.objects.deployment(t.Namespace, t.Name); ok {
+			return d, true, nil
+		}
+	}
+	d, err := getObject(ctx, p, r.retryLogger(t), func(ctx context.Context) (*appsv1.Deployment, error) {
+		return r.kube.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	})
+	return d, false, err
+}
+
+// getObject reads an object from the API server, retrying an unreachable
+// one for defaults.retry_for. Not found is an answer (nil, nil), not an
+// outage.
+func getObject[T any](ctx context.Context, p *Policy, onRetry func(error, time.Duration), get func(context.Context) (*T, error)) (*T, error) {
+	var obj *T
+	err := retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
+		obj, err = get(ctx)
+		if apierrors.IsNotFound(err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, onRetry)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return obj, err
 }
 
 // freezeAnnotation reads warden.io/freeze-until. A value that is not
@@ -377,27 +434,21 @@ type rollout struct {
 }
 
 func rolloutState(d *appsv1.Deployment) rollout {
-	for _, c := range d.Status.Conditions {
-		if c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == "ProgressDeadlineExceeded" {
-			return rollout{failed: true, detail: "rollout failed: ProgressDeadlineExceeded: " + c.Message}
-		}
-	}
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
+	r := actions.RolloutStatus(d)
 	s := d.Status
-	switch {
-	case s.ObservedGeneration < d.Generation:
+	switch r.Stage {
+	case actions.RolloutFailed:
+		return rollout{failed: true, detail: "rollout failed: ProgressDeadlineExceeded: " + r.Message}
+	case actions.RolloutNotObserved:
 		return rollout{detail: fmt.Sprintf("generation %d not yet observed (observed %d)", d.Generation, s.ObservedGeneration)}
-	case s.UpdatedReplicas < want:
-		return rollout{detail: fmt.Sprintf("%d of %d replicas updated", s.UpdatedReplicas, want)}
-	case s.Replicas > s.UpdatedReplicas:
+	case actions.RolloutUpdating:
+		return rollout{detail: fmt.Sprintf("%d of %d replicas updated", s.UpdatedReplicas, r.Desired)}
+	case actions.RolloutTerminating:
 		return rollout{detail: fmt.Sprintf("%d old replicas pending termination", s.Replicas-s.UpdatedReplicas)}
-	case s.AvailableReplicas < want:
-		return rollout{detail: fmt.Sprintf("%d of %d updated replicas available", s.AvailableReplicas, want)}
+	case actions.RolloutBecomingAvailable:
+		return rollout{detail: fmt.Sprintf("%d of %d updated replicas available", s.AvailableReplicas, r.Desired)}
 	}
-	return rollout{complete: true, detail: fmt.Sprintf("rollout complete: %d replicas updated and available", want)}
+	return rollout{complete: true, detail: fmt.Sprintf("rollout complete: %d replicas updated and available", r.Desired)}
 }
 
 // blockingAlert refuses while an alert matching one of the rule's

@@ -261,11 +261,20 @@ func setupTarget(t testing.TB, kube kubernetes.Interface, deployment string, mod
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	labels := map[string]string{"app": deployment}
+	createDeployment(t, kube, ns, deployment, 2, mod)
+	return ns
+}
+
+// createDeployment creates a Deployment with replicas and, the test API
+// server having no deployment controller, reports its rollout finished,
+// so the rollout gate lets actions through.
+func createDeployment(t testing.TB, kube kubernetes.Interface, ns, name string, replicas int32, mod func(*appsv1.Deployment)) {
+	t.Helper()
+	labels := map[string]string{"app": name}
 	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: deployment, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](2),
+			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
@@ -276,14 +285,11 @@ func setupTarget(t testing.TB, kube kubernetes.Interface, deployment string, mod
 	if mod != nil {
 		mod(d)
 	}
-	created, err := kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
+	created, err := kube.AppsV1().Deployments(ns).Create(context.Background(), d, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The test API server has no deployment controller: report the
-	// rollout as finished, so the rollout gate lets actions through.
 	completeRollout(t, kube, created)
-	return ns
 }
 
 // watchRestarts counts changes of the pod template's restartedAt annotation.

@@ -26,9 +26,14 @@ import (
 
 // Options configure a Remediator.
 type Options struct {
-	// Kube is the client for Leases, Events (and whatever the Executor
-	// uses). Required.
+	// Kube is the client for Leases, the gates' reads (and whatever the
+	// Executor uses). Required.
 	Kube kubernetes.Interface
+	// EventKube writes the Events (default Kube). A client of its own, with
+	// its own request budget, keeps Events, which are written in the
+	// background and best effort, from delaying claims in a storm, as
+	// kube-scheduler does with its event client.
+	EventKube kubernetes.Interface
 	// Executor carries out actions. Required.
 	Executor actions.Executor
 	Logger   *slog.Logger
@@ -36,9 +41,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Identity names this replica in Leases and Events (pod name).
 	Identity string
-	// QueueSize bounds alerts accepted but not yet handled (default 1000).
+	// QueueSize bounds alerts accepted but not yet handled (default 10000).
 	QueueSize int
-	// Workers handle queued alerts concurrently (default 4).
+	// Workers handle queued alerts concurrently (default 16).
 	Workers int
 	// DryRun forces dry-run for every rule.
 	DryRun bool
@@ -95,6 +100,9 @@ type Remediator struct {
 	current atomic.Pointer[snapshot]
 	swapMu  sync.RWMutex
 	leases  *leaseStore
+	// objects mirrors the namespaces and Deployments the policy may act
+	// on, for the gates and verification.
+	objects *targetCache
 	limiter *rateLimiter
 	// dryRunSeen keeps dry-run deliveries from being recorded over and over
 	// (dry-run writes no coordination state).
@@ -130,9 +138,12 @@ type Remediator struct {
 
 	queueMu sync.Mutex
 	queue   chan job
-	closed  bool
-	started atomic.Bool
-	stopped chan struct{}
+	// lastWait is how long the job a worker took last had waited in the
+	// queue (nanoseconds): the queue's backlog as its jobs see it.
+	lastWait atomic.Int64
+	closed   bool
+	started  atomic.Bool
+	stopped  chan struct{}
 }
 
 // New creates a Remediator with the given policy. Call Run to start the
@@ -148,10 +159,10 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.QueueSize <= 0 {
-		opts.QueueSize = 1000
+		opts.QueueSize = 10000
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = 4
+		opts.Workers = 16
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 1 << 20
@@ -173,6 +184,7 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		maxBody:      opts.MaxBodyBytes,
 		workers:      opts.Workers,
 		leases:       &leaseStore{kube: opts.Kube, identity: opts.Identity, cache: newLeaseCache(opts.Kube)},
+		objects:      newTargetCache(opts.Kube),
 		limiter:      newRateLimiter(p.RateLimit.ActionsPerHour),
 		dryRunSeen:   newSeenSet(4096),
 		resolvedSeen: newSeenSet(4096),
@@ -183,7 +195,10 @@ func New(opts Options, p *Policy) (*Remediator, error) {
 		prometheus:   opts.Prometheus,
 	}
 	r.holderPrefix = r.identity + "/" + rand.String(6) + "/"
-	r.events, r.recorder = newEventRecorder(opts.Kube, opts.Identity)
+	if opts.EventKube == nil {
+		opts.EventKube = opts.Kube
+	}
+	r.events, r.recorder = newEventRecorder(opts.EventKube, opts.Identity)
 	r.skipEvents = newSkipEvents()
 	auth := opts.Auth
 	r.auth.Store(&auth)
@@ -223,6 +238,7 @@ func (r *Remediator) newSnapshot(p *Policy) *snapshot {
 func (r *Remediator) SetPolicy(p *Policy) {
 	r.limiter.setLimit(p.RateLimit.ActionsPerHour)
 	r.leases.cache.watch(p.namespaces())
+	r.objects.watch(p.namespaces())
 	r.verifyMetrics.initRules(p)
 	r.approvals.initRules(p)
 	next := r.newSnapshot(p)
@@ -250,6 +266,14 @@ func (r *Remediator) enqueue(alerts []amtemplate.Alert, received time.Time) erro
 	if cap(r.queue)-len(r.queue) < len(alerts) {
 		return errQueueFull
 	}
+	// A 202 promises that the alerts will be decided while that still
+	// means something: a job that waited longer than defaults.max_delay is
+	// dropped as stale unless its alert is confirmed to fire. While the
+	// jobs workers take have waited more than half of that, the queue
+	// takes nothing more, and Alertmanager retries once it has drained.
+	if wait, maxDelay := time.Duration(r.lastWait.Load()), r.Policy().Defaults.MaxDelay; maxDelay > 0 && len(r.queue) > 0 && wait > maxDelay/2 {
+		return fmt.Errorf("%w: queued alerts wait %s before they are handled (defaults.max_delay %s)", errBacklogged, wait.Round(time.Second), maxDelay)
+	}
 	for _, a := range alerts {
 		if a.Status == "resolved" {
 			r.resolvedSeen.add(alertOccurrence(a.Fingerprint, a.StartsAt))
@@ -262,6 +286,7 @@ func (r *Remediator) enqueue(alerts []amtemplate.Alert, received time.Time) erro
 var (
 	errShuttingDown = errors.New("shutting down")
 	errQueueFull    = errors.New("queue full")
+	errBacklogged   = errors.New("queue backlogged")
 )
 
 // Run starts the workers and blocks until ctx ends. Cancelling ctx aborts
@@ -271,6 +296,7 @@ func (r *Remediator) Run(ctx context.Context) {
 		return
 	}
 	r.leases.cache.start(ctx, r.Policy().namespaces())
+	r.objects.start(ctx, r.Policy().namespaces())
 	// The breaker gauge is derived from the stores, refreshed from start
 	// until the workers are done.
 	breakerCtx, stopBreakers := context.WithCancel(ctx)
@@ -292,6 +318,7 @@ func (r *Remediator) Run(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for j := range r.queue {
+				r.lastWait.Store(int64(r.now().Sub(j.received)))
 				r.handle(ctx, j)
 			}
 		}()
@@ -436,8 +463,19 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 		return rec.skipped(ReasonUnavailable, err.Error())
 	}
 	in := firingClaim(a, d, snap.policy.Breaker)
-	if reason, detail := r.gate(ctx, snap.policy, store, d); reason != "" {
+	reason, detail, cached := r.gate(ctx, snap.policy, store, d)
+	if reason != "" {
 		return rec.skipped(reason, detail)
+	}
+	// Refusals that need no write are decided from the Lease cache: a
+	// storm of deliveries for targets in cooldown costs no API call.
+	if v, ok := r.refusedFromCache(store, a, d.Target, in); ok {
+		return rec.skipped(v.Reason, v.Detail)
+	}
+	if cached {
+		if reason, detail := r.confirmGates(ctx, snap.policy, store, d.Target); reason != "" {
+			return rec.skipped(reason, detail)
+		}
 	}
 	if d.DryRun {
 		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
@@ -511,14 +549,7 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 		return store.update(ctx, d.Target, func(st *targetState) bool {
 			in.Now = r.now()
 			defer func() { openUntil = st.BreakerOpenUntil }()
-			// A delivery of an occurrence that already acted is a duplicate,
-			// resolved or not; the resolution wins only over an occurrence
-			// that has not acted yet.
-			if resolvedEarly(st, in.Occ.Key) || (r.resolvedSeen.has(alertOccurrence(a.Fingerprint, a.StartsAt)) && !recorded(st, in.Occ.Key)) {
-				v = verdict{Reason: ReasonResolvedBeforeAction, Detail: "the alert's resolved notification arrived before this firing delivery could act", BreakerOpen: in.Now.Before(st.BreakerOpenUntil)}
-				return false
-			}
-			v = claim(st, in)
+			v = r.decideClaim(st, a, in)
 			return v.Write
 		})
 	}, r.retryLogger(d.Target))
@@ -548,6 +579,46 @@ func (r *Remediator) claimAndAct(ctx context.Context, p *Policy, store stateStor
 	rec = r.execute(ctx, req, rec)
 	r.recordOutcome(ctx, p, store, d.Target, in.Occ.Key, rec)
 	return rec
+}
+
+// decideClaim is claim, preceded by the alert's resolution: a delivery of
+// an occurrence that already acted is a duplicate, resolved or not; the
+// resolution wins only over an occurrence that has not acted yet.
+func (r *Remediator) decideClaim(st *targetState, a *amtemplate.Alert, in claimInput) verdict {
+	if resolvedEarly(st, in.Occ.Key) || (r.resolvedSeen.has(alertOccurrence(a.Fingerprint, a.StartsAt)) && !recorded(st, in.Occ.Key)) {
+		return verdict{Reason: ReasonResolvedBeforeAction, Detail: "the alert's resolved notification arrived before this firing delivery could act", BreakerOpen: in.Now.Before(st.BreakerOpenUntil)}
+	}
+	return claim(st, in)
+}
+
+// refusedFromCache decides a firing delivery on the cached Lease of its
+// target, without writing: it answers (ok) only when the claim would be
+// refused without changing the record (duplicate, cooldown, breaker open,
+// resolved before action), and only once the Lease informer has synced.
+// Everything else goes to claimAndAct, which decides again on the record it
+// writes.
+func (r *Remediator) refusedFromCache(store stateStore, a *amtemplate.Alert, t target, in claimInput) (verdict, bool) {
+	if store != stateStore(r.leases) {
+		return verdict{}, false
+	}
+	l, ok := r.leases.cache.get(t.Namespace, leaseName(t))
+	if !ok {
+		return verdict{}, false
+	}
+	var st targetState
+	if l != nil {
+		var err error
+		if st, err = decodeState(l.Annotations); err != nil {
+			return verdict{}, false // the claim reports it
+		}
+	}
+	in.Now = r.now()
+	v := r.decideClaim(&st, a, in)
+	if v.Proceed || v.Write {
+		return verdict{}, false
+	}
+	r.metrics.breakerOpen.set(t, st.BreakerOpenUntil)
+	return v, true
 }
 
 // recordOutcome stores the outcome of a claimed action (failures, breaker)

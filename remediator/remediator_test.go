@@ -297,6 +297,7 @@ func TestOptOutAndDryRunChangeNothing(t *testing.T) {
 	}
 	completeRollout(t, kube, d) // a Deployment's annotations count towards its generation
 	tr.SetPolicy(mustPolicy(t, restartPolicy(ns, "")))
+	waitCached(t, tr, kube, ns, "auth-service")
 	post(t, tr.server.URL+"/api/v1/alerts", payload(firing("HighMemoryUsage", "d2", time.Now(), labels)), nil)
 	testenv.WaitFor(t, 30*time.Second, "opt-out skip", func() bool {
 		return testutil.ToFloat64(tr.metrics.skipped.WithLabelValues(ReasonOptedOut)) == 1

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // recentDecisions bounds the ring of this replica's decisions shown on the
@@ -135,7 +133,10 @@ type statusOccurrence struct {
 	Namespace   string
 	Fingerprint string
 	Outcome     string
-	Resolved    bool
+	// RecoveredAfter is set for an effective action: when its alert
+	// stopped firing.
+	RecoveredAfter time.Duration
+	Resolved       bool
 }
 
 // StatusHandler serves the read-only status page at /: what this replica
@@ -247,18 +248,18 @@ func (r *Remediator) status(ctx context.Context) statusPage {
 			page.Occurrences = append(page.Occurrences, statusOccurrence{
 				At: o.At, Target: name, Namespace: namespace,
 				Fingerprint: o.Fingerprint, Outcome: o.Outcome, Resolved: o.Resolved,
+				RecoveredAfter: time.Duration(o.RecoveredAfter) * time.Second,
 			})
 		}
 	}
-	for _, ns := range watchedNamespaces(p) {
-		leases, err := r.kube.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{
-			LabelSelector: "app.kubernetes.io/managed-by=warden-remediator",
-		})
+	for _, ns := range slices.Sorted(slices.Values(p.namespaces())) {
+		leases, err := r.leases.list(ctx, ns)
 		if err != nil {
-			page.StoreErrors = append(page.StoreErrors, "list leases in "+ns+": "+err.Error())
+			page.StoreErrors = append(page.StoreErrors, err.Error())
 			continue
 		}
-		for _, l := range leases.Items {
+		sort.Slice(leases, func(i, j int) bool { return leases[i].Name < leases[j].Name })
+		for _, l := range leases {
 			t, ok := parseTarget(ns, l.Annotations[annoTarget])
 			if !ok {
 				continue
@@ -303,21 +304,6 @@ func (r *Remediator) status(ctx context.Context) statusPage {
 	}
 	sort.SliceStable(page.Occurrences, func(i, j int) bool { return page.Occurrences[i].At.After(page.Occurrences[j].At) })
 	return page
-}
-
-// watchedNamespaces are the namespaces the policy may act in, where the
-// target Leases live.
-func watchedNamespaces(p *Policy) []string {
-	var out []string
-	for _, r := range p.Rules {
-		for _, ns := range r.Allow.Namespaces {
-			if !slices.Contains(out, ns) {
-				out = append(out, ns)
-			}
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 func ruleCooldown(p *Policy, r *Rule) time.Duration {

@@ -172,6 +172,25 @@ func (s *leaseStore) read(ctx context.Context, t target) (targetState, error) {
 	return decodeState(l.Annotations)
 }
 
+// list returns the remediator's Leases in the namespace: from the cache
+// once it has synced, else from the API server.
+func (s *leaseStore) list(ctx context.Context, namespace string) ([]*coordinationv1.Lease, error) {
+	if s.cache != nil {
+		if ls, ok := s.cache.list(namespace); ok {
+			return ls, nil
+		}
+	}
+	list, err := s.kube.CoordinationV1().Leases(namespace).List(ctx, metav1.ListOptions{LabelSelector: leaseSelector})
+	if err != nil {
+		return nil, fmt.Errorf("list leases in %s: %w", namespace, err)
+	}
+	out := make([]*coordinationv1.Lease, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, nil
+}
+
 func (s *leaseStore) update(ctx context.Context, t target, fn func(st *targetState) bool) error {
 	return updateLease(ctx, s.kube, s.cache, t.Namespace, leaseName(t), s.identity, func(l *coordinationv1.Lease) (bool, error) {
 		st, err := decodeState(l.Annotations)

@@ -188,10 +188,11 @@ func (r *Remediator) verify(ctx context.Context, v verification) (outcome, detai
 	recovered, seenFiring := false, false
 	var readErr error
 	rd := r.verifyReader()
+	var generation int64
 	for {
 		now := r.now()
 		if !rolloutDone {
-			st, err := r.readRollout(ctx, v.target)
+			st, err := r.readRollout(ctx, v.target, &generation)
 			switch {
 			case err != nil:
 				rolloutDetail = err.Error()
@@ -271,14 +272,26 @@ func (r *Remediator) verifyReader() AlertReader {
 	return r.alertmanager
 }
 
-func (r *Remediator) readRollout(ctx context.Context, t target) (rollout, error) {
-	d, err := r.kube.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+// readRollout reads the rollout state of the target Deployment. The first
+// read after the action (generation 0) asks the API server, so that the
+// rollout the action started is seen; later ones come from the informer's
+// cache unless its copy is older than that generation or it has not synced.
+func (r *Remediator) readRollout(ctx context.Context, t target, generation *int64) (rollout, error) {
+	d, ok := r.objects.deployment(t.Namespace, t.Name)
+	if !ok || d == nil || *generation == 0 || d.Generation < *generation {
+		var err error
+		d, err = r.kube.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			d, err = nil, nil
+		}
+		if err != nil {
+			return rollout{}, fmt.Errorf("read deployment %s/%s: %w", t.Namespace, t.Name, err)
+		}
+	}
+	if d == nil {
 		return rollout{failed: true, detail: fmt.Sprintf("deployment %s/%s is gone", t.Namespace, t.Name)}, nil
 	}
-	if err != nil {
-		return rollout{}, fmt.Errorf("read deployment %s/%s: %w", t.Namespace, t.Name, err)
-	}
+	*generation = max(*generation, d.Generation)
 	return rolloutState(d), nil
 }
 
@@ -327,6 +340,11 @@ func (r *Remediator) recordVerification(ctx context.Context, v verification, out
 		return v.store.update(sctx, v.target, func(st *targetState) bool {
 			opened = verified(st, v.key, outcome, r.now(), p.Breaker)
 			openUntil = st.BreakerOpenUntil
+			for i := range st.Occurrences {
+				if st.Occurrences[i].Key == v.key && outcome == OutcomeEffective {
+					st.Occurrences[i].RecoveredAfter = int64((recovery + time.Second - 1) / time.Second) // whole seconds, rounded up
+				}
+			}
 			return true
 		})
 	}, r.retryLogger(v.target))

@@ -1,12 +1,14 @@
 package remediator
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -214,6 +216,15 @@ func TestVerificationEffectiveWhenAlertStopsFiring(t *testing.T) {
 	}
 	testenv.WaitFor(t, 30*time.Second, "RemediationEffective event", func() bool {
 		return countEvents(t, kube, ns, "RemediationEffective") == 1
+	})
+	// The action on record shows its outcome with the time to recovery.
+	recovered := regexp.MustCompile(`<td class="effective">effective after [1-9]\d*s</td>`)
+	testenv.WaitFor(t, 30*time.Second, "the outcome on the status page", func() bool {
+		var page bytes.Buffer
+		if err := statusTemplate.Execute(&page, tr.status(context.Background())); err != nil {
+			t.Fatal(err)
+		}
+		return recovered.Match(page.Bytes())
 	})
 }
 

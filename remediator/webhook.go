@@ -212,6 +212,9 @@ func (r *Remediator) webhook(w http.ResponseWriter, req *http.Request, received 
 	case errors.Is(err, errQueueFull):
 		w.Header().Set("Retry-After", "1")
 		return http.StatusServiceUnavailable, "queue full"
+	case errors.Is(err, errBacklogged):
+		w.Header().Set("Retry-After", "5")
+		return http.StatusServiceUnavailable, err.Error()
 	case err != nil:
 		return http.StatusServiceUnavailable, err.Error()
 	}

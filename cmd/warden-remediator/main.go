@@ -76,18 +76,33 @@ func run() int {
 	kube, err := kubeclient.New(kubeclient.Options{
 		Kubeconfig: f.kubeconfig,
 		UserAgent:  "warden-remediator",
-		// Refusals (duplicate, cooldown, breaker) are decided from the
-		// Lease informer's cache and cost no request. A claim costs about
-		// seven: two Lease writes, the action's reads and writes, an
-		// Event. 200 QPS sustains about 30 claims/s, the burst absorbs
-		// the first claims of a storm on many targets; the API server's
-		// priority and fairness protects it beyond that. client-go's
-		// default of 5 QPS would turn a storm into a backlog.
+		// Refusals (gates, duplicate, cooldown, breaker) are decided from
+		// informer caches and cost no request. A claim costs about five:
+		// the gates' confirming reads of the namespace and the Deployment,
+		// two Lease writes and verification's first read, plus the
+		// action's own reads and writes. The burst takes the claims of a
+		// storm on 200 targets at once; 200 QPS sustains about 30 claims/s
+		// after it, and the API server's priority and fairness protects it
+		// beyond that. client-go's default of 5 QPS would turn a storm
+		// into a backlog.
 		QPS:   200,
-		Burst: 400,
+		Burst: 1000,
 	})
 	if err != nil {
 		logger.Error("kubernetes client", "err", err)
+		return 1
+	}
+	// Events (one per action, one per target and refusal reason per
+	// window) have a request budget of their own, so that they never delay
+	// a claim; client-go's broadcaster writes them in the background.
+	eventKube, err := kubeclient.New(kubeclient.Options{
+		Kubeconfig: f.kubeconfig,
+		UserAgent:  "warden-remediator",
+		QPS:        50,
+		Burst:      300,
+	})
+	if err != nil {
+		logger.Error("kubernetes client for events", "err", err)
 		return 1
 	}
 	id := f.replicaIdentity()
@@ -109,6 +124,7 @@ func run() int {
 	reg := selfmetrics.NewRegistry("warden_remediator")
 	rem, err := remediator.New(remediator.Options{
 		Kube:         kube,
+		EventKube:    eventKube,
 		Executor:     actions.NewExecutor(kube, logger.With("component", "actions"), actions.WithIdentity(id)),
 		Logger:       logger.With("component", "remediator"),
 		Registerer:   reg,
@@ -188,8 +204,8 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("web.approvals-tokens-file", "File of name:token lines: the people who may approve or deny through /api/v1/approvals (their own credentials, not the webhook's). Without it the endpoint is off.").StringVar(&f.approvalsFile)
 	app.Flag("no-auth", "Accept webhook requests without any authentication (testing only; logs a warning).").BoolVar(&f.noAuth)
 	app.Flag("web.max-body-bytes", "Largest webhook body accepted (larger: 413).").Default("1048576").Int64Var(&f.maxBody)
-	app.Flag("queue.size", "Alerts accepted but not yet handled; when full the webhook answers 503 so Alertmanager retries.").Default("1000").IntVar(&f.queueSize)
-	app.Flag("queue.workers", "Alerts handled concurrently.").Default("4").IntVar(&f.workers)
+	app.Flag("queue.size", "Alerts accepted but not yet handled; when full, or while queued alerts wait more than half of the policy's defaults.max_delay, the webhook answers 503 so Alertmanager retries.").Default("10000").IntVar(&f.queueSize)
+	app.Flag("queue.workers", "Alerts handled concurrently (most of a worker's time is waiting for the API server).").Default("16").IntVar(&f.workers)
 	app.Flag("kubeconfig", "Kubeconfig file; empty means in-cluster configuration.").Default("").StringVar(&f.kubeconfig)
 	app.Flag("dry-run", "Evaluate and record every decision, change nothing (overrides the policy).").BoolVar(&f.dryRun)
 	app.Flag("identity", "Name of this replica in Leases and Events (default: $POD_NAME, else the host name).").Default("").StringVar(&f.identity)

@@ -121,6 +121,7 @@ func TestDemoConfigsAreValid(t *testing.T) {
 		"AuthLogs":            []string{filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")},
 		"Cooldown":            "45s",
 		"VerifyWindow":        "30s",
+		"RecentRollout":       "20s",
 		"RepeatInterval":      "10s",
 		"RemediatorURLs":      []string{"http://127.0.0.1:1/api/v1/alerts", "http://127.0.0.1:2/api/v1/alerts"},
 		"TokenFile":           token,
@@ -169,6 +170,9 @@ func TestDemoConfigsAreValid(t *testing.T) {
 	}
 	if len(p.Rules) != 3 || len(p.Redis) != 1 || !p.Redis[0].Enabled {
 		t.Errorf("policy.yml: want 3 rules and an enabled Redis target, got %+v", p)
+	}
+	if len(p.Rules[0].BlockWhen) != 1 || !strings.Contains(p.Rules[0].BlockWhen[0][0], "DatabaseDown") || p.Gates.RecentRollout != 20*time.Second {
+		t.Errorf("policy.yml: want the restart rule blocked while DatabaseDown fires and recent_rollout 20s, got block_when %v, gates %+v", p.Rules[0].BlockWhen, p.Gates)
 	}
 
 	amtool := testenv.Tool(t, "amtool", "AMTOOL")

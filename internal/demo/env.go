@@ -116,6 +116,12 @@ func (o Options) verifyWindow() time.Duration {
 	return max(10*time.Minute/time.Duration(o.TimeFactor), 30*time.Second)
 }
 
+// recentRollout is gates.recent_rollout (10m in production) compressed
+// like the rules' time.
+func (o Options) recentRollout() time.Duration {
+	return 10 * time.Minute / time.Duration(o.TimeFactor)
+}
+
 // withDefaults fills in the options left zero.
 func (o Options) withDefaults() Options {
 	if o.Timeline == nil {
@@ -332,6 +338,7 @@ func (e *Env) templateData() map[string]any {
 		"AuthLogs":            logs,
 		"Cooldown":            e.opts.Cooldown.String(),
 		"VerifyWindow":        e.opts.verifyWindow().String(),
+		"RecentRollout":       e.opts.recentRollout().String(),
 		"RepeatInterval":      e.opts.RepeatInterval.String(),
 		"RemediatorURLs":      webhooks,
 		"TokenFile":           e.tokenFile,

@@ -32,6 +32,8 @@ func Steps() []Step {
 		{"redis-evictions-flush", stepRedisEvictions},
 		{"brute-force-blocked", stepBruteForceBlocked},
 		{"breaker-escalates", stepBreaker},
+		{"database-down-blocks-restart", stepDatabaseDownBlocks},
+		{"rollout-in-progress-refused", stepRolloutRefused},
 		{"certificate-expiry-pages", stepCertificateExpiry},
 	}
 }

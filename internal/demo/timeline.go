@@ -51,11 +51,35 @@ type Decision struct {
 	Detail      string
 }
 
-// decisionLog collects the remediator replicas' decisions.
+// Verification is the checked outcome of an action (effective,
+// ineffective, inconclusive), read from the remediator's JSON log.
+type Verification struct {
+	Replica     string
+	Time        time.Time
+	Alertname   string
+	Fingerprint string
+	StartsAt    time.Time
+	Action      string
+	Target      string
+	Outcome     string
+	Detail      string
+	// Recovery is, for an effective action, when the alert stopped firing
+	// after it.
+	Recovery time.Duration
+}
+
+// Of reports whether v is the verification of the action d.
+func (v Verification) Of(d Decision) bool {
+	return v.Replica == d.Replica && v.Fingerprint == d.Fingerprint && v.StartsAt.Equal(d.StartsAt) && v.Action == d.Action && v.Target == d.Target
+}
+
+// decisionLog collects the remediator replicas' decisions and the
+// verification outcomes of their actions.
 type decisionLog struct {
-	mu        sync.Mutex
-	decisions []Decision
-	seen      map[string]bool
+	mu            sync.Mutex
+	decisions     []Decision
+	verifications []Verification
+	seen          map[string]bool
 }
 
 // add records d and reports whether an equal decision (same occurrence,
@@ -76,6 +100,18 @@ func (l *decisionLog) add(d Decision) bool {
 	return true
 }
 
+func (l *decisionLog) addVerification(v Verification) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.verifications = append(l.verifications, v)
+}
+
+func (l *decisionLog) listVerifications() []Verification {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Verification(nil), l.verifications...)
+}
+
 // Decisions returns the decisions recorded so far that match keep.
 func (l *decisionLog) list(keep func(Decision) bool) []Decision {
 	l.mu.Lock()
@@ -90,7 +126,8 @@ func (l *decisionLog) list(keep func(Decision) bool) []Decision {
 }
 
 // followDecisions tails a remediator's JSON log file, turning every
-// "remediation decision" line into a Decision and a timeline line.
+// "remediation decision" line into a Decision and every "remediation
+// verified" line into a Verification, each with a timeline line.
 func followDecisions(ctx context.Context, replica, path string, log *decisionLog, tl *Timeline) {
 	var f *os.File
 	for f == nil {
@@ -119,10 +156,27 @@ func followDecisions(ctx context.Context, replica, path string, log *decisionLog
 		}
 		line, partial = partial+line, ""
 		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "remediation decision" {
+		if json.Unmarshal([]byte(line), &rec) != nil {
 			continue
 		}
 		str := func(k string) string { s, _ := rec[k].(string); return s }
+		if rec["msg"] == "remediation verified" {
+			v := Verification{
+				Replica: replica, Alertname: str("alertname"), Fingerprint: str("fingerprint"),
+				Action: str("action"), Target: str("target"), Outcome: str("outcome"), Detail: str("detail"),
+			}
+			v.Time, _ = time.Parse(time.RFC3339Nano, str("time"))
+			v.StartsAt, _ = time.Parse(time.RFC3339Nano, str("starts_at"))
+			if secs, ok := rec["time_to_recovery_seconds"].(float64); ok {
+				v.Recovery = time.Duration(secs * float64(time.Second))
+			}
+			log.addVerification(v)
+			tl.Printf("REMEDIATOR", "%s", describeVerification(v))
+			continue
+		}
+		if rec["msg"] != "remediation decision" {
+			continue
+		}
 		d := Decision{
 			Replica: replica, Alertname: str("alertname"), Fingerprint: str("fingerprint"),
 			Rule: str("rule"), Action: str("action"), Namespace: str("namespace"), Target: str("target"),
@@ -159,6 +213,21 @@ func describeDecision(d Decision) string {
 	default:
 		return fmt.Sprintf("[%s] %s: %s %s%s (%s) %s", d.Replica, d.Alertname, d.Outcome, d.Action, on, d.Reason, d.Detail)
 	}
+}
+
+// describeVerification says how an action turned out, e.g. "effective
+// after 7s".
+func describeVerification(v Verification) string {
+	return fmt.Sprintf("[%s] %s: %s %s %s — %s", v.Replica, v.Alertname, v.Action, v.Target, v.OutcomeText(), v.Detail)
+}
+
+// OutcomeText is the outcome as the timeline shows it: "effective after
+// 7s", "ineffective", "inconclusive".
+func (v Verification) OutcomeText() string {
+	if v.Outcome == "effective" {
+		return "effective after " + v.Recovery.Round(time.Second).String()
+	}
+	return v.Outcome
 }
 
 // watchAlerts polls Prometheus and prints every alert that starts firing

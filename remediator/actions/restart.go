@@ -127,17 +127,12 @@ func restartPatch(resourceVersion, at, by, reason string) ([]byte, error) {
 // rolloutProgress summarises status the way `kubectl rollout status` does,
 // without waiting for it.
 func rolloutProgress(d *appsv1.Deployment) string {
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	if d.Status.ObservedGeneration < d.Generation {
+	switch r := RolloutStatus(d); r.Stage {
+	case RolloutNotObserved:
 		return "rollout not yet observed by the deployment controller"
+	case RolloutFailed:
+		return "rollout exceeded its progress deadline"
+	default:
+		return fmt.Sprintf("rollout: %d of %d replicas updated, %d available", d.Status.UpdatedReplicas, r.Desired, d.Status.AvailableReplicas)
 	}
-	for _, c := range d.Status.Conditions {
-		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
-			return "rollout exceeded its progress deadline"
-		}
-	}
-	return fmt.Sprintf("rollout: %d of %d replicas updated, %d available", d.Status.UpdatedReplicas, want, d.Status.AvailableReplicas)
 }

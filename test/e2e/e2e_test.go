@@ -12,6 +12,7 @@ package e2e
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func TestScenario(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts the whole loop (about four minutes); skipped with -short")
+		t.Skip("starts the whole loop (about five minutes); skipped with -short")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -54,6 +55,19 @@ func TestScenario(t *testing.T) {
 			t.Fatalf("step %s failed; later steps depend on it", step.Name)
 		}
 	}
+	// Every action of the scenario shows its verification outcome, and
+	// the restart that fixed auth-service is effective.
+	t.Run("every-action-verified", func(t *testing.T) {
+		lines, err := env.CheckActionsVerified(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(lines, func(l string) bool {
+			return strings.Contains(l, "restart deployment/auth-service") && strings.Contains(l, ": effective after ")
+		}) {
+			t.Errorf("outcomes %q, want the restart of auth-service effective after some seconds", lines)
+		}
+	})
 	// After the scenario, every dashboard panel shows what it played.
 	t.Run("dashboards-have-data", func(t *testing.T) {
 		checkDashboardsHaveData(ctx, t, env, start)
