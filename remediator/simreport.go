@@ -38,6 +38,14 @@ func simTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// actionText names the action, and that it waits for a person's approval.
+func (a SimAction) actionText() string {
+	if a.ApprovalRequired {
+		return a.Action + " (after approval)"
+	}
+	return a.Action
+}
+
 // verificationText says how an action's verification ended.
 func (a SimAction) verificationText() string {
 	if a.Verification == OutcomeEffective {
@@ -92,7 +100,7 @@ func (r *SimReport) writeText(w io.Writer) error {
 		tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  TIME\tRULE\tACTION\tTARGET\tALERT\tVERIFICATION")
 		for _, a := range r.Actions {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", simTime(a.Time), a.Rule, a.Action, targetLabel(a.Namespace, a.Target), a.Alertname, a.verificationText())
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", simTime(a.Time), a.Rule, a.actionText(), targetLabel(a.Namespace, a.Target), a.Alertname, a.verificationText())
 		}
 		_ = tw.Flush()
 	}
@@ -155,7 +163,7 @@ func (r *SimReport) writeMarkdown(w io.Writer) error {
 
 	b.WriteString("\n## Actions\n\n| Time | Rule | Action | Target | Alert | Verification |\n|---|---|---|---|---|---|\n")
 	for _, a := range r.Actions {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", simTime(a.Time), mdCell(a.Rule), a.Action, mdCell(targetLabel(a.Namespace, a.Target)), mdCell(a.Alertname), a.verificationText())
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", simTime(a.Time), mdCell(a.Rule), a.actionText(), mdCell(targetLabel(a.Namespace, a.Target)), mdCell(a.Alertname), a.verificationText())
 	}
 
 	b.WriteString("\n## Refused\n\nExcept duplicate and no_matching_rule, which are only counted.\n\n| Time | Target | Reason | Alert | Detail |\n|---|---|---|---|---|\n")

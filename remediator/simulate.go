@@ -112,6 +112,10 @@ type SimAction struct {
 	Alertname   string    `json:"alertname"`
 	Fingerprint string    `json:"fingerprint"`
 	StartsAt    time.Time `json:"starts_at"`
+	// ApprovalRequired: the rule waits for a person (approval: required);
+	// the simulation assumes the proposal is approved at once, so live the
+	// action comes as much later as the approval took.
+	ApprovalRequired bool `json:"approval_required,omitempty"`
 	// Verification is effective, ineffective or inconclusive, decided
 	// from the history at VerifiedAt.
 	Verification          string    `json:"verification"`
@@ -167,6 +171,7 @@ var simAssumptions = []string{
 	"dry_run settings are ignored: the result is what the policy would do switched on",
 	"the rate limit is the one shared by all replicas (as with --coordination.namespace)",
 	"each delivery is decided when it is received, so none is stale (defaults.max_delay)",
+	"a rule with approval: required is approved at once; such actions are marked (after approval), and live they come when a person approves",
 }
 
 // Simulate replays in through the policy's decisions on a virtual clock.
@@ -347,6 +352,8 @@ func (s *simulator) firing(ctx context.Context, a *amtemplate.Alert, d decision,
 		Alertname:   a.Labels["alertname"],
 		Fingerprint: a.Fingerprint,
 		StartsAt:    a.StartsAt,
+
+		ApprovalRequired: d.NeedsApproval,
 	}
 	s.actions = append(s.actions, act)
 	rt := s.ruleTarget(d)

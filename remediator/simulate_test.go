@@ -549,3 +549,55 @@ func TestSimulateWithKubeconfigPlacesFreezesAndRolloutsInTime(t *testing.T) {
 		t.Errorf("not evaluated: %v", rep.NotEvaluated)
 	}
 }
+
+// A rule that waits for a person's approval is simulated as approved at
+// once, and the report says so: live, the action comes when the person
+// approves.
+func TestSimulateMarksActionsThatWaitForApproval(t *testing.T) {
+	const policy = `
+rules:
+  - name: block-attacking-source
+    matchers: ['alertname="BruteForceSource"']
+    action: block-source
+    approval: required
+    target: {namespace: prod, deployment: auth-service}
+    allow: {namespaces: [prod], deployments: [auth-service]}
+    block_source:
+      configmap: auth-gateway-blocklist
+      reload: {port: 8080}
+  - name: restart-on-errors
+    matchers: ['alertname="HighErrorRate"']
+    action: restart
+    target: {namespace: prod, deployment: api-1}
+    allow: {namespaces: [prod], deployments: [api-1]}
+`
+	attack := firing("BruteForceSource", "bf01", at("1h"), map[string]string{"source": "203.0.113.7"})
+	errs := firing("HighErrorRate", "he01", at("2h"), nil)
+	ns, err := ReadNotifications(strings.NewReader(strings.Join([]string{
+		webhookLine(t, at("1h"), attack),
+		webhookLine(t, at("2h"), errs),
+	}, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Simulate(context.Background(), mustPolicy(t, policy), SimulationInput{
+		Periods: PeriodsFromNotifications(ns), Notifications: ns,
+	}, SimulateOptions{From: at("0s"), To: at("3h"), Source: "file"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, a := range rep.Actions {
+		got[a.Action] = a.ApprovalRequired
+	}
+	if want := map[string]bool{"block-source": true, "restart": false}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("actions (action: approval required) %v, want %v", got, want)
+	}
+	var text bytes.Buffer
+	if err := rep.Write(&text, SimOutputText); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "block-source (after approval)") || strings.Contains(text.String(), "restart (after approval)") {
+		t.Errorf("the text report does not mark exactly the approved action:\n%s", text.String())
+	}
+}

@@ -35,6 +35,7 @@ func checkSimulationMatchesLive(ctx context.Context, t *testing.T, env *demo.Env
 		t.Fatal(err)
 	}
 	groupWait, repeat := env.AlertmanagerTiming()
+	approvalExpiry := policy.Approvals.ExpireAfter
 	run := func() (*remediator.SimReport, []byte) {
 		periods, err := remediator.QueryAlertHistory(ctx, nil, env.Prometheus.URL, from, to, step)
 		if err != nil {
@@ -64,13 +65,14 @@ func checkSimulationMatchesLive(ctx context.Context, t *testing.T, env *demo.Env
 		key      string // target and action
 		at       time.Time
 		startsAt time.Time
+		approval bool // simulated: waits for a person, so live comes later
 	}
 	var live, sim []action
 	for _, d := range env.Decisions(func(d demo.Decision) bool { return d.Outcome == "acted" && !d.Time.After(to) }) {
-		live = append(live, action{d.Target + " " + d.Action, d.Time, d.StartsAt})
+		live = append(live, action{key: d.Target + " " + d.Action, at: d.Time, startsAt: d.StartsAt})
 	}
 	for _, a := range rep.Actions {
-		sim = append(sim, action{a.Target + " " + a.Action, a.Time, a.StartsAt})
+		sim = append(sim, action{a.Target + " " + a.Action, a.Time, a.StartsAt, a.ApprovalRequired})
 	}
 	if len(live) == 0 {
 		t.Fatal("the live remediators took no action in the scenario")
@@ -87,7 +89,13 @@ func checkSimulationMatchesLive(ctx context.Context, t *testing.T, env *demo.Env
 		}
 		found := -1
 		for i, s := range sim {
-			if s.key == l.key && absDuration(s.at.Sub(l.at)) <= tolerance {
+			// An approved action runs when the on-call approves: after
+			// the proposal, within the approval's expiry.
+			if s.key == l.key && s.approval && !l.at.Before(s.at.Add(-step)) && l.at.Sub(s.at) <= approvalExpiry {
+				found = i
+				break
+			}
+			if s.key == l.key && !s.approval && absDuration(s.at.Sub(l.at)) <= tolerance {
 				found = i
 				break
 			}
