@@ -134,7 +134,6 @@ type attackState struct {
 // typoRetry is a person who mistyped a password and tries again.
 type typoRetry struct {
 	src, user string
-	failures  int
 }
 
 // take returns how many events of rate per second fall into dt seconds,
@@ -211,22 +210,19 @@ func (s *Sim) attacksLocked(seconds float64, outs []outcome) []outcome {
 
 // personLoginLocked is a login by a person: 8 % of new logins mistype the
 // password and are retried by a later login of the same person from the
-// same address, which succeeds after at most two failures.
+// same address, which succeeds. One typo, not two: a person failing twice
+// within seconds looks, to a per-source rate over a window as short as the
+// demo's (10 s), like a source guessing passwords.
 func (s *Sim) personLoginLocked(retries *[]typoRetry, pick func() (src, user string)) outcome {
 	if n := len(*retries); n > 0 && s.rng.IntN(2) == 0 {
 		r := (*retries)[0]
 		*retries = (*retries)[1:]
-		ok := r.failures >= 2 || s.rng.Float64() < 0.7
-		if !ok {
-			r.failures++
-			*retries = append(*retries, r)
-		}
-		return s.loginLocked(r.src, r.user, ok)
+		return s.loginLocked(r.src, r.user, true)
 	}
 	src, user := pick()
 	ok := s.rng.Float64() < 0.92
 	if !ok && len(*retries) < maxTypoRetries {
-		*retries = append(*retries, typoRetry{src: src, user: user, failures: 1})
+		*retries = append(*retries, typoRetry{src: src, user: user})
 	}
 	return s.loginLocked(src, user, ok)
 }

@@ -426,14 +426,13 @@ func (s *Sim) adminLocked(src, user string) outcome {
 		o.entries = append(o.entries, withEvent(e, "admin_action", "info", 0))
 	case r < 0.75:
 		o.entries = append(o.entries, withEvent(e, "configuration_change", "info", 0))
-	case r < 0.9:
+	case r < 0.93:
+		// Ordinary traffic holds no privilege escalation: one pages
+		// (PrivilegeEscalation), as a security incident.
 		o.status = http.StatusForbidden
 		o.entries = append(o.entries, withEvent(e, "unauthorized", "warn", 0.7))
-	case r < 0.97:
-		o.entries = append(o.entries, withEvent(e, "unusual_access_pattern", "warn", 0.8))
 	default:
-		o.status = http.StatusForbidden
-		o.entries = append(o.entries, withEvent(e, "privilege_escalation", "error", 0.95))
+		o.entries = append(o.entries, withEvent(e, "unusual_access_pattern", "warn", 0.8))
 	}
 	return o
 }
