@@ -43,6 +43,10 @@ const (
 	Security Kind = "security"
 )
 
+// minChartPoints is the fewest points a chart's series gets: a line of
+// one or two points shows nothing.
+const minChartPoints = 20
+
 // Kinds lists every report, in the order the runbook has them.
 var Kinds = []Kind{Daily, Weekly, Monthly, Security}
 
@@ -99,7 +103,9 @@ type Check struct {
 	Columns []Column
 	Order   Order
 
-	// Step is a Chart's resolution.
+	// Step is a Chart's resolution over the report's usual window; over a
+	// window too short for minChartPoints steps of it, the step shrinks so
+	// the chart still has that many points.
 	Step time.Duration
 
 	// Empty is shown when the query returns nothing although every metric
@@ -408,6 +414,10 @@ func (q *querier) run(ctx context.Context, c Check) (Result, error) {
 		if step <= 0 {
 			step = q.window / 100
 		}
+		if most := q.window / minChartPoints; step > most && most > 0 {
+			step = most
+		}
+		res.Step = step
 		ctx, cancel := context.WithTimeout(ctx, q.timeout)
 		defer cancel()
 		val, _, _, err := q.api.QueryRange(ctx, c.Query, v1.Range{Start: q.at.Add(-q.window), End: q.at, Step: step}, v1.WithTimeout(q.timeout))
