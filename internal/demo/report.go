@@ -34,7 +34,12 @@ func (e *Env) Daily(ctx context.Context, at time.Time) (*DailyReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client: %w", err)
 	}
-	rep, buildErr := report.Build(ctx, v1.NewAPI(client), report.Daily, at, report.Options{Namespace: Namespace, QueryTimeout: time.Minute})
+	rep, buildErr := report.Build(ctx, v1.NewAPI(client), report.Daily, at, report.Options{
+		Namespace: Namespace, QueryTimeout: time.Minute,
+		// The demo's history is minutes long, its time compressed
+		// TimeFactor times: the charts' 15-minute steps become 30 s.
+		ChartStep: 15 * time.Minute / time.Duration(e.opts.TimeFactor),
+	})
 	if rep == nil {
 		return nil, buildErr
 	}

@@ -43,10 +43,6 @@ const (
 	Security Kind = "security"
 )
 
-// minChartPoints is the fewest points a chart's series gets: a line of
-// one or two points shows nothing.
-const minChartPoints = 20
-
 // Kinds lists every report, in the order the runbook has them.
 var Kinds = []Kind{Daily, Weekly, Monthly, Security}
 
@@ -103,9 +99,7 @@ type Check struct {
 	Columns []Column
 	Order   Order
 
-	// Step is a Chart's resolution over the report's usual window; over a
-	// window too short for minChartPoints steps of it, the step shrinks so
-	// the chart still has that many points.
+	// Step is a Chart's resolution (Options.ChartStep overrides it).
 	Step time.Duration
 
 	// Empty is shown when the query returns nothing although every metric
@@ -154,6 +148,10 @@ type Options struct {
 	Namespace string
 	// QueryTimeout bounds each query (default 2 minutes).
 	QueryTimeout time.Duration
+	// ChartStep, when set, replaces every chart's step: for a history
+	// minutes long (the demo's), where steps of 15 minutes would leave each
+	// line a single point.
+	ChartStep time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -279,7 +277,7 @@ func Build(ctx context.Context, api API, kind Kind, at time.Time, opts Options) 
 // Run runs the checks of a definition at the time at, as Build does.
 func Run(ctx context.Context, api API, def Definition, at time.Time, opts Options) (*Report, error) {
 	opts = opts.withDefaults()
-	q := &querier{api: api, at: at, window: def.Window, timeout: opts.QueryTimeout}
+	q := &querier{api: api, at: at, window: def.Window, timeout: opts.QueryTimeout, chartStep: opts.ChartStep}
 	rep := &Report{Kind: def.Kind, Title: def.Title, At: at, Window: def.Window}
 	var (
 		errs    []error
@@ -333,10 +331,11 @@ func unreachable(ctx context.Context, err error) bool {
 }
 
 type querier struct {
-	api     API
-	at      time.Time
-	window  time.Duration
-	timeout time.Duration
+	api       API
+	at        time.Time
+	window    time.Duration
+	timeout   time.Duration
+	chartStep time.Duration // 0: each chart's own
 }
 
 func (q *querier) run(ctx context.Context, c Check) (Result, error) {
@@ -414,8 +413,8 @@ func (q *querier) run(ctx context.Context, c Check) (Result, error) {
 		if step <= 0 {
 			step = q.window / 100
 		}
-		if most := q.window / minChartPoints; step > most && most > 0 {
-			step = most
+		if q.chartStep > 0 {
+			step = q.chartStep
 		}
 		res.Step = step
 		ctx, cancel := context.WithTimeout(ctx, q.timeout)
