@@ -271,11 +271,7 @@ func (r *Remediator) kubeGates(ctx context.Context, p *Policy, store stateStore,
 	if until, why, frozen := freezeAnnotation(dep.Annotations, now); frozen {
 		return ReasonFrozen, fmt.Sprintf("deployment %s frozen until %s: %s", t.Name, until, why), cached
 	}
-	var st targetState
-	err = retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
-		st, err = store.read(ctx, t)
-		return err
-	}, r.retryLogger(t))
+	st, err := r.readState(ctx, p, store, t)
 	if err != nil {
 		return unavailableReason(ctx), err.Error(), cached
 	}

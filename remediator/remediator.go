@@ -519,11 +519,7 @@ func (r *Remediator) dryRunFiring(ctx context.Context, p *Policy, store stateSto
 	if !r.dryRunSeen.add(seen) {
 		return rec.skipped(ReasonDuplicate, "")
 	}
-	var st targetState
-	err := retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
-		st, err = store.read(ctx, d.Target)
-		return err
-	}, r.retryLogger(d.Target))
+	st, err := r.readState(ctx, p, store, d.Target)
 	if err != nil {
 		r.dryRunSeen.remove(seen)
 		return rec.skipped(unavailableReason(ctx), err.Error())
