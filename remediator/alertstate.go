@@ -90,16 +90,7 @@ func (r *PrometheusReader) Firing(ctx context.Context, ms labels.Matchers) ([]ma
 	}
 	q := url.Values{}
 	q.Set("query", "ALERTS{"+strings.Join(sel, ",")+"}")
-	var resp struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string `json:"resultType"`
-			Result     []struct {
-				Metric map[string]string `json:"metric"`
-			} `json:"result"`
-		} `json:"data"`
-	}
+	var resp promResponse
 	if err := getJSON(ctx, r.Client, strings.TrimRight(r.URL, "/")+"/api/v1/query?"+q.Encode(), &resp); err != nil {
 		return nil, fmt.Errorf("prometheus: %w", err)
 	}
@@ -113,6 +104,19 @@ func (r *PrometheusReader) Firing(ctx context.Context, ms labels.Matchers) ([]ma
 		out = append(out, s.Metric)
 	}
 	return out, nil
+}
+
+// promResponse is the answer of Prometheus's query and query_range APIs;
+// Values is set only by query_range.
+type promResponse struct {
+	Status string `json:"status"`
+	Error  string `json:"error"`
+	Data   struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+			Values [][2]any          `json:"values"`
+		} `json:"result"`
+	} `json:"data"`
 }
 
 func getJSON(ctx context.Context, client *http.Client, u string, into any) error {

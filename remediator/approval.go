@@ -613,18 +613,6 @@ func (p *Policy) usesBlockSource() bool {
 	return slices.ContainsFunc(p.Rules, func(r Rule) bool { return r.Action == actions.BlockSource })
 }
 
-// acquireSnapshot returns the policy snapshot in force, kept open until
-// the caller calls its users.Done.
-func (r *Remediator) acquireSnapshot() *snapshot {
-	// The read lock keeps SetPolicy from retiring the snapshot between
-	// Load and Add.
-	r.swapMu.RLock()
-	defer r.swapMu.RUnlock()
-	snap := r.current.Load()
-	snap.users.Add(1)
-	return snap
-}
-
 // readState reads a target's record, waiting out an unreachable store for
 // defaults.retry_for.
 func (r *Remediator) readState(ctx context.Context, p *Policy, store stateStore, t target) (targetState, error) {

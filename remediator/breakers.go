@@ -64,10 +64,7 @@ func (b *breakerStates) Collect(ch chan<- prometheus.Metric) {
 // never get an outcome (sweepInterrupted). Errors are logged; the previous
 // values stay.
 func (r *Remediator) refreshBreakers(ctx context.Context) {
-	r.swapMu.RLock()
-	snap := r.current.Load()
-	snap.users.Add(1)
-	r.swapMu.RUnlock()
+	snap := r.acquireSnapshot()
 	defer snap.users.Done()
 	for _, ns := range snap.policy.namespaces() {
 		leases, err := r.leases.list(ctx, ns)

@@ -271,22 +271,23 @@ func (r *Remediator) kubeGates(ctx context.Context, p *Policy, store stateStore,
 	if until, why, frozen := freezeAnnotation(dep.Annotations, now); frozen {
 		return ReasonFrozen, fmt.Sprintf("deployment %s frozen until %s: %s", t.Name, until, why), cached
 	}
-	var st targetState
-	err = retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
-		st, err = store.read(ctx, t)
-		return err
-	}, r.retryLogger(t))
+	st, err := r.readState(ctx, p, store, t)
 	if err != nil {
 		return unavailableReason(ctx), err.Error(), cached
 	}
-	lastAction := st.LastActionAt
+	reason, detail = rolloutGate(dep, now, p.Gates.RecentRollout, st.lastActionAt())
+	return reason, detail, cached
+}
+
+// lastActionAt is the time of the target's latest action or claim.
+func (st *targetState) lastActionAt() time.Time {
+	last := st.LastActionAt
 	for _, o := range st.Occurrences {
-		if o.At.After(lastAction) {
-			lastAction = o.At
+		if o.At.After(last) {
+			last = o.At
 		}
 	}
-	reason, detail = rolloutGate(dep, now, p.Gates.RecentRollout, lastAction)
-	return reason, detail, cached
+	return last
 }
 
 // readNamespace returns the target's namespace (nil: not found), from the

@@ -365,17 +365,24 @@ func (r *Remediator) Ready() bool {
 	return !r.closed
 }
 
+// acquireSnapshot returns the policy snapshot in force, kept open until
+// the caller calls its users.Done.
+func (r *Remediator) acquireSnapshot() *snapshot {
+	// The read lock keeps SetPolicy from retiring the snapshot between
+	// Load and Add.
+	r.swapMu.RLock()
+	defer r.swapMu.RUnlock()
+	snap := r.current.Load()
+	snap.users.Add(1)
+	return snap
+}
+
 // handle processes one alert: it evaluates the policy and, for each
 // decision, coordinates and acts, then audits the decision. Every path
 // through the handlers below returns its record, so each decision is
 // audited here, once.
 func (r *Remediator) handle(ctx context.Context, j job) {
-	// The read lock keeps SetPolicy from retiring the snapshot between
-	// Load and Add.
-	r.swapMu.RLock()
-	snap := r.current.Load()
-	snap.users.Add(1)
-	r.swapMu.RUnlock()
+	snap := r.acquireSnapshot()
 	defer snap.users.Done()
 	a := &j.alert
 	stale := r.staleness(ctx, snap.policy, j)
@@ -512,11 +519,7 @@ func (r *Remediator) dryRunFiring(ctx context.Context, p *Policy, store stateSto
 	if !r.dryRunSeen.add(seen) {
 		return rec.skipped(ReasonDuplicate, "")
 	}
-	var st targetState
-	err := retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
-		st, err = store.read(ctx, d.Target)
-		return err
-	}, r.retryLogger(d.Target))
+	st, err := r.readState(ctx, p, store, d.Target)
 	if err != nil {
 		r.dryRunSeen.remove(seen)
 		return rec.skipped(unavailableReason(ctx), err.Error())

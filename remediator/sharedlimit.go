@@ -102,11 +102,7 @@ func (r *Remediator) reserveRate(ctx context.Context, p *Policy, store stateStor
 	if rl.ActionsPerHour == 0 && rl.MaxTargetsPerNamespace == 0 {
 		return true, nothing, "", nil
 	}
-	var st targetState
-	err = retryStore(ctx, p.Defaults.RetryFor, func() (err error) {
-		st, err = store.read(ctx, d.Target)
-		return err
-	}, r.retryLogger(d.Target))
+	st, err := r.readState(ctx, p, store, d.Target)
 	if err != nil {
 		return false, nothing, "", err
 	}

@@ -68,17 +68,7 @@ func queryAlertPoints(ctx context.Context, client *http.Client, baseURL string, 
 		q.Set("start", formatPromTime(start))
 		q.Set("end", formatPromTime(end))
 		q.Set("step", strconv.FormatFloat(step.Seconds(), 'f', -1, 64))
-		var resp struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-			Data   struct {
-				ResultType string `json:"resultType"`
-				Result     []struct {
-					Metric map[string]string `json:"metric"`
-					Values [][2]any          `json:"values"`
-				} `json:"result"`
-			} `json:"data"`
-		}
+		var resp promResponse
 		if err := getJSON(ctx, client, strings.TrimRight(baseURL, "/")+"/api/v1/query_range?"+q.Encode(), &resp); err != nil {
 			return nil, fmt.Errorf("prometheus: %w", err)
 		}

@@ -428,13 +428,7 @@ func (s *simulator) kubeGate(ctx context.Context, t target, now time.Time) (reas
 	if recent <= 0 || dep.Generation <= 1 {
 		return "", "", nil
 	}
-	st := s.state(t)
-	lastAction := st.LastActionAt
-	for _, o := range st.Occurrences {
-		if o.At.After(lastAction) {
-			lastAction = o.At
-		}
-	}
+	lastAction := s.state(t).lastActionAt()
 	// Only a rollout the virtual clock has passed counts; the
 	// remediator's own (managedFields) does not.
 	if last := lastRollout(dep); !last.IsZero() && !now.Before(last) && now.Sub(last) < recent && !ownRollout(dep, lastAction) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,15 +24,7 @@ import (
 var approvalCommands = []string{"approve", "deny", "approvals"}
 
 func isApprovalCommand(args []string) bool {
-	if len(args) == 0 {
-		return false
-	}
-	for _, c := range approvalCommands {
-		if args[0] == c {
-			return true
-		}
-	}
-	return false
+	return len(args) > 0 && slices.Contains(approvalCommands, args[0])
 }
 
 // runApprovalCommand approves, denies or lists pending actions as the
