@@ -125,11 +125,13 @@ func startFixtures(mode string, targets int) (*fixtures, error) {
 		return nil, err
 	}
 	if mode == "probe" {
-		for i := range targets {
-			if err := f.pg.Exec(ctx, "postgres", fmt.Sprintf("CREATE DATABASE rss_%03d", i)); err != nil {
-				f.close()
-				return nil, err
-			}
+		create := make([]string, targets)
+		for i := range create {
+			create[i] = fmt.Sprintf("CREATE DATABASE rss_%03d", i)
+		}
+		if err := f.pg.Exec(ctx, "postgres", create...); err != nil {
+			f.close()
+			return nil, err
 		}
 	}
 	if mode != "full" {
