@@ -26,9 +26,6 @@ import (
 // Secret held before a renewal reads warden_certs_served_stale 1; a reload
 // without certs.kubernetes unlinks them.
 func TestCertsEndpointsAreComparedWithSecrets(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts its own server; skipped with -short")
-	}
 	k := testenv.StartKube(t)
 	ctx := t.Context()
 	chain := inventoryChain(t)

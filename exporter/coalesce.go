@@ -3,6 +3,7 @@ package exporter
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -131,4 +132,25 @@ func (c *coalescer) collect(ctx context.Context, owner any, deadline time.Time, 
 	c.mu.Unlock()
 	close(f.done)
 	return f, false
+}
+
+// scrape is collect running collectors (scrapeTracked). release frees what
+// the request holds for them: at once when another scrape's collection
+// answered, otherwise once every collector has returned, since one
+// abandoned at the deadline may still be using its connections.
+func (c *coalescer) scrape(ctx context.Context, owner any, deadline time.Time, logger *slog.Logger, collectors []Collector, release func()) (f *collection, shared bool) {
+	ran := false
+	f, shared = c.collect(ctx, owner, deadline, func(ctx context.Context) []prometheus.Metric {
+		metrics, finished := scrapeTracked(ctx, logger, collectors)
+		ran = true
+		go func() {
+			<-finished
+			release()
+		}()
+		return metrics
+	})
+	if !ran {
+		release()
+	}
+	return f, shared
 }

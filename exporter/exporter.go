@@ -417,26 +417,13 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if set != nil {
 		collectors = set.Collectors
 	}
-	released := false
-	f, shared := e.coalesce.collect(r.Context(), set, deadline, func(ctx context.Context) []prometheus.Metric {
-		metrics, finished := scrapeTracked(ctx, e.logger, collectors)
-		if set != nil {
-			// A collector abandoned at the deadline may still be using its
-			// connections: the set is released once every collector
-			// returned.
-			released = true
-			go func() {
-				<-finished
-				set.release()
-			}()
-		}
-		return metrics
-	})
+	release := func() {}
+	if set != nil {
+		release = set.release
+	}
+	f, shared := e.coalesce.scrape(r.Context(), set, deadline, e.logger, collectors, release)
 	if shared {
 		e.sharedScrapes.Add(1)
-	}
-	if set != nil && !released {
-		set.release()
 	}
 	if f == nil {
 		return // the scraper hung up

@@ -348,9 +348,13 @@ func (m *Module) postgresTarget(t probeTarget) (postgres.Target, error) {
 	return pt, nil
 }
 
+// pgQuoteEscapes escapes the backslashes and quotes of a quoted value of a
+// key=value connection string.
+var pgQuoteEscapes = strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+
 // pgQuote quotes a value for a key=value connection string.
 func pgQuote(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+	return "'" + pgQuoteEscapes.Replace(s) + "'"
 }
 
 var pgKVAddress = regexp.MustCompile(`(?i)(^|\s)(host|hostaddr|port)\s*=`)

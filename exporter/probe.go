@@ -114,20 +114,8 @@ func (e *Exporter) ServeProbe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	collectors := []Collector{namedCollector{Collector: entry.collector, name: "probe/" + name}}
-	released := false
-	f, shared := entry.coalesce.collect(ctx, nil, deadline, func(ctx context.Context) []prometheus.Metric {
-		metrics, finished := scrapeTracked(ctx, e.logger, collectors)
-		// The pool stays reserved until every collector returned.
-		released = true
-		go func() {
-			<-finished
-			e.probes.release(entry)
-		}()
-		return metrics
-	})
-	if !released {
-		e.probes.release(entry)
-	}
+	// The pool stays reserved until every collector returned.
+	f, shared := entry.coalesce.scrape(ctx, nil, deadline, e.logger, collectors, func() { e.probes.release(entry) })
 	if shared {
 		e.sharedProbes.Add(1)
 	}

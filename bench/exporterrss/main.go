@@ -125,11 +125,13 @@ func startFixtures(mode string, targets int) (*fixtures, error) {
 		return nil, err
 	}
 	if mode == "probe" {
-		for i := range targets {
-			if err := f.pg.Exec(ctx, "postgres", fmt.Sprintf("CREATE DATABASE rss_%03d", i)); err != nil {
-				f.close()
-				return nil, err
-			}
+		create := make([]string, targets)
+		for i := range create {
+			create[i] = fmt.Sprintf("CREATE DATABASE rss_%03d", i)
+		}
+		if err := f.pg.Exec(ctx, "postgres", create...); err != nil {
+			f.close()
+			return nil, err
 		}
 	}
 	if mode != "full" {
@@ -267,16 +269,7 @@ func measure(mode string, scrapes, rounds, targets, probeCap, endpoints int, idl
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
-		resp, err := http.Get(base + "/-/ready")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	}); err != nil {
+	if err := testenv.WaitHTTP(context.Background(), base+"/-/ready", time.Minute, nil); err != nil {
 		return fmt.Errorf("the exporter never became ready: %w", err)
 	}
 	pid := cmd.Process.Pid

@@ -129,12 +129,19 @@ func runCount(cell uint64, period int64, buckets int64) uint64 {
 	return cell >> 32
 }
 
-// failure counts one failed login for x in period.
-func (t *runTable) failure(x uint64, period, buckets int64) {
+// estimate is x's run as of period: the least of its cells (conservative
+// update keeps every cell at or above the true count).
+func (t *runTable) estimate(x uint64, period, buckets int64) uint64 {
 	est := uint64(math.MaxUint32)
 	for r := range runRows {
 		est = min(est, runCount(t.cells[t.index(x, r)], period, buckets))
 	}
+	return est
+}
+
+// failure counts one failed login for x in period.
+func (t *runTable) failure(x uint64, period, buckets int64) {
+	est := t.estimate(x, period, buckets)
 	if est >= math.MaxUint32 {
 		return // saturated
 	}
@@ -152,10 +159,7 @@ func (t *runTable) failure(x uint64, period, buckets int64) {
 // success ends x's run in period and returns its length: the failures
 // counted for x since its last success, the latest within the window.
 func (t *runTable) success(x uint64, period, buckets int64) uint64 {
-	est := uint64(math.MaxUint32)
-	for r := range runRows {
-		est = min(est, runCount(t.cells[t.index(x, r)], period, buckets))
-	}
+	est := t.estimate(x, period, buckets)
 	if est == 0 {
 		return 0
 	}

@@ -142,9 +142,6 @@ func certsFleetNamespace(t testing.TB, ctx context.Context, client kubernetes.In
 // by type), in pages of at most the page size, and each page's metrics are
 // sent before the next page is asked for.
 func TestCertsKubernetesReadsOnlyTLSSecretsPageByPage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts its own server; skipped with -short")
-	}
 	const tlsSecrets, opaqueSecrets = 500, 500
 	k := testenv.StartKube(t)
 	ctx := t.Context()

@@ -65,9 +65,6 @@ func (l *certsSecretLists) client(t *testing.T, cfg *rest.Config) kubernetes.Int
 }
 
 func TestCertsKubernetesSecrets(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts its own server; skipped with -short")
-	}
 	k := testenv.StartKube(t)
 	ctx := t.Context()
 	chain := certsNewChain(t)

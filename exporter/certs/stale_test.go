@@ -133,9 +133,6 @@ func (s *certsRestartableTLS) serve(t *testing.T, cert tls.Certificate) string {
 // endpoint restarted with the renewed one; an endpoint with a subject no
 // Secret has.
 func TestCertsServedStaleWithSecretsInTheAPIServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts its own server; skipped with -short")
-	}
 	k := testenv.StartKube(t)
 	ctx := t.Context()
 	chain := certsNewChain(t)

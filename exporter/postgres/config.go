@@ -334,9 +334,9 @@ func (q *Query) UnmarshalYAML(unmarshal func(any) error) error {
 }
 
 var (
-	pgQueryNameRe  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-	pgMetricNameRe = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-	pgLabelNameRe  = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]*$`)
+	// pgNameRe is what a query's name and a metric's name must match.
+	pgNameRe      = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+	pgLabelNameRe = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]*$`)
 )
 
 // pgReservedPrefixes are metric name prefixes custom queries may not use:
@@ -361,8 +361,8 @@ func (t *Target) validateQueries(path, dsnDB string) error {
 	for i := range t.Queries {
 		q := &t.Queries[i]
 		qp := fmt.Sprintf("%s.queries[%d]", path, i)
-		if !pgQueryNameRe.MatchString(q.Name) {
-			return fmt.Errorf("%s.name: %q must match %s", qp, q.Name, pgQueryNameRe)
+		if !pgNameRe.MatchString(q.Name) {
+			return fmt.Errorf("%s.name: %q must match %s", qp, q.Name, pgNameRe)
 		}
 		if names[q.Name] {
 			return fmt.Errorf("%s.name: %q is already used by another query", qp, q.Name)
@@ -447,8 +447,8 @@ func (t *Target) validateQueries(path, dsnDB string) error {
 // validateQueryMetricName checks a custom metric's name, type and help
 // under the field path mp.
 func validateQueryMetricName(mp string, m QueryMetric) error {
-	if !pgMetricNameRe.MatchString(m.Name) {
-		return fmt.Errorf("%s.name: %q is not a valid metric name; it must match %s", mp, m.Name, pgMetricNameRe)
+	if !pgNameRe.MatchString(m.Name) {
+		return fmt.Errorf("%s.name: %q is not a valid metric name; it must match %s", mp, m.Name, pgNameRe)
 	}
 	if pgBuiltinNames[m.Name] || m.Name == "up" {
 		return fmt.Errorf("%s.name: %q is a built-in metric of the postgres collector", mp, m.Name)

@@ -83,18 +83,7 @@ func BenchmarkPostgresScrape(b *testing.B) {
 				DSN: dsn, MaxConnections: 1, Databases: bc.databases,
 				Statements: StatementsConfig{Enabled: true},
 			}, rt.wrap)
-			ctx := context.Background()
-			ch := make(chan prometheus.Metric, 4096)
-			scrape := func() int {
-				if err := c.Collect(ctx, ch); err != nil {
-					b.Fatal(err)
-				}
-				n := len(ch)
-				for len(ch) > 0 {
-					<-ch
-				}
-				return n
-			}
+			scrape := pgBenchCollect(b, c, 4096)
 			for range 3 { // connect, prepare, discover pg_stat_statements
 				scrape()
 			}
@@ -257,6 +246,49 @@ func pgBackendCPU(b *testing.B, pid int) time.Duration {
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
+// pgBenchCollect returns a scrape that runs Collect into a channel of
+// capacity size, drains it and returns the series it received.
+func pgBenchCollect(b *testing.B, c *Collector, size int) func() int {
+	ch := make(chan prometheus.Metric, size)
+	return func() int {
+		if err := c.Collect(context.Background(), ch); err != nil {
+			b.Fatal(err)
+		}
+		n := len(ch)
+		for len(ch) > 0 {
+			<-ch
+		}
+		return n
+	}
+}
+
+// pgBenchScrapeCPU warms c with three scrapes (connect, prepare), then
+// times scrape and reports the series of the last one and, per scrape, the
+// CPU time of this process and of the server backend that answered.
+func pgBenchScrapeCPU(b *testing.B, c *Collector, scrape func() int) {
+	for range 3 {
+		scrape()
+	}
+	conn, err := c.pool.Acquire(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	pid := int(conn.Conn().PgConn().PID())
+	conn.Release()
+	var series int
+	cpu0, server0 := pgProcessCPU(b), pgBackendCPU(b, pid)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		series = scrape()
+	}
+	b.StopTimer()
+	cpu, server := pgProcessCPU(b)-cpu0, pgBackendCPU(b, pid)-server0
+	b.ReportMetric(float64(series), "series/op")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "exporter-cpu-ns/op")
+	b.ReportMetric(float64(server.Nanoseconds())/float64(b.N), "server-cpu-ns/op")
+}
+
 // BenchmarkPostgresScrapeTables measures a scrape of a warm collector
 // against a database of 200 tables: the default top 20 plus other, and
 // tables.all (every table's series). "collect" is Collect alone;
@@ -280,10 +312,9 @@ func BenchmarkPostgresScrapeTables(b *testing.B) {
 				c := newTestPostgresCollector(b, Target{
 					DSN: dsn, MaxConnections: 1, Databases: []string{db}, Tables: bc.tables,
 				}, nil)
-				ctx := context.Background()
-				ch := make(chan prometheus.Metric, 8192)
 				reg := prometheus.NewRegistry()
 				reg.MustRegister(&exportertest.Adapter{C: c, Timeout: time.Minute})
+				collect := pgBenchCollect(b, c, 8192)
 				scrape := func() int {
 					if mode == "exposition" {
 						mfs, err := reg.Gather()
@@ -300,36 +331,9 @@ func BenchmarkPostgresScrapeTables(b *testing.B) {
 						}
 						return n
 					}
-					if err := c.Collect(ctx, ch); err != nil {
-						b.Fatal(err)
-					}
-					n := len(ch)
-					for len(ch) > 0 {
-						<-ch
-					}
-					return n
+					return collect()
 				}
-				for range 3 { // connect, prepare
-					scrape()
-				}
-				conn, err := c.pool.Acquire(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				pid := int(conn.Conn().PgConn().PID())
-				conn.Release()
-				var series int
-				cpu0, server0 := pgProcessCPU(b), pgBackendCPU(b, pid)
-				b.ReportAllocs()
-				b.ResetTimer()
-				for b.Loop() {
-					series = scrape()
-				}
-				b.StopTimer()
-				cpu, server := pgProcessCPU(b)-cpu0, pgBackendCPU(b, pid)-server0
-				b.ReportMetric(float64(series), "series/op")
-				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "exporter-cpu-ns/op")
-				b.ReportMetric(float64(server.Nanoseconds())/float64(b.N), "server-cpu-ns/op")
+				pgBenchScrapeCPU(b, c, scrape)
 			})
 		}
 	}
@@ -356,39 +360,7 @@ func BenchmarkPostgresCustomQueries(b *testing.B) {
 				DSN: dsn, MaxConnections: 1, Databases: []string{db},
 				Statements: StatementsConfig{Enabled: true}, Queries: bc.queries,
 			}, nil)
-			ctx := context.Background()
-			ch := make(chan prometheus.Metric, 4096)
-			scrape := func() int {
-				if err := c.Collect(ctx, ch); err != nil {
-					b.Fatal(err)
-				}
-				n := len(ch)
-				for len(ch) > 0 {
-					<-ch
-				}
-				return n
-			}
-			for range 3 {
-				scrape()
-			}
-			conn, err := c.pool.Acquire(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			pid := int(conn.Conn().PgConn().PID())
-			conn.Release()
-			var series int
-			cpu0, server0 := pgProcessCPU(b), pgBackendCPU(b, pid)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				series = scrape()
-			}
-			b.StopTimer()
-			cpu, server := pgProcessCPU(b)-cpu0, pgBackendCPU(b, pid)-server0
-			b.ReportMetric(float64(series), "series/op")
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "exporter-cpu-ns/op")
-			b.ReportMetric(float64(server.Nanoseconds())/float64(b.N), "server-cpu-ns/op")
+			pgBenchScrapeCPU(b, c, pgBenchCollect(b, c, 4096))
 		})
 	}
 }
