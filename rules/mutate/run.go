@@ -15,6 +15,8 @@ import (
 	"sync"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/warden-sre/warden/internal/yamlnode"
 )
 
 // Suite is a directory of rule files (*.rules.yml) with promtool unit
@@ -313,23 +315,23 @@ func apply(src []byte, t *Target, m Mutant) ([]byte, error) {
 	if err := yaml.Unmarshal(src, &doc); err != nil {
 		return nil, err
 	}
-	groups := mapValue(doc.Content[0], "groups")
+	groups := yamlnode.MapValue(doc.Content[0], "groups")
 	if groups == nil || t.Group >= len(groups.Content) {
 		return nil, fmt.Errorf("group %d not found", t.Group)
 	}
-	rules := mapValue(groups.Content[t.Group], "rules")
+	rules := yamlnode.MapValue(groups.Content[t.Group], "rules")
 	if rules == nil || t.Index >= len(rules.Content) {
 		return nil, fmt.Errorf("rule %d of group %d not found", t.Index, t.Group)
 	}
 	r := rules.Content[t.Index]
 	switch {
 	case m.Expr != "":
-		e := mapValue(r, "expr")
+		e := yamlnode.MapValue(r, "expr")
 		e.Value, e.Style = m.Expr, yaml.DoubleQuotedStyle
 	case m.Field != nil:
 		key, parent := m.Field.Key, r
 		if l, ok := strings.CutPrefix(key, "labels."); ok {
-			key, parent = l, mapValue(r, "labels")
+			key, parent = l, yamlnode.MapValue(r, "labels")
 		}
 		if parent == nil {
 			return nil, fmt.Errorf("no field %s", m.Field.Key)
@@ -367,17 +369,17 @@ func rewriteUnchanged(src []byte) ([]byte, error) {
 	if err := yaml.Unmarshal(src, &doc); err != nil {
 		return nil, err
 	}
-	groups := mapValue(doc.Content[0], "groups")
+	groups := yamlnode.MapValue(doc.Content[0], "groups")
 	if groups == nil {
 		return nil, errors.New("no groups")
 	}
 	for _, g := range groups.Content {
-		rules := mapValue(g, "rules")
+		rules := yamlnode.MapValue(g, "rules")
 		if rules == nil {
 			continue
 		}
 		for _, r := range rules.Content {
-			e := mapValue(r, "expr")
+			e := yamlnode.MapValue(r, "expr")
 			if e == nil {
 				continue
 			}
@@ -389,18 +391,6 @@ func rewriteUnchanged(src []byte) ([]byte, error) {
 		}
 	}
 	return encode(&doc)
-}
-
-func mapValue(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
 }
 
 // Equivalent is a survivor that no test can kill because it behaves like
