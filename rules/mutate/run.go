@@ -153,6 +153,10 @@ func (s Suite) Run(ctx context.Context, targets []*Target) ([]Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
+	suite, err := s.readSuite()
+	if err != nil {
+		return nil, err
+	}
 
 	// The unmutated suite must pass, or every mutant would look killed.
 	// Each file is checked as the mutants are written (every expression
@@ -168,7 +172,7 @@ func (s Suite) Run(ctx context.Context, targets []*Target) ([]Result, error) {
 		if err := os.RemoveAll(base); err != nil {
 			return nil, err
 		}
-		if err := s.copySuite(base, t.File, rewriteUnchanged); err != nil {
+		if err := writeSuite(base, suite, t.File, rewriteUnchanged); err != nil {
 			return nil, fmt.Errorf("rewrite %s: %w", t.File, err)
 		}
 		killed, by, err := s.verdict(ctx, base, t.File, tests[t.File])
@@ -204,7 +208,7 @@ func (s Suite) Run(ctx context.Context, targets []*Target) ([]Result, error) {
 				r := Result{Target: j.t, Mutant: j.m}
 				if err := os.RemoveAll(dir); err != nil {
 					r.Err = err
-				} else if err := s.copySuite(dir, j.t.File, func(b []byte) ([]byte, error) { return apply(b, j.t, j.m) }); err != nil {
+				} else if err := writeSuite(dir, suite, j.t.File, func(b []byte) ([]byte, error) { return apply(b, j.t, j.m) }); err != nil {
 					r.Err = err
 				} else {
 					r.Killed, r.By, r.Err = s.verdict(ctx, dir, j.t.File, tests[j.t.File])
@@ -276,34 +280,53 @@ func (s Suite) promtool(ctx context.Context, dir string, args ...string) ([]byte
 	return out.Bytes(), err
 }
 
-// copySuite copies the rule and test files into dst, passing the rule file
-// named mutated through edit.
-func (s Suite) copySuite(dst, mutated string, edit func([]byte) ([]byte, error)) error {
-	if err := os.MkdirAll(filepath.Join(dst, "tests"), 0o755); err != nil {
-		return err
-	}
+// suiteFile is a rule or test file of the suite: its path relative to
+// the suite's directory and its content.
+type suiteFile struct {
+	rel  string
+	data []byte
+}
+
+// readSuite reads the rule and test files once, for every copy of the
+// suite that Run writes.
+func (s Suite) readSuite() ([]suiteFile, error) {
+	var out []suiteFile
 	for _, pattern := range []string{"*.rules.yml", filepath.Join("tests", "*.test.yml")} {
 		files, err := filepath.Glob(filepath.Join(s.Dir, pattern))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, f := range files {
 			rel, err := filepath.Rel(s.Dir, f)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			b, err := os.ReadFile(f)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			if rel == mutated && edit != nil {
-				if b, err = edit(b); err != nil {
-					return fmt.Errorf("%s: %w", rel, err)
-				}
+			out = append(out, suiteFile{rel: rel, data: b})
+		}
+	}
+	return out, nil
+}
+
+// writeSuite writes the suite's files into dst, passing the rule file
+// named mutated through edit.
+func writeSuite(dst string, files []suiteFile, mutated string, edit func([]byte) ([]byte, error)) error {
+	if err := os.MkdirAll(filepath.Join(dst, "tests"), 0o755); err != nil {
+		return err
+	}
+	for _, f := range files {
+		b := f.data
+		if f.rel == mutated && edit != nil {
+			var err error
+			if b, err = edit(b); err != nil {
+				return fmt.Errorf("%s: %w", f.rel, err)
 			}
-			if err := os.WriteFile(filepath.Join(dst, rel), b, 0o644); err != nil {
-				return err
-			}
+		}
+		if err := os.WriteFile(filepath.Join(dst, f.rel), b, 0o644); err != nil {
+			return err
 		}
 	}
 	return nil
