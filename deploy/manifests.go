@@ -23,6 +23,8 @@ import (
 
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/warden-sre/warden/internal/yamlnode"
 )
 
 // Generated files, relative to the deploy directory.
@@ -73,7 +75,7 @@ func PrometheusRules(rulesDir string) ([]byte, error) {
 		if err := yaml.Unmarshal(raw, &doc); err != nil {
 			return nil, fmt.Errorf("%s: %w", file, err)
 		}
-		groups := mappingValue(doc.Content[0], "groups")
+		groups := yamlnode.MapValue(doc.Content[0], "groups")
 		if groups == nil {
 			return nil, fmt.Errorf("%s: no groups", file)
 		}
@@ -220,18 +222,6 @@ func mapping(kv ...any) *yaml.Node {
 		n.Content = append(n.Content, scalar(kv[i].(string)), kv[i+1].(*yaml.Node))
 	}
 	return n
-}
-
-func mappingValue(n *yaml.Node, key string) *yaml.Node {
-	if n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
 }
 
 func stripComments(n *yaml.Node) {

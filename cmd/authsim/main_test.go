@@ -156,3 +156,57 @@ func TestRunStartsAttacksFromFlags(t *testing.T) {
 		t.Fatalf("exit code %d: %s", code, stderr.String())
 	}
 }
+
+// TestRunServesTheBlocklistFile starts the simulator with a gateway
+// blocklist and reads it back; a broken file stops it at start.
+func TestRunServesTheBlocklistFile(t *testing.T) {
+	dir := t.TempDir()
+	blocklist := filepath.Join(dir, "blocklist.conf")
+	if err := os.WriteFile(blocklist, []byte("deny 203.0.113.7;\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ready := make(chan string, 1)
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--log-file", filepath.Join(dir, "auth.log"), "--rate", "0",
+			"--blocklist-file", blocklist}, &stderr, ready)
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case code := <-done:
+		t.Fatalf("run exited with %d: %s", code, stderr.String())
+	case <-time.After(time.Minute):
+		t.Fatal("not listening")
+	}
+	resp, err := http.Get("http://" + addr + "/-/blocklist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Denied []string `json:"denied"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if err != nil || len(body.Denied) != 1 || body.Denied[0] != "203.0.113.7/32" {
+		t.Errorf("GET /-/blocklist: %+v, %v; want [203.0.113.7/32]", body, err)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit code %d: %s", code, stderr.String())
+	}
+
+	if err := os.WriteFile(blocklist, []byte("deny everyone;\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	// A run that accepted the file would serve until the timeout.
+	ctx, cancel = context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if code := run(ctx, []string{"--listen", "127.0.0.1:0", "--log-file", filepath.Join(dir, "auth.log"), "--blocklist-file", blocklist}, &stderr, nil); code != 2 {
+		t.Errorf("broken blocklist: exit code %d, want 2 (%s)", code, stderr.String())
+	}
+}

@@ -94,3 +94,41 @@ func TestGatewayDeniesListedSourcesAfterReload(t *testing.T) {
 		t.Error("unreadable blocklist path accepted")
 	}
 }
+
+func TestGatewayRefusesLoginsFromDeniedSources(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "blocklist.conf")
+	if err := os.WriteFile(path, []byte("deny 127.0.0.1;\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGateway(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	sim, err := New(Config{InstanceID: "gw", Log: logs, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.SetGateway(g)
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	login := func() int {
+		code, _ := do(t, "POST", srv.URL+"/api/v1/auth/login", `{"user_id":"alice","password":"secret"}`)
+		return code
+	}
+	if code := login(); code != http.StatusForbidden {
+		t.Errorf("login from a denied source: %d, want 403", code)
+	}
+	if n := len(logs.lines(t)); n != 0 {
+		t.Errorf("%d log lines for a login the gateway refused, want none", n)
+	}
+	if err := os.WriteFile(path, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code := login(); code != http.StatusOK {
+		t.Errorf("login once the block is lifted: %d, want 200", code)
+	}
+}

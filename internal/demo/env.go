@@ -361,8 +361,6 @@ func (e *Env) startExporter(ctx context.Context, bin, addr string) error {
 	return nil
 }
 
-// startRemediators starts the replicas with the demo policy, a webhook
-// token and the least-privilege kubeconfig, and follows their decisions.
 // prepareRemediators chooses the replicas' addresses and writes their
 // webhook token, which Alertmanager's configuration names.
 func (e *Env) prepareRemediators(addr func() string) error {
@@ -378,9 +376,11 @@ func (e *Env) prepareRemediators(addr func() string) error {
 }
 
 // startRemediators starts the replicas at the addresses prepareRemediators
-// chose, reading alert state from the demo's Alertmanager.
+// chose, with the demo policy, the webhook token and the least-privilege
+// kubeconfig, reading alert state from the demo's Alertmanager, and
+// follows their decisions.
 func (e *Env) startRemediators(ctx context.Context, bin, kubeconfig string) error {
-	policy := filepath.Join(e.dir, "policy.yml")
+	policy := e.PolicyFile()
 	if err := e.render("policy.yml", policy, e.templateData()); err != nil {
 		return err
 	}

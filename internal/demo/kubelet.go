@@ -99,17 +99,10 @@ func (k *kubelet) Restarts(name string) int {
 // run watches the Deployments (by polling; the demo has a handful) until
 // ctx ends.
 func (k *kubelet) run(ctx context.Context) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	everyTick(ctx, 200*time.Millisecond, func(int) {
 		list, err := k.client.AppsV1().Deployments(k.ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
-			continue
+			return
 		}
 		for i := range list.Items {
 			d := &list.Items[i]
@@ -124,7 +117,7 @@ func (k *kubelet) run(ctx context.Context) {
 				k.tl.Printf("KUBELET", "rollout of %s failed: %v", d.Name, err)
 			}
 		}
-	}
+	})
 }
 
 // roll brings the Deployment's current pod template up: (re)starts the

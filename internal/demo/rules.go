@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/warden-sre/warden/internal/yamlnode"
 )
 
 // compressRules writes copies of the rule files into dstDir with time
@@ -43,17 +45,17 @@ func compressRules(srcFiles []string, dstDir string, factor int, minRange time.D
 		if err := yaml.Unmarshal(raw, &doc); err != nil {
 			return nil, fmt.Errorf("%s: %w", src, err)
 		}
-		groups := mapValue(doc.Content[0], "groups")
+		groups := yamlnode.MapValue(doc.Content[0], "groups")
 		if groups == nil {
 			return nil, fmt.Errorf("%s: no groups", src)
 		}
 		for _, g := range groups.Content {
-			rules := mapValue(g, "rules")
+			rules := yamlnode.MapValue(g, "rules")
 			if rules == nil {
 				continue
 			}
 			for _, r := range rules.Content {
-				exprNode := mapValue(r, "expr")
+				exprNode := yamlnode.MapValue(r, "expr")
 				if exprNode == nil {
 					return nil, fmt.Errorf("%s: rule without expr", src)
 				}
@@ -77,7 +79,7 @@ func compressRules(srcFiles []string, dstDir string, factor int, minRange time.D
 				exprNode.Value = expr.String()
 				exprNode.Style = 0
 				for _, key := range []string{"for", "keep_firing_for"} {
-					if n := mapValue(r, key); n != nil {
+					if n := yamlnode.MapValue(r, key); n != nil {
 						d, err := model.ParseDuration(n.Value)
 						if err != nil {
 							return nil, fmt.Errorf("%s: %s %q: %w", src, key, n.Value, err)
@@ -98,16 +100,4 @@ func compressRules(srcFiles []string, dstDir string, factor int, minRange time.D
 		out = append(out, dst)
 	}
 	return out, nil
-}
-
-func mapValue(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
 }

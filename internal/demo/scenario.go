@@ -220,16 +220,9 @@ func fillRedis(ctx context.Context, e *Env) {
 	rdb := e.RedisClient(0)
 	defer rdb.Close()
 	value := strings.Repeat("x", 16<<10)
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	everyTick(ctx, 50*time.Millisecond, func(i int) {
 		_ = rdb.Set(ctx, fmt.Sprintf("session:%d", i), value, time.Hour).Err()
-	}
+	})
 }
 
 func stepBreaker(ctx context.Context, e *Env) error {

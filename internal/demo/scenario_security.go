@@ -137,12 +137,12 @@ func (e *Env) startGateway(ctx context.Context, remediatorBin string) error {
 // syncBlocklist copies the ConfigMap into the gateway's file and reloads
 // the gateway.
 func (e *Env) syncBlocklist(ctx context.Context, gatewayURL string) error {
-	cm, err := e.Kube.Client.CoreV1().ConfigMaps(Namespace).Get(ctx, blocklistName, metav1.GetOptions{})
+	text, err := e.blocklistText(ctx)
 	if err != nil {
 		return err
 	}
 	tmp := e.blocklistFile() + ".tmp"
-	if err := os.WriteFile(tmp, []byte(cm.Data[blocklistKey]), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, e.blocklistFile()); err != nil {
@@ -185,14 +185,23 @@ func (e *Env) gatewayDenies(ctx context.Context) ([]string, error) {
 	return body.Denied, nil
 }
 
+// blocklistText is the blocklist ConfigMap's file.
+func (e *Env) blocklistText(ctx context.Context) (string, error) {
+	cm, err := e.Kube.Client.CoreV1().ConfigMaps(Namespace).Get(ctx, blocklistName, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	return cm.Data[blocklistKey], nil
+}
+
 // blocklistEntries are the deny lines of the ConfigMap.
 func (e *Env) blocklistEntries(ctx context.Context) ([]string, error) {
-	cm, err := e.Kube.Client.CoreV1().ConfigMaps(Namespace).Get(ctx, blocklistName, metav1.GetOptions{})
+	text, err := e.blocklistText(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	for _, l := range strings.Split(cm.Data[blocklistKey], "\n") {
+	for _, l := range strings.Split(text, "\n") {
 		if strings.HasPrefix(l, "deny ") {
 			out = append(out, l)
 		}
@@ -282,7 +291,8 @@ func stepBruteForceBlocked(ctx context.Context, e *Env) error {
 	}); err != nil {
 		return fmt.Errorf("waiting for the gateway to deny %s: %w", bruteForceSource, err)
 	}
-	acted := e.Decisions(func(d Decision) bool { return d.Alertname == alertBruteForce && d.Outcome == "acted" })
+	blockActed := func(d Decision) bool { return d.Alertname == alertBruteForce && d.Outcome == "acted" }
+	acted := e.Decisions(blockActed)
 	if len(acted) != 1 {
 		return fmt.Errorf("%d block-source actions, want exactly 1: %+v", len(acted), acted)
 	}
@@ -308,7 +318,7 @@ func stepBruteForceBlocked(ctx context.Context, e *Env) error {
 		return fmt.Errorf("waiting for the block of %s to expire: %w", bruteForceSource, err)
 	}
 	e.tl.Printf("CHECK", "the entry expired: the remediator removed it and reloaded the gateway")
-	if n := len(e.Decisions(func(d Decision) bool { return d.Alertname == alertBruteForce && d.Outcome == "acted" })); n != 1 {
+	if n := len(e.Decisions(blockActed)); n != 1 {
 		return errors.New("a second block-source action ran")
 	}
 	return nil

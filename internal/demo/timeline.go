@@ -234,17 +234,10 @@ func (v Verification) OutcomeText() string {
 // or stops.
 func watchAlerts(ctx context.Context, prom *testenv.Prometheus, tl *Timeline) {
 	firing := map[string]bool{}
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	everyTick(ctx, 250*time.Millisecond, func(int) {
 		alerts, err := prom.Alerts(ctx)
 		if err != nil {
-			continue
+			return
 		}
 		now := map[string]bool{}
 		for _, a := range alerts {
@@ -268,7 +261,7 @@ func watchAlerts(ctx context.Context, prom *testenv.Prometheus, tl *Timeline) {
 			tl.Printf("ALERT", "resolved %s", key)
 		}
 		firing = now
-	}
+	})
 }
 
 // alertKey names an alert by its name and the labels that tell instances

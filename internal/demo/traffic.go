@@ -46,18 +46,11 @@ func sessionTraffic(ctx context.Context, pgDSN string, rdb *redis.Client) {
 			conn.Close(context.Background())
 		}
 	}()
-	t := time.NewTicker(time.Second / sessionLookups)
-	defer t.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	everyTick(ctx, time.Second/sessionLookups, func(i int) {
 		if conn == nil || conn.IsClosed() {
 			c, err := pgx.Connect(ctx, pgDSN)
 			if err != nil {
-				continue
+				return
 			}
 			conn = c
 		}
@@ -66,6 +59,21 @@ func sessionTraffic(ctx context.Context, pgDSN string, rdb *redis.Client) {
 			conn.Close(ctx)
 			conn = nil
 		}
+	})
+}
+
+// everyTick calls f every period, with the count of earlier calls, until
+// ctx ends.
+func everyTick(ctx context.Context, period time.Duration, f func(i int)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f(i)
 	}
 }
 

@@ -23,6 +23,7 @@ type fakeAPI struct {
 	ranges  map[string]model.Value
 	fail    map[string]error
 	asked   []string
+	steps   []time.Duration // of the range queries, in order
 }
 
 func (f *fakeAPI) Query(_ context.Context, q string, _ time.Time, _ ...v1.Option) (model.Value, v1.Warnings, v1.Infos, error) {
@@ -36,8 +37,9 @@ func (f *fakeAPI) Query(_ context.Context, q string, _ time.Time, _ ...v1.Option
 	return model.Vector{}, nil, nil, nil
 }
 
-func (f *fakeAPI) QueryRange(_ context.Context, q string, _ v1.Range, _ ...v1.Option) (model.Value, v1.Warnings, v1.Infos, error) {
+func (f *fakeAPI) QueryRange(_ context.Context, q string, r v1.Range, _ ...v1.Option) (model.Value, v1.Warnings, v1.Infos, error) {
 	f.asked = append(f.asked, q)
+	f.steps = append(f.steps, r.Step)
 	if err := f.fail[q]; err != nil {
 		return nil, nil, nil, err
 	}
@@ -233,6 +235,30 @@ func TestAbsentMeansNoneAsksNoPresenceQuery(t *testing.T) {
 	}
 	if len(api.asked) != 1 {
 		t.Fatalf("asked %q; want only the table's first column", api.asked)
+	}
+}
+
+func TestChartStepOverridesEachChartsStep(t *testing.T) {
+	def := Definition{Kind: Daily, Window: 24 * time.Hour, Sections: []Section{{Checks: []Check{
+		{Type: Chart, Title: "Requests", Query: `sum(rate(http_requests_total[5m]))`, Step: 15 * time.Minute},
+	}}}}
+	for _, tt := range []struct {
+		chartStep, want time.Duration
+	}{
+		{0, 15 * time.Minute},
+		{30 * time.Second, 30 * time.Second},
+	} {
+		api := &fakeAPI{}
+		rep, err := Run(context.Background(), api, def, at, Options{ChartStep: tt.chartStep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rep.Sections[0].Results[0].Step; got != tt.want {
+			t.Errorf("ChartStep %v: result step %v, want %v", tt.chartStep, got, tt.want)
+		}
+		if len(api.steps) != 1 || api.steps[0] != tt.want {
+			t.Errorf("ChartStep %v: range queries asked with steps %v, want [%v]", tt.chartStep, api.steps, tt.want)
+		}
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"sync"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/warden-sre/warden/internal/yamlnode"
 )
 
 // Suite is a directory of rule files (*.rules.yml) with promtool unit
@@ -151,6 +153,10 @@ func (s Suite) Run(ctx context.Context, targets []*Target) ([]Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
+	suite, err := s.readSuite()
+	if err != nil {
+		return nil, err
+	}
 
 	// The unmutated suite must pass, or every mutant would look killed.
 	// Each file is checked as the mutants are written (every expression
@@ -166,7 +172,7 @@ func (s Suite) Run(ctx context.Context, targets []*Target) ([]Result, error) {
 		if err := os.RemoveAll(base); err != nil {
 			return nil, err
 		}
-		if err := s.copySuite(base, t.File, rewriteUnchanged); err != nil {
+		if err := writeSuite(base, suite, t.File, rewriteUnchanged); err != nil {
 			return nil, fmt.Errorf("rewrite %s: %w", t.File, err)
 		}
 		killed, by, err := s.verdict(ctx, base, t.File, tests[t.File])
@@ -202,7 +208,7 @@ func (s Suite) Run(ctx context.Context, targets []*Target) ([]Result, error) {
 				r := Result{Target: j.t, Mutant: j.m}
 				if err := os.RemoveAll(dir); err != nil {
 					r.Err = err
-				} else if err := s.copySuite(dir, j.t.File, func(b []byte) ([]byte, error) { return apply(b, j.t, j.m) }); err != nil {
+				} else if err := writeSuite(dir, suite, j.t.File, func(b []byte) ([]byte, error) { return apply(b, j.t, j.m) }); err != nil {
 					r.Err = err
 				} else {
 					r.Killed, r.By, r.Err = s.verdict(ctx, dir, j.t.File, tests[j.t.File])
@@ -274,34 +280,53 @@ func (s Suite) promtool(ctx context.Context, dir string, args ...string) ([]byte
 	return out.Bytes(), err
 }
 
-// copySuite copies the rule and test files into dst, passing the rule file
-// named mutated through edit.
-func (s Suite) copySuite(dst, mutated string, edit func([]byte) ([]byte, error)) error {
-	if err := os.MkdirAll(filepath.Join(dst, "tests"), 0o755); err != nil {
-		return err
-	}
+// suiteFile is a rule or test file of the suite: its path relative to
+// the suite's directory and its content.
+type suiteFile struct {
+	rel  string
+	data []byte
+}
+
+// readSuite reads the rule and test files once, for every copy of the
+// suite that Run writes.
+func (s Suite) readSuite() ([]suiteFile, error) {
+	var out []suiteFile
 	for _, pattern := range []string{"*.rules.yml", filepath.Join("tests", "*.test.yml")} {
 		files, err := filepath.Glob(filepath.Join(s.Dir, pattern))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, f := range files {
 			rel, err := filepath.Rel(s.Dir, f)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			b, err := os.ReadFile(f)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			if rel == mutated && edit != nil {
-				if b, err = edit(b); err != nil {
-					return fmt.Errorf("%s: %w", rel, err)
-				}
+			out = append(out, suiteFile{rel: rel, data: b})
+		}
+	}
+	return out, nil
+}
+
+// writeSuite writes the suite's files into dst, passing the rule file
+// named mutated through edit.
+func writeSuite(dst string, files []suiteFile, mutated string, edit func([]byte) ([]byte, error)) error {
+	if err := os.MkdirAll(filepath.Join(dst, "tests"), 0o755); err != nil {
+		return err
+	}
+	for _, f := range files {
+		b := f.data
+		if f.rel == mutated && edit != nil {
+			var err error
+			if b, err = edit(b); err != nil {
+				return fmt.Errorf("%s: %w", f.rel, err)
 			}
-			if err := os.WriteFile(filepath.Join(dst, rel), b, 0o644); err != nil {
-				return err
-			}
+		}
+		if err := os.WriteFile(filepath.Join(dst, f.rel), b, 0o644); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -313,23 +338,23 @@ func apply(src []byte, t *Target, m Mutant) ([]byte, error) {
 	if err := yaml.Unmarshal(src, &doc); err != nil {
 		return nil, err
 	}
-	groups := mapValue(doc.Content[0], "groups")
+	groups := yamlnode.MapValue(doc.Content[0], "groups")
 	if groups == nil || t.Group >= len(groups.Content) {
 		return nil, fmt.Errorf("group %d not found", t.Group)
 	}
-	rules := mapValue(groups.Content[t.Group], "rules")
+	rules := yamlnode.MapValue(groups.Content[t.Group], "rules")
 	if rules == nil || t.Index >= len(rules.Content) {
 		return nil, fmt.Errorf("rule %d of group %d not found", t.Index, t.Group)
 	}
 	r := rules.Content[t.Index]
 	switch {
 	case m.Expr != "":
-		e := mapValue(r, "expr")
+		e := yamlnode.MapValue(r, "expr")
 		e.Value, e.Style = m.Expr, yaml.DoubleQuotedStyle
 	case m.Field != nil:
 		key, parent := m.Field.Key, r
 		if l, ok := strings.CutPrefix(key, "labels."); ok {
-			key, parent = l, mapValue(r, "labels")
+			key, parent = l, yamlnode.MapValue(r, "labels")
 		}
 		if parent == nil {
 			return nil, fmt.Errorf("no field %s", m.Field.Key)
@@ -367,17 +392,17 @@ func rewriteUnchanged(src []byte) ([]byte, error) {
 	if err := yaml.Unmarshal(src, &doc); err != nil {
 		return nil, err
 	}
-	groups := mapValue(doc.Content[0], "groups")
+	groups := yamlnode.MapValue(doc.Content[0], "groups")
 	if groups == nil {
 		return nil, errors.New("no groups")
 	}
 	for _, g := range groups.Content {
-		rules := mapValue(g, "rules")
+		rules := yamlnode.MapValue(g, "rules")
 		if rules == nil {
 			continue
 		}
 		for _, r := range rules.Content {
-			e := mapValue(r, "expr")
+			e := yamlnode.MapValue(r, "expr")
 			if e == nil {
 				continue
 			}
@@ -389,18 +414,6 @@ func rewriteUnchanged(src []byte) ([]byte, error) {
 		}
 	}
 	return encode(&doc)
-}
-
-func mapValue(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
 }
 
 // Equivalent is a survivor that no test can kill because it behaves like
