@@ -128,14 +128,16 @@ auth:
 	}
 	t.Cleanup(func() { _ = set.Close() })
 
-	// The auth collector follows its file in the background, and the
-	// replica reports its lag and last receipt once its WAL receiver has
-	// connected: scrape until all are there.
+	// The auth collector follows its file in the background (its line
+	// counters exist before the first poll; the window's signals only once
+	// the lines are read), and the replica reports its lag and last receipt
+	// once its WAL receiver has connected: scrape until all are there.
 	var scraped map[string]bool
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		scraped = inventoryScrape(t, set)
 		if scraped["warden_auth_log_lines_total"] && scraped["warden_auth_log_lines_invalid_total"] &&
+			scraped["warden_auth_source_pattern"] && scraped["warden_auth_window_success_ratio"] &&
 			scraped["pg_replication_lag_seconds"] && scraped["warden_postgres_wal_receiver_last_receipt_timestamp_seconds"] ||
 			time.Now().After(deadline) {
 			break
