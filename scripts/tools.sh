@@ -3,6 +3,7 @@
 # module proxy, into a cache outside the checkout so fresh clones reuse them.
 #
 #   scripts/tools.sh [all|promtool|prometheus|amtool|alertmanager|etcd|kube-apiserver|staticcheck|kustomize]...
+#   scripts/tools.sh postgres_exporter  # optional, not in all: the peer bench/pgcompare compares against
 #   scripts/tools.sh env      # print the environment variables that locate them
 #
 # WARDEN_TOOLS_DIR overrides the cache (default: ${XDG_CACHE_HOME:-$HOME/.cache}/warden/tools).
@@ -16,6 +17,7 @@ KUBERNETES_VERSION=v1.37.2
 KUBE_STAGING_VERSION=v0.37.2
 STATICCHECK_VERSION=v0.8.2
 KUSTOMIZE_VERSION=v5.8.2
+POSTGRES_EXPORTER_VERSION=v0.17.1 # the newest the module proxy serves; only bench/pgcompare uses it
 
 TOOLS_DIR=${WARDEN_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/warden/tools}
 mkdir -p "$TOOLS_DIR"
@@ -109,6 +111,25 @@ GO
 	log "built kube-apiserver"
 }
 
+# build_postgres_exporter builds inside the module's own source: `go install
+# …@version` also asks the proxy for the module's version list (to look for
+# a deprecation notice), which the proxy refuses for this module.
+build_postgres_exporter() {
+	local dir="$TOOLS_DIR/postgres_exporter-$POSTGRES_EXPORTER_VERSION"
+	if [[ -x "$dir/postgres_exporter" ]]; then return 0; fi
+	log "building postgres_exporter $POSTGRES_EXPORTER_VERSION (first time only; cached in $dir)"
+	local src
+	src=$(go mod download -json "github.com/prometheus-community/postgres_exporter@$POSTGRES_EXPORTER_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+	mkdir -p "$dir.tmp"
+	(
+		cd "$src"
+		with_progress postgres_exporter env GOFLAGS=-buildvcs=false go build -o "$dir.tmp/postgres_exporter" \
+			-ldflags "-X github.com/prometheus/common/version.Version=${POSTGRES_EXPORTER_VERSION#v}" ./cmd/postgres_exporter
+	)
+	rm -rf "$dir" && mv "$dir.tmp" "$dir"
+	log "built postgres_exporter"
+}
+
 # kubebuilder_assets makes one folder holding etcd and kube-apiserver, as
 # envtest's KUBEBUILDER_ASSETS expects.
 kubebuilder_assets() {
@@ -127,6 +148,7 @@ build() {
 	alertmanager) go_install alertmanager "$ALERTMANAGER_VERSION" "github.com/prometheus/alertmanager/cmd/alertmanager@$ALERTMANAGER_VERSION" ;;
 	staticcheck) go_install staticcheck "$STATICCHECK_VERSION" "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ;;
 	kustomize) go_install kustomize "$KUSTOMIZE_VERSION" "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" ;;
+	postgres_exporter) build_postgres_exporter ;;
 	etcd) build_etcd ;;
 	kube-apiserver) build_kube_apiserver ;;
 	*) echo "unknown tool: $1" >&2; exit 2 ;;
@@ -141,6 +163,9 @@ print_env() {
 	echo "export STATICCHECK=$TOOLS_DIR/staticcheck-$STATICCHECK_VERSION/staticcheck"
 	echo "export KUSTOMIZE=$TOOLS_DIR/kustomize-$KUSTOMIZE_VERSION/kustomize"
 	echo "export KUBEBUILDER_ASSETS=$(kubebuilder_assets)"
+	# Optional (scripts/tools.sh postgres_exporter): exported only once built.
+	local pe="$TOOLS_DIR/postgres_exporter-$POSTGRES_EXPORTER_VERSION/postgres_exporter"
+	if [[ -x $pe ]]; then echo "export POSTGRES_EXPORTER=$pe"; fi
 }
 
 if [[ $# -eq 0 || $1 == all ]]; then

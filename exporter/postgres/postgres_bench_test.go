@@ -1,14 +1,10 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/warden-sre/warden/exporter/exportertest"
+	"github.com/warden-sre/warden/internal/testenv"
 )
 
 var (
@@ -200,18 +197,7 @@ func pgBench200Tables(b *testing.B) (db, dsn string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		pg := sharedPG.Get(b)
-		if err := pg.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+name, "CREATE DATABASE "+name); err != nil {
-			pgBench200Fail = err.Error()
-			return
-		}
-		sql := []string{
-			`DO $$ BEGIN FOR i IN 1..200 LOOP
-				EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, pad text)', lpad(i::text, 3, '0'));
-				EXECUTE format('INSERT INTO t%s SELECT g, repeat(''x'', 50) FROM generate_series(1, 100) g', lpad(i::text, 3, '0'));
-			END LOOP; END $$`,
-			"ANALYZE",
-		}
-		if err := pg.Exec(ctx, name, sql...); err != nil {
+		if err := pg.CreateTablesDatabase(ctx, name, 200); err != nil {
 			pgBench200Fail = err.Error()
 			return
 		}
@@ -235,15 +221,11 @@ func pgProcessCPU(b *testing.B) time.Duration {
 // pgBackendCPU is the CPU time (user and system) the server process pid
 // has used, from /proc (clock ticks of 10 ms).
 func pgBackendCPU(b *testing.B, pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := testenv.ProcessCPU(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The command may contain spaces: the fields start after the last ')'.
-	fields := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return cpu
 }
 
 // pgBenchCollect returns a scrape that runs Collect into a channel of

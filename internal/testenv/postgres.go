@@ -283,6 +283,28 @@ func (p *Postgres) CreateDatabase(t testing.TB, name string) string {
 	return p.DSN(name)
 }
 
+// CreateTablesDatabase creates database name afresh (dropping one of that
+// name) holding tables t001 … tN (numbers zero-padded to at least three
+// digits), each with a primary key and 100 rows, analyzed: the many-tables
+// fixture of the per-table benchmarks.
+func (p *Postgres) CreateTablesDatabase(ctx context.Context, name string, tables int) error {
+	db := pgx.Identifier{name}.Sanitize()
+	if err := p.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+db, "CREATE DATABASE "+db); err != nil {
+		return err
+	}
+	width := max(3, len(strconv.Itoa(tables)))
+	return p.Exec(ctx, name,
+		fmt.Sprintf(`DO $$ BEGIN FOR i IN 1..%d LOOP
+			EXECUTE format('CREATE TABLE t%%s (id int PRIMARY KEY, pad text)', lpad(i::text, %d, '0'));
+			EXECUTE format('INSERT INTO t%%s SELECT g, repeat(''x'', 50) FROM generate_series(1, 100) g', lpad(i::text, %[2]d, '0'));
+		END LOOP; END $$`, tables, width),
+		"ANALYZE")
+}
+
+// PID is the postmaster's process id (0 while stopped); the backends run
+// below it.
+func (p *Postgres) PID() int { return p.proc.PID() }
+
 // Pause freezes the postmaster and every backend (SIGSTOP): connections
 // stay open and nothing answers.
 func (p *Postgres) Pause() error { return p.proc.Pause() }

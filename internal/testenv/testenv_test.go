@@ -233,3 +233,47 @@ func TestProcessThatExitedByItselfStartsAgain(t *testing.T) {
 	<-p.Exited()
 	p.Stop(syscall.SIGTERM, time.Minute)
 }
+
+func TestCreateTablesDatabase(t *testing.T) {
+	pg := StartPostgres(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		tables int
+		want   []string
+	}{
+		{3, []string{"t001", "t002", "t003"}},
+		{2, []string{"t001", "t002"}}, // created afresh: no t003 left over
+	} {
+		if err := pg.CreateTablesDatabase(ctx, "many_tables", tc.tables); err != nil {
+			t.Fatal(err)
+		}
+		conn, err := pgx.Connect(ctx, pg.DSN("many_tables"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := conn.Query(ctx, `SELECT relname, reltuples::int FROM pg_class
+			WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY relname`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for rows.Next() {
+			var name string
+			var analyzed int
+			if err := rows.Scan(&name, &analyzed); err != nil {
+				t.Fatal(err)
+			}
+			if analyzed != 100 {
+				t.Errorf("%s: reltuples %d, want 100 (analyzed)", name, analyzed)
+			}
+			got = append(got, name)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close(ctx)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("tables %v, want %v", got, tc.want)
+		}
+	}
+}
