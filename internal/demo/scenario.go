@@ -100,7 +100,7 @@ func stepBaseline(ctx context.Context, e *Env) error {
 	}
 	for _, a := range alerts {
 		switch a.Name() {
-		case alertHighErrorRate, alertEvictions, alertBruteForce, alertBreaker:
+		case alertHighErrorRate, alertEvictions, alertBruteForce, alertSpraying, alertBreaker:
 			return fmt.Errorf("%s is already %s at baseline", alertKey(a.Labels), a.State)
 		}
 	}
