@@ -448,9 +448,10 @@ func stepPasswordSprayingCaught(ctx context.Context, e *Env) error {
 		return err
 	}
 	// Later deliveries of the occurrence found the denial: no second
-	// proposal, no action.
+	// proposal for it, and no action at all.
 	for _, d := range e.Decisions(func(d Decision) bool { return d.Alertname == alertSpraying }) {
-		if d.Outcome == "acted" || (d.Outcome == "pending_approval" && !strings.Contains(d.Detail, "approval "+id)) {
+		again := d.Outcome == "pending_approval" && d.StartsAt.Equal(rec.Alert.StartsAt) && !strings.Contains(d.Detail, "approval "+id)
+		if d.Outcome == "acted" || again {
 			return fmt.Errorf("after the denial of %s: %s %s (%s)", id, d.Outcome, d.Action, d.Detail)
 		}
 	}
