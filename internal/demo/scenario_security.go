@@ -439,6 +439,15 @@ func stepPasswordSprayingCaught(ctx context.Context, e *Env) error {
 	}
 	e.tl.Printf("CHECK", "approval %s denied by %s (Event ApprovalDenied on Deployment %s, the approval record, %s = 1); nothing blocked, %s still fails logins",
 		id, oncallUser, gatewayService, denials, sprayingSource)
+	// The denial holds: Alertmanager's next delivery of the still firing
+	// alert is declined, not proposed again.
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		return len(e.Decisions(func(d Decision) bool {
+			return d.Alertname == alertSpraying && d.Reason == remediator.ReasonDuplicate && strings.Contains(d.Detail, "approval "+id+" already denied")
+		})) > 0, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for a delivery after the denial to be declined (approval %s already denied): %w", id, err)
+	}
 
 	e.tl.Printf("STEP", "the on-call has the partner find and stop the compromised client behind the address (runbook PasswordSprayingSource): the spraying ends")
 	if err := e.ResetFaults(ctx, gatewayService); err != nil {
