@@ -2,6 +2,7 @@ package demo
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/warden-sre/warden/exporter"
@@ -40,20 +42,11 @@ func TestCompressRulesScalesRangesAndFor(t *testing.T) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	files, err := compressRules([]string{src}, out, 30, 5*time.Second)
+	files, err := compressRules([]string{src}, out, 30, 5*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got struct {
-		Groups []struct {
-			Rules []map[string]string `yaml:"rules"`
-		} `yaml:"groups"`
-	}
-	b, _ := os.ReadFile(files[0])
-	if err := yaml.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	rules := got.Groups[0].Rules
+	rules := readRules(t, files[0])
 	for _, c := range []struct {
 		i         int
 		key, want string
@@ -71,8 +64,150 @@ func TestCompressRulesScalesRangesAndFor(t *testing.T) {
 	if _, ok := rules[2]["for"]; ok {
 		t.Error("a rule without for gained one")
 	}
-	if _, err := compressRules([]string{src}, out, 0, time.Second); err == nil {
+	if _, err := compressRules([]string{src}, out, 0, time.Second, nil); err == nil {
 		t.Error("factor 0 accepted")
+	}
+}
+
+// readRules returns the rules of the first group of a rule file.
+func readRules(t *testing.T, file string) []map[string]string {
+	t.Helper()
+	var got struct {
+		Groups []struct {
+			Rules []map[string]string `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Groups) == 0 {
+		t.Fatalf("%s: no group", file)
+	}
+	return got.Groups[0].Rules
+}
+
+// TestCompressRulesScalesDurationMetrics: selectors of a metric that
+// reports a compressed duration are multiplied by the factor, wherever
+// they stand in the expression, after the ranges and offsets are scaled;
+// other metrics are left alone, and what cannot be rewritten is refused.
+func TestCompressRulesScalesDurationMetrics(t *testing.T) {
+	const window = "warden_auth_failed_logins_window_seconds"
+	cases := []struct {
+		name, expr string
+		want       string // "" when compressRules must refuse the rule
+	}{
+		{
+			name: "BruteForceSource",
+			expr: `warden_auth_failed_logins_by_source{source!~"other|unknown"} / ignoring (source) group_left () (` + window + ` > 0) * 60 > 10`,
+			want: `warden_auth_failed_logins_by_source{source!~"other|unknown"} / ignoring (source) group_left () ((` + window + ` * 30) > 0) * 60 > 10`,
+		},
+		{name: "alone", expr: window, want: `(` + window + ` * 30)`},
+		{name: "name matcher", expr: `{__name__="` + window + `", instance="a"}`, want: `({__name__="` + window + `",instance="a"} * 30)`},
+		{name: "offset scaled too", expr: window + ` offset 5m`, want: `(` + window + ` offset 10s * 30)`},
+		{
+			name: "in aggregations and calls",
+			expr: `max by (job) (` + window + `) + clamp_min(-` + window + `, 1)`,
+			want: `max by (job) ((` + window + ` * 30)) + clamp_min(-(` + window + ` * 30), 1)`,
+		},
+		{name: "in a subquery", expr: `max_over_time((` + window + ` > 0)[10m:1m])`, want: `max_over_time(((` + window + ` * 30) > 0)[20s:2s])`},
+		{name: "other metrics untouched", expr: `rate(x_total[5m]) / other_window_seconds`, want: `rate(x_total[10s]) / other_window_seconds`},
+		{name: "range selector refused", expr: `max_over_time(` + window + `[5m])`},
+		{name: "name regex refused", expr: `{__name__=~"warden_auth_.+"}`},
+	}
+	dir := t.TempDir()
+	p := parser.NewParser(parser.Options{})
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := filepath.Join(dir, fmt.Sprintf("case%d.rules.yml", i))
+			rule := map[string]any{"groups": []any{map[string]any{"name": "g", "rules": []any{map[string]any{"alert": "A", "expr": c.expr}}}}}
+			raw, err := yaml.Marshal(rule)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(src, raw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, fmt.Sprintf("out%d", i))
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			files, err := compressRules([]string{src}, out, 30, 5*time.Second, []string{window})
+			if c.want == "" {
+				if err == nil || !strings.Contains(err.Error(), window) {
+					t.Fatalf("compressRules(%s): error %v, want one naming %s", c.expr, err, window)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Both sides parsed: the written expression is valid PromQL and
+			// means what is wanted, whatever the printer's spacing.
+			written := readRules(t, files[0])[0]["expr"]
+			gotExpr, err := p.ParseExpr(written)
+			if err != nil {
+				t.Fatalf("written expression %q: %v", written, err)
+			}
+			wantExpr, err := p.ParseExpr(c.want)
+			if err != nil {
+				t.Fatalf("want %q: %v", c.want, err)
+			}
+			if gotExpr.String() != wantExpr.String() {
+				t.Errorf("%s\nbecame %s\nwant   %s", c.expr, gotExpr, wantExpr)
+			}
+		})
+	}
+}
+
+// TestCompressedBruteForceThreshold evaluates the demo's compressed
+// BruteForceSource with promtool: with the exporter's 10 s window standing
+// for 5 minutes, the threshold of 10 failed logins per minute is 50 in the
+// window, pinned by 49 (silent) and 51 (fires after the compressed
+// for of 4 s).
+func TestCompressedBruteForceThreshold(t *testing.T) {
+	promtool := testenv.Promtool(t)
+	dir := t.TempDir()
+	files, err := compressRules([]string{"../../rules/auth.rules.yml"}, dir, 30, 5*time.Second, compressedDurationMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	test := `rule_files: [` + filepath.Base(files[0]) + `]
+evaluation_interval: 1s
+tests:
+  - interval: 1s
+    input_series:
+      - series: 'warden_auth_failed_logins_window_seconds{instance="e:9877"}'
+        values: '10x20'
+      - series: 'warden_auth_failed_logins_by_source{instance="e:9877", source="198.51.100.1"}'
+        values: '49x20'
+      - series: 'warden_auth_failed_logins_by_source{instance="e:9877", source="198.51.100.2"}'
+        values: '51x20'
+    alert_rule_test:
+      - eval_time: 3s
+        alertname: BruteForceSource
+        exp_alerts: []
+      - eval_time: 4s
+        alertname: BruteForceSource
+        exp_alerts: &fired
+          - exp_labels: {instance: "e:9877", source: "198.51.100.2", severity: warning}
+            exp_annotations:
+              summary: "Repeated failed logins from 198.51.100.2"
+              description: "198.51.100.2 failed 10.2 logins per minute over the exporter's sliding window (threshold 10 per minute), as seen by e:9877."
+              runbook_url: "https://github.com/warden-sre/warden/blob/main/docs/runbooks/BruteForceSource.md"
+      - eval_time: 20s
+        alertname: BruteForceSource
+        exp_alerts: *fired
+`
+	testFile := filepath.Join(dir, "brute-force.test.yml")
+	if err := os.WriteFile(testFile, []byte(test), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "test", "rules", testFile).CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
 	}
 }
 
@@ -85,7 +220,7 @@ func TestCompressedProjectRulesPassPromtool(t *testing.T) {
 	if len(src) == 0 {
 		t.Fatal("no rules/*.rules.yml")
 	}
-	files, err := compressRules(src, t.TempDir(), 30, 5*time.Second)
+	files, err := compressRules(src, t.TempDir(), 30, 5*time.Second, compressedDurationMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}

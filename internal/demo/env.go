@@ -438,7 +438,7 @@ func (e *Env) startPrometheus(ctx context.Context) error {
 	}
 	srcRules, _ := filepath.Glob(filepath.Join(e.root, "rules", "*.rules.yml"))
 	sort.Strings(srcRules)
-	rules, err := compressRules(srcRules, rulesDir, e.opts.TimeFactor, 5*time.Second)
+	rules, err := compressRules(srcRules, rulesDir, e.opts.TimeFactor, 5*time.Second, compressedDurationMetrics)
 	if err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/warden-sre/warden/internal/testenv"
@@ -31,6 +32,7 @@ func Steps() []Step {
 		{"error-rate-restart", stepErrorRate},
 		{"redis-evictions-flush", stepRedisEvictions},
 		{"brute-force-blocked", stepBruteForceBlocked},
+		{"password-spraying-caught", stepPasswordSprayingCaught},
 		{"breaker-escalates", stepBreaker},
 		{"database-down-blocks-restart", stepDatabaseDownBlocks},
 		{"rollout-in-progress-refused", stepRolloutRefused},
@@ -56,6 +58,7 @@ const (
 	alertHighErrorRate = "HighErrorRate"
 	alertEvictions     = "RedisEvictions"
 	alertBruteForce    = "BruteForceSource"
+	alertSpraying      = "PasswordSprayingSource"
 	alertBreaker       = "RemediatorCircuitBreakerOpen"
 	alertCertExpiring  = "CertificateExpiringSoon"
 )
@@ -97,7 +100,7 @@ func stepBaseline(ctx context.Context, e *Env) error {
 	}
 	for _, a := range alerts {
 		switch a.Name() {
-		case alertHighErrorRate, alertEvictions, alertBruteForce, alertBreaker:
+		case alertHighErrorRate, alertEvictions, alertBruteForce, alertSpraying, alertBreaker:
 			return fmt.Errorf("%s is already %s at baseline", alertKey(a.Labels), a.State)
 		}
 	}
@@ -335,6 +338,12 @@ func (e *Env) waitLeftToPerson(ctx context.Context, name string, match map[strin
 
 // waitEvent waits for the remediator's Kubernetes Event on an object.
 func (e *Env) waitEvent(ctx context.Context, kind, name string) error {
+	return e.waitEventMatching(ctx, kind, name, nil)
+}
+
+// waitEventMatching waits for a remediator's Kubernetes Event on an
+// object that keep accepts (any, when keep is nil).
+func (e *Env) waitEventMatching(ctx context.Context, kind, name string, keep func(corev1.Event) bool) error {
 	err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
 		list, err := e.Kube.Client.CoreV1().Events(Namespace).List(ctx, metav1.ListOptions{
 			FieldSelector: "involvedObject.kind=" + kind + ",involvedObject.name=" + name,
@@ -343,7 +352,7 @@ func (e *Env) waitEvent(ctx context.Context, kind, name string) error {
 			return false, nil
 		}
 		for _, ev := range list.Items {
-			if ev.Source.Component == "warden-remediator" || ev.ReportingController == "warden.io/remediator" {
+			if (ev.Source.Component == "warden-remediator" || ev.ReportingController == "warden.io/remediator") && (keep == nil || keep(ev)) {
 				e.tl.Printf("CHECK", "Event on %s/%s: %s %s: %s", kind, name, ev.Type, ev.Reason, ev.Message)
 				return true, nil
 			}
@@ -391,6 +400,18 @@ func (e *Env) checkExactlyOnce(ctx context.Context, a testenv.AlertmanagerAlert,
 	// The remediators' own metrics agree: one successful action across
 	// both replicas (this is the action's first use in the scenario).
 	query := fmt.Sprintf(`sum(warden_remediator_actions_total{action=%q,outcome="success"})`, action)
+	if err := e.waitCount(ctx, query, 1); err != nil {
+		return err
+	}
+	dups := len(e.Decisions(isDup))
+	e.tl.Printf("CHECK", "%s: 1 %s for %d deliveries of the occurrence (%d recognised as duplicates)", a.Name(), action, dups+1, dups)
+	return nil
+}
+
+// waitCount waits until the query, a sum of counters, is want in
+// Prometheus, and fails as soon as it is more: something happened more
+// often than once per occurrence.
+func (e *Env) waitCount(ctx context.Context, query string, want float64) error {
 	var last float64 = -1
 	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
 		s, err := e.Prometheus.Query(ctx, query)
@@ -398,15 +419,13 @@ func (e *Env) checkExactlyOnce(ctx context.Context, a testenv.AlertmanagerAlert,
 			return false, nil
 		}
 		last = s[0].Value
-		if last > 1 {
-			return false, fmt.Errorf("%s = %v: more than one action", query, last)
+		if last > want {
+			return false, fmt.Errorf("%s = %v: more than %v", query, last, want)
 		}
-		return last == 1, nil
+		return last == want, nil
 	}); err != nil {
-		return fmt.Errorf("waiting for %s == 1 in Prometheus: %w (last value %v)", query, err, last)
+		return fmt.Errorf("waiting for %s == %v in Prometheus: %w (last value %v)", query, want, err, last)
 	}
-	dups := len(e.Decisions(isDup))
-	e.tl.Printf("CHECK", "%s: 1 %s for %d deliveries of the occurrence (%d recognised as duplicates)", a.Name(), action, dups+1, dups)
 	return nil
 }
 

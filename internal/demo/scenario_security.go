@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/warden-sre/warden/internal/testenv"
+	"github.com/warden-sre/warden/remediator"
 )
 
 // The demo's gateway: auth-service's simulator stands in for the nginx in
@@ -225,6 +228,51 @@ func (e *Env) oncall(ctx context.Context, args ...string) (string, error) {
 
 var approvalIDPattern = regexp.MustCompile(`approval ([0-9a-f]{12})`)
 
+// attackProposed starts an attack on the gateway (authsim's fault),
+// waits until the alert fires for the source and pages, and until a
+// remediator proposed block-source for it, pending approval; it returns
+// the approval's id.
+func (e *Env) attackProposed(ctx context.Context, fault map[string]any, alertname, source string) (string, error) {
+	if err := e.SetFault(ctx, gatewayService, fault); err != nil {
+		return "", err
+	}
+	match := map[string]string{"source": source}
+	if _, err := e.Prometheus.WaitForAlert(ctx, alertname, "firing", match); err != nil {
+		return "", err
+	}
+	if err := e.waitPaged(ctx, alertname, match); err != nil {
+		return "", err
+	}
+	var id string
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		for _, d := range e.Decisions(func(d Decision) bool {
+			return d.Alertname == alertname && d.Outcome == "pending_approval" && strings.Contains(d.Detail, "block-source "+source+"/")
+		}) {
+			if m := approvalIDPattern.FindStringSubmatch(d.Detail); m != nil {
+				id = m[1]
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return "", fmt.Errorf("waiting for the remediator to propose block-source %s: %w", source, err)
+	}
+	return id, nil
+}
+
+// oncallSees lists the open approvals as the on-call person and checks
+// that id is among them.
+func (e *Env) oncallSees(ctx context.Context, id string) error {
+	list, err := e.oncall(ctx, "approvals")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(list, id) {
+		return fmt.Errorf("approval %s not listed for the on-call:\n%s", id, list)
+	}
+	return nil
+}
+
 // stepBruteForceBlocked: a source guesses passwords; the remediator
 // proposes to block it and waits; the on-call approves; the blocklist
 // gains the entry, the gateway is reloaded and drops the source, the
@@ -235,38 +283,17 @@ func stepBruteForceBlocked(ctx context.Context, e *Env) error {
 	defer cancel()
 	before := e.Restarts(gatewayService)
 	e.tl.Printf("STEP", "%s starts guessing passwords against auth-service (50 failed logins/s)", bruteForceSource)
-	if err := e.SetFault(ctx, gatewayService, map[string]any{"brute_force": map[string]any{"sources": []string{bruteForceSource}, "rate": 50}}); err != nil {
-		return err
-	}
 	match := map[string]string{"source": bruteForceSource}
-	if _, err := e.Prometheus.WaitForAlert(ctx, alertBruteForce, "firing", match); err != nil {
+	id, err := e.attackProposed(ctx, map[string]any{"brute_force": map[string]any{"sources": []string{bruteForceSource}, "rate": 50}}, alertBruteForce, bruteForceSource)
+	if err != nil {
 		return err
-	}
-	if err := e.waitPaged(ctx, alertBruteForce, match); err != nil {
-		return err
-	}
-	var id string
-	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
-		for _, d := range e.Decisions(func(d Decision) bool { return d.Alertname == alertBruteForce && d.Outcome == "pending_approval" }) {
-			if m := approvalIDPattern.FindStringSubmatch(d.Detail); m != nil {
-				id = m[1]
-				return true, nil
-			}
-		}
-		return false, nil
-	}); err != nil {
-		return fmt.Errorf("waiting for the remediator to propose block-source %s: %w", bruteForceSource, err)
 	}
 	e.tl.Printf("STEP", "the remediator proposes block-source %s (approval %s) and waits for a person", bruteForceSource, id)
 	if entries, err := e.blocklistEntries(ctx); err != nil || len(entries) != 0 {
 		return fmt.Errorf("blocklist before any approval: %v, %v", entries, err)
 	}
-	list, err := e.oncall(ctx, "approvals")
-	if err != nil {
+	if err := e.oncallSees(ctx, id); err != nil {
 		return err
-	}
-	if !strings.Contains(list, id) {
-		return fmt.Errorf("approval %s not listed for the on-call:\n%s", id, list)
 	}
 	if _, err := e.oncall(ctx, "approve", id); err != nil {
 		return err
@@ -321,5 +348,153 @@ func stepBruteForceBlocked(ctx context.Context, e *Env) error {
 	if n := len(e.Decisions(blockActed)); n != 1 {
 		return errors.New("a second block-source action ran")
 	}
+	return nil
+}
+
+// The scenario's password spraying: one source tries one password on
+// sprayAccounts accounts in turn, sprayRate failed logins a second. The
+// exporter's window (10 s, standing for 5 minutes) then holds about 30
+// usernames with one failure each, which it classifies as spraying (from
+// 20 usernames), and 30 failures: 6 per minute of the scenario, below
+// BruteForceSource's 10 (50 in the window). No account is tried twice
+// within the window.
+const (
+	sprayingSource = "198.51.100.23"
+	sprayAccounts  = 40
+	sprayRate      = 3
+)
+
+// bruteForcePerMinute is BruteForceSource's threshold, failed logins per
+// minute from one source (rules/auth.rules.yml).
+const bruteForcePerMinute = 10
+
+// stepPasswordSprayingCaught: a source sprays one password over many
+// accounts, slower than BruteForceSource's threshold; the exporter's
+// classification catches it and PasswordSprayingSource pages; the
+// remediator proposes to block the source; the on-call denies: the
+// Event and the approval record name them, nothing is blocked. The
+// spraying then stops, the alert resolves, and Prometheus's ALERTS show
+// that BruteForceSource never even went pending for the source.
+func stepPasswordSprayingCaught(ctx context.Context, e *Env) error {
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	if entries, err := e.blocklistEntries(ctx); err != nil || len(entries) != 0 {
+		return fmt.Errorf("blocklist before the spraying: %v, %v", entries, err)
+	}
+	start := time.Now()
+	e.tl.Printf("STEP", "%s tries one password on %d accounts in turn: %d failed logins/s, %.0f per minute of the scenario, below BruteForceSource's %d",
+		sprayingSource, sprayAccounts, sprayRate, float64(sprayRate*60)/float64(e.opts.TimeFactor), bruteForcePerMinute)
+	match := map[string]string{"source": sprayingSource}
+	id, err := e.attackProposed(ctx, map[string]any{"spraying": map[string]any{"source": sprayingSource, "accounts": sprayAccounts, "rate": sprayRate}}, alertSpraying, sprayingSource)
+	if err != nil {
+		return err
+	}
+	e.tl.Printf("STEP", "the remediator proposes block-source %s (approval %s); the on-call finds it is a partner's shared egress address, whose own users a block would cut off too, and declines",
+		sprayingSource, id)
+	if err := e.oncallSees(ctx, id); err != nil {
+		return err
+	}
+	if _, err := e.oncall(ctx, "deny", id); err != nil {
+		return err
+	}
+	// One replica closes the denial: its Event names the person, so does
+	// the record, and the denial is counted once across the replicas.
+	if err := e.waitEventMatching(ctx, "Deployment", gatewayService, func(ev corev1.Event) bool {
+		return ev.Reason == "ApprovalDenied" && strings.Contains(ev.Message, id) && strings.Contains(ev.Message, "by "+oncallUser)
+	}); err != nil {
+		return err
+	}
+	var rec remediator.Approval
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		all, err := remediator.ListApprovals(ctx, e.Kube.Client, []string{Namespace}, true)
+		if err != nil {
+			return false, nil
+		}
+		i := slices.IndexFunc(all, func(a remediator.Approval) bool { return a.ID == id })
+		if i < 0 {
+			return false, nil
+		}
+		rec = all[i]
+		return rec.State == remediator.StateClosed, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for approval %s to be closed: %w (last seen %+v)", id, err, rec)
+	}
+	if rec.Decision != remediator.DecisionDenied || rec.Approver != oncallUser {
+		return fmt.Errorf("approval %s closed as %q by %q, want denied by %s", id, rec.Decision, rec.Approver, oncallUser)
+	}
+	const denials = `sum(warden_remediator_approvals_total{decision="denied"})`
+	if err := e.waitCount(ctx, denials, 1); err != nil {
+		return err
+	}
+	// Nothing is blocked: the source still reaches the service and the
+	// alert still fires.
+	if entries, err := e.blocklistEntries(ctx); err != nil || len(entries) != 0 {
+		return fmt.Errorf("blocklist after the denial: %v, %v", entries, err)
+	}
+	if denied, err := e.gatewayDenies(ctx); err != nil || len(denied) != 0 {
+		return fmt.Errorf("the gateway denies %v after the denial (%v)", denied, err)
+	}
+	if _, err := e.Prometheus.WaitForAlert(ctx, alertSpraying, "firing", match); err != nil {
+		return err
+	}
+	e.tl.Printf("CHECK", "approval %s denied by %s (Event ApprovalDenied on Deployment %s, the approval record, %s = 1); nothing blocked, %s still fails logins",
+		id, oncallUser, gatewayService, denials, sprayingSource)
+	// The denial holds: Alertmanager's next delivery of the still firing
+	// alert is declined, not proposed again.
+	if err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+		return len(e.Decisions(func(d Decision) bool {
+			return d.Alertname == alertSpraying && d.Reason == remediator.ReasonDuplicate && strings.Contains(d.Detail, "approval "+id+" already denied")
+		})) > 0, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for a delivery after the denial to be declined (approval %s already denied): %w", id, err)
+	}
+
+	e.tl.Printf("STEP", "the on-call has the partner find and stop the compromised client behind the address (runbook PasswordSprayingSource): the spraying ends")
+	if err := e.ResetFaults(ctx, gatewayService); err != nil {
+		return err
+	}
+	if err := e.waitResolved(ctx, alertSpraying, match); err != nil {
+		return err
+	}
+	// Later deliveries of the occurrence found the denial: no second
+	// proposal for it, and no action at all.
+	for _, d := range e.Decisions(func(d Decision) bool { return d.Alertname == alertSpraying }) {
+		again := d.Outcome == "pending_approval" && d.StartsAt.Equal(rec.Alert.StartsAt) && !strings.Contains(d.Detail, "approval "+id)
+		if d.Outcome == "acted" || again {
+			return fmt.Errorf("after the denial of %s: %s %s (%s)", id, d.Outcome, d.Action, d.Detail)
+		}
+	}
+	return e.checkBelowBruteForce(ctx, start)
+}
+
+// checkBelowBruteForce reads from Prometheus what the per-source threshold
+// saw of the spraying source since start: BruteForceSource never pending
+// or firing for it (no ALERTS sample), while the source was tracked, with
+// its most failed logins in the window.
+func (e *Env) checkBelowBruteForce(ctx context.Context, start time.Time) error {
+	over := fmt.Sprintf("%ds", int(math.Ceil(time.Since(start).Seconds())))
+	alerts := fmt.Sprintf(`count_over_time(ALERTS{alertname=%q,source=%q}[%s])`, alertBruteForce, sprayingSource, over)
+	s, err := e.Prometheus.Query(ctx, alerts)
+	if err != nil {
+		return err
+	}
+	if len(s) != 0 {
+		return fmt.Errorf("%s = %v: BruteForceSource was %s for the spraying source", alerts, s[0].Value, s[0].Metric["alertstate"])
+	}
+	peakQ := fmt.Sprintf(`max_over_time(warden_auth_failed_logins_by_source{source=%q}[%s])`, sprayingSource, over)
+	peak, err := e.Prometheus.Query(ctx, peakQ)
+	if err != nil {
+		return err
+	}
+	window, err := e.Prometheus.Query(ctx, `max(warden_auth_failed_logins_window_seconds)`)
+	if err != nil {
+		return err
+	}
+	if len(peak) != 1 || peak[0].Value <= 0 || len(window) != 1 || window[0].Value <= 0 {
+		return fmt.Errorf("%s = %v, window %v: the spraying source was never tracked, so its silence proves nothing", peakQ, peak, window)
+	}
+	perMinute := peak[0].Value / (window[0].Value * float64(e.opts.TimeFactor)) * 60
+	e.tl.Printf("CHECK", "BruteForceSource never pending or firing for %s (%s is empty): at most %.0f failed logins in the exporter's %.0f s window, %.1f per minute of the scenario (threshold %d)",
+		sprayingSource, alerts, peak[0].Value, window[0].Value, perMinute, bruteForcePerMinute)
 	return nil
 }

@@ -23,7 +23,8 @@ import (
 // a group interval each), so the simulation may act one repeat earlier or
 // later. A simulated action the live
 // replicas refused for a gate the simulation cannot evaluate (a rollout,
-// without --kubeconfig) is allowed. A second run is byte-identical.
+// without --kubeconfig), or that waits for an approval the on-call denied,
+// is allowed. A second run is byte-identical.
 func checkSimulationMatchesLive(ctx context.Context, t *testing.T, env *demo.Env, from time.Time) {
 	to := time.Now()
 	policy, err := remediator.LoadPolicy(env.PolicyFile())
@@ -107,10 +108,23 @@ func checkSimulationMatchesLive(ctx context.Context, t *testing.T, env *demo.Env
 		t.Logf("live %s at %s, simulated at %s (%s apart)", l.key, l.at.Format(time.RFC3339Nano), sim[found].at.Format(time.RFC3339Nano), absDuration(sim[found].at.Sub(l.at)))
 		sim = append(sim[:found], sim[found+1:]...)
 	}
+	// Proposals the on-call denied: the simulation proposes them too, but
+	// cannot know what a person will decide.
+	approvals, err := remediator.ListApprovals(ctx, env.Kube.Client, []string{demo.Namespace}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, s := range sim {
 		explained := false
 		for _, d := range unknowable {
 			if strings.HasPrefix(s.key, d.Target+" ") && absDuration(d.StartsAt.Sub(s.startsAt)) < step {
+				explained = true
+			}
+		}
+		for _, a := range approvals {
+			if s.approval && a.Decision == remediator.DecisionDenied && s.key == a.Target+" "+string(a.Action) &&
+				absDuration(a.Alert.StartsAt.Sub(s.startsAt)) < step {
+				t.Logf("simulated %s at %s: the on-call denied it (approval %s, by %s)", s.key, s.at.Format(time.RFC3339Nano), a.ID, a.Approver)
 				explained = true
 			}
 		}
