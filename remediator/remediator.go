@@ -74,8 +74,30 @@ type job struct {
 type snapshot struct {
 	policy *Policy
 	redis  map[string]*redisStore
-	users  sync.WaitGroup
+	users  snapshotUsers
 }
+
+// snapshotUsers counts the holders of a snapshot (acquireSnapshot); close
+// waits until they are done.
+type snapshotUsers struct {
+	wg sync.WaitGroup
+	n  atomic.Int64
+}
+
+func (u *snapshotUsers) Add(delta int) {
+	u.n.Add(int64(delta))
+	u.wg.Add(delta)
+}
+
+func (u *snapshotUsers) Done() {
+	u.n.Add(-1)
+	u.wg.Done()
+}
+
+func (u *snapshotUsers) Wait() { u.wg.Wait() }
+
+// held is how many hold the snapshot now.
+func (u *snapshotUsers) held() int64 { return u.n.Load() }
 
 func (s *snapshot) close() {
 	s.users.Wait()

@@ -179,9 +179,12 @@ func (r *Remediator) StatusHandler() http.Handler {
 	})
 }
 
-// status collects the page's data.
+// status collects the page's data. It holds the policy snapshot until it
+// is done, so that a reload does not close the snapshot's Redis clients
+// under it.
 func (r *Remediator) status(ctx context.Context) statusPage {
-	snap := r.current.Load()
+	snap := r.acquireSnapshot()
+	defer snap.users.Done()
 	p := snap.policy
 	now := r.now()
 	page := statusPage{
