@@ -583,26 +583,7 @@ func (r *Remediator) actApproved(ctx context.Context, snap *snapshot, a Approval
 	case d.Target.String() != a.Target || d.Target.Namespace != a.Namespace:
 		return rec.skipped(ReasonNotAllowed, fmt.Sprintf("the policy now resolves the target to %s/%s, not the approved %s/%s", d.Target.Namespace, d.Target, a.Namespace, a.Target))
 	}
-	store, err := r.storeFor(snap, d.Target)
-	if err != nil {
-		return rec.skipped(ReasonUnavailable, err.Error())
-	}
-	reason, detail, cached := r.gate(ctx, snap.policy, store, d)
-	if reason != "" {
-		return rec.skipped(reason, detail)
-	}
-	if cached {
-		if reason, detail := r.confirmGates(ctx, snap.policy, store, d.Target); reason != "" {
-			return rec.skipped(reason, detail)
-		}
-	}
-	in := firingClaim(&alert, d, snap.policy.Breaker)
-	if d.DryRun {
-		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
-	}
-	rec = r.claimAndAct(ctx, snap.policy, store, &alert, d, in, rec)
-	r.verifyLater(ctx, snap, store, &alert, d, in.Occ.Key, rec)
-	return rec
+	return r.gateClaimAct(ctx, snap, &alert, d, rec, true)
 }
 
 func (p *Policy) usesApproval() bool {
