@@ -436,13 +436,12 @@ func (r *Remediator) pollApprovals(ctx context.Context) {
 	}
 	pending := 0
 	for _, ns := range p.namespaces() {
-		list, err := r.kube.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{LabelSelector: labelApprovalState + " in (pending,approved,denied)"})
+		leases, err := r.leases.openApprovals(ctx, ns)
 		if err != nil {
 			r.logger.Warn("cannot list approval records", "namespace", ns, "err", err)
 			continue
 		}
-		for i := range list.Items {
-			l := &list.Items[i]
+		for _, l := range leases {
 			a, ok, err := decodeApproval(l)
 			if err != nil || !ok {
 				continue
@@ -463,6 +462,25 @@ func (r *Remediator) pollApprovals(ctx context.Context) {
 	}
 	r.approvals.pending.Set(float64(pending))
 	r.sweepBlocklists(ctx, p)
+}
+
+// openApprovals returns the Leases of the approval records in the
+// namespace that wait for a replica (pending, approved, denied), from the
+// Lease cache once it has synced: the rounds of a quiet replica make no
+// API call. A record the cache shows late is handled a round later; every
+// transition is decided again on the API server's copy.
+func (s *leaseStore) openApprovals(ctx context.Context, namespace string) ([]*coordinationv1.Lease, error) {
+	leases, err := s.list(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(leases, func(l *coordinationv1.Lease) bool {
+		switch l.Labels[labelApprovalState] {
+		case StatePending, StateApproved, StateDenied:
+			return false
+		}
+		return true
+	}), nil
 }
 
 // closeApproval closes an expired or denied record; the replica whose
