@@ -436,13 +436,12 @@ func (r *Remediator) pollApprovals(ctx context.Context) {
 	}
 	pending := 0
 	for _, ns := range p.namespaces() {
-		list, err := r.kube.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{LabelSelector: labelApprovalState + " in (pending,approved,denied)"})
+		leases, err := r.leases.openApprovals(ctx, ns)
 		if err != nil {
 			r.logger.Warn("cannot list approval records", "namespace", ns, "err", err)
 			continue
 		}
-		for i := range list.Items {
-			l := &list.Items[i]
+		for _, l := range leases {
 			a, ok, err := decodeApproval(l)
 			if err != nil || !ok {
 				continue
@@ -463,6 +462,25 @@ func (r *Remediator) pollApprovals(ctx context.Context) {
 	}
 	r.approvals.pending.Set(float64(pending))
 	r.sweepBlocklists(ctx, p)
+}
+
+// openApprovals returns the Leases of the approval records in the
+// namespace that wait for a replica (pending, approved, denied), from the
+// Lease cache once it has synced: the rounds of a quiet replica make no
+// API call. A record the cache shows late is handled a round later; every
+// transition is decided again on the API server's copy.
+func (s *leaseStore) openApprovals(ctx context.Context, namespace string) ([]*coordinationv1.Lease, error) {
+	leases, err := s.list(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(leases, func(l *coordinationv1.Lease) bool {
+		switch l.Labels[labelApprovalState] {
+		case StatePending, StateApproved, StateDenied:
+			return false
+		}
+		return true
+	}), nil
 }
 
 // closeApproval closes an expired or denied record; the replica whose
@@ -583,26 +601,7 @@ func (r *Remediator) actApproved(ctx context.Context, snap *snapshot, a Approval
 	case d.Target.String() != a.Target || d.Target.Namespace != a.Namespace:
 		return rec.skipped(ReasonNotAllowed, fmt.Sprintf("the policy now resolves the target to %s/%s, not the approved %s/%s", d.Target.Namespace, d.Target, a.Namespace, a.Target))
 	}
-	store, err := r.storeFor(snap, d.Target)
-	if err != nil {
-		return rec.skipped(ReasonUnavailable, err.Error())
-	}
-	reason, detail, cached := r.gate(ctx, snap.policy, store, d)
-	if reason != "" {
-		return rec.skipped(reason, detail)
-	}
-	if cached {
-		if reason, detail := r.confirmGates(ctx, snap.policy, store, d.Target); reason != "" {
-			return rec.skipped(reason, detail)
-		}
-	}
-	in := firingClaim(&alert, d, snap.policy.Breaker)
-	if d.DryRun {
-		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
-	}
-	rec = r.claimAndAct(ctx, snap.policy, store, &alert, d, in, rec)
-	r.verifyLater(ctx, snap, store, &alert, d, in.Occ.Key, rec)
-	return rec
+	return r.gateClaimAct(ctx, snap, &alert, d, rec, true)
 }
 
 func (p *Policy) usesApproval() bool {

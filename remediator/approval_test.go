@@ -44,6 +44,7 @@ rules:
 // approval rounds run only when a test calls poll, so that every step
 // is explicit.
 type approvalEnv struct {
+	t *testing.T
 	// ctx ends before the replicas stop, ending the verifications the
 	// approved actions started.
 	ctx      context.Context
@@ -61,7 +62,7 @@ func newApprovalEnv(t *testing.T, replicas int, approvals string, exec actions.E
 	if _, err := kube.CoreV1().ConfigMaps(ns).Create(context.Background(), actions.BlocklistConfigMap(ns, "auth-gateway-blocklist", "blocklist.conf"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e := &approvalEnv{kube: kube, ns: ns, clock: newTestClock()}
+	e := &approvalEnv{t: t, kube: kube, ns: ns, clock: newTestClock()}
 	if exec == nil {
 		e.exec = &recordingExecutor{}
 		exec = e.exec
@@ -89,8 +90,11 @@ func (e *approvalEnv) alert(t *testing.T, fp, source string) {
 	}
 }
 
-// poll runs one approval round on every replica at once.
+// poll runs one approval round on every replica at once, once their
+// Lease caches, which the rounds read, hold the approval records as the
+// API server has them now.
 func (e *approvalEnv) poll() {
+	e.waitCaches()
 	var wg sync.WaitGroup
 	for _, r := range e.replicas {
 		wg.Add(1)
@@ -100,6 +104,27 @@ func (e *approvalEnv) poll() {
 		}()
 	}
 	wg.Wait()
+}
+
+// waitCaches waits until every replica's Lease cache holds each approval
+// record at least at the version the API server has now.
+func (e *approvalEnv) waitCaches() {
+	t := e.t
+	t.Helper()
+	list, err := e.kube.CoordinationV1().Leases(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: labelApprovalID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range e.replicas {
+		testenv.WaitFor(t, time.Minute, "the Lease cache to hold the approval records", func() bool {
+			for i := range list.Items {
+				if l, ok := r.leases.cache.get(e.ns, list.Items[i].Name); !ok || !newer(l, &list.Items[i]) {
+					return false
+				}
+			}
+			return true
+		})
+	}
 }
 
 func (e *approvalEnv) approvals(t *testing.T, all bool) []Approval {

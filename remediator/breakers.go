@@ -67,22 +67,17 @@ func (r *Remediator) refreshBreakers(ctx context.Context) {
 	snap := r.acquireSnapshot()
 	defer snap.users.Done()
 	for _, ns := range snap.policy.namespaces() {
-		leases, err := r.leases.list(ctx, ns)
+		states, err := r.leases.states(ctx, ns)
 		if err != nil {
 			r.logger.Warn("cannot read breaker states", "namespace", ns, "err", err)
 			continue
 		}
-		for _, l := range leases {
-			t, ok := parseTarget(ns, l.Annotations[annoTarget])
-			if !ok {
+		for _, ls := range states {
+			if ls.err != nil {
 				continue
 			}
-			st, err := decodeState(l.Annotations)
-			if err != nil {
-				continue
-			}
-			r.metrics.breakerOpen.set(t, st.BreakerOpenUntil)
-			r.sweepInterrupted(ctx, snap.policy, r.leases, t, st)
+			r.metrics.breakerOpen.set(ls.target, ls.state.BreakerOpenUntil)
+			r.sweepInterrupted(ctx, snap.policy, r.leases, ls.target, ls.state)
 		}
 	}
 	for name, s := range snap.redis {

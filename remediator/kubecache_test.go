@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/warden-sre/warden/internal/testenv"
+	"github.com/warden-sre/warden/remediator/actions"
 )
 
 // cachedTargetObjects are a namespace, a Deployment whose rollout is
@@ -86,6 +87,37 @@ func TestCachesAnswerOnceSynced(t *testing.T) {
 	tr.refreshBreakers(context.Background())
 	if n := reads(kube); len(n) > 0 {
 		t.Fatalf("reads after sync: %v, want none", n)
+	}
+}
+
+// TestApprovalRoundsReadTheLeaseCache: once the Lease informer has
+// synced, the approval rounds of a quiet replica find the open records in
+// the cache: no get or list reaches the API, and the pending one is
+// counted.
+func TestApprovalRoundsReadTheLeaseCache(t *testing.T) {
+	now := time.Now()
+	approvalLease := func(id, state string) runtime.Object {
+		tg := target{Kind: "deployment", Namespace: "shop", Name: "auth-service-" + id}
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: approvalLeaseName(tg), Namespace: "shop", ResourceVersion: "9",
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "warden-remediator"}, Annotations: map[string]string{}}}
+		encodeApproval(l, Approval{ID: id, Namespace: "shop", Rule: "restart", Action: actions.Restart, Target: tg.String(),
+			ProposedAt: now, ExpiresAt: now.Add(time.Hour), State: state})
+		return l
+	}
+	objs := append(cachedTargetObjects(now), approvalLease("a1", StatePending), approvalLease("a2", StateClosed))
+	kube := fake.NewClientset(objs...)
+	policy := cachedTargetPolicy + "    approval: required\napprovals: {expire_after: 2h, poll_interval: 1h}\n"
+	tr := startRemediator(t, policy, kube, &recordingExecutor{}, nil)
+	waitSynced(t, tr, "shop", true)
+	kube.ClearActions()
+	for range 3 {
+		tr.pollApprovals(context.Background())
+	}
+	if n := reads(kube); len(n) > 0 {
+		t.Fatalf("reads of the approval rounds after sync: %v, want none", n)
+	}
+	if v := testutil.ToFloat64(tr.approvals.pending); v != 1 {
+		t.Fatalf("approvals_pending = %v, want 1", v)
 	}
 }
 

@@ -74,8 +74,30 @@ type job struct {
 type snapshot struct {
 	policy *Policy
 	redis  map[string]*redisStore
-	users  sync.WaitGroup
+	users  snapshotUsers
 }
+
+// snapshotUsers counts the holders of a snapshot (acquireSnapshot); close
+// waits until they are done.
+type snapshotUsers struct {
+	wg sync.WaitGroup
+	n  atomic.Int64
+}
+
+func (u *snapshotUsers) Add(delta int) {
+	u.n.Add(int64(delta))
+	u.wg.Add(delta)
+}
+
+func (u *snapshotUsers) Done() {
+	u.n.Add(-1)
+	u.wg.Done()
+}
+
+func (u *snapshotUsers) Wait() { u.wg.Wait() }
+
+// held is how many hold the snapshot now.
+func (u *snapshotUsers) held() int64 { return u.n.Load() }
 
 func (s *snapshot) close() {
 	s.users.Wait()
@@ -465,6 +487,17 @@ func (r *Remediator) retryLogger(t target) func(error, time.Duration) {
 // claim the occurrence in the target's state record, act, record the
 // outcome.
 func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemplate.Alert, d decision, rec record) record {
+	return r.gateClaimAct(ctx, snap, a, d, rec, false)
+}
+
+// gateClaimAct takes a firing decision through the gates, then claims the
+// occurrence in the target's state record, acts, records the outcome and
+// schedules the verification; a dry run reads the record but claims
+// nothing. A decision whose rule needs approval is proposed instead,
+// unless approved says it is an approved proposal being carried out. An
+// approved action is not refused from the Lease cache: a refusal closes
+// its approval for good, so it is decided on the API server's record.
+func (r *Remediator) gateClaimAct(ctx context.Context, snap *snapshot, a *amtemplate.Alert, d decision, rec record, approved bool) record {
 	store, err := r.storeFor(snap, d.Target)
 	if err != nil {
 		return rec.skipped(ReasonUnavailable, err.Error())
@@ -476,8 +509,10 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 	}
 	// Refusals that need no write are decided from the Lease cache: a
 	// storm of deliveries for targets in cooldown costs no API call.
-	if v, ok := r.refusedFromCache(store, a, d.Target, in); ok {
-		return rec.skipped(v.Reason, v.Detail)
+	if !approved {
+		if v, ok := r.refusedFromCache(store, a, d.Target, in); ok {
+			return rec.skipped(v.Reason, v.Detail)
+		}
 	}
 	if cached {
 		if reason, detail := r.confirmGates(ctx, snap.policy, store, d.Target); reason != "" {
@@ -487,7 +522,7 @@ func (r *Remediator) handleFiring(ctx context.Context, snap *snapshot, a *amtemp
 	if d.DryRun {
 		return r.dryRunFiring(ctx, snap.policy, store, d, in, rec)
 	}
-	if d.NeedsApproval {
+	if d.NeedsApproval && !approved {
 		return r.propose(ctx, snap, a, d, rec)
 	}
 	rec = r.claimAndAct(ctx, snap.policy, store, a, d, in, rec)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"k8s.io/utils/ptr"
 )
 
 // recentDecisions bounds the ring of this replica's decisions shown on the
@@ -179,9 +181,12 @@ func (r *Remediator) StatusHandler() http.Handler {
 	})
 }
 
-// status collects the page's data.
+// status collects the page's data. It holds the policy snapshot until it
+// is done, so that a reload does not close the snapshot's Redis clients
+// under it.
 func (r *Remediator) status(ctx context.Context) statusPage {
-	snap := r.current.Load()
+	snap := r.acquireSnapshot()
+	defer snap.users.Done()
 	p := snap.policy
 	now := r.now()
 	page := statusPage{
@@ -253,27 +258,18 @@ func (r *Remediator) status(ctx context.Context) statusPage {
 		}
 	}
 	for _, ns := range slices.Sorted(slices.Values(p.namespaces())) {
-		leases, err := r.leases.list(ctx, ns)
+		states, err := r.leases.states(ctx, ns)
 		if err != nil {
 			page.StoreErrors = append(page.StoreErrors, err.Error())
 			continue
 		}
-		sort.Slice(leases, func(i, j int) bool { return leases[i].Name < leases[j].Name })
-		for _, l := range leases {
-			t, ok := parseTarget(ns, l.Annotations[annoTarget])
-			if !ok {
+		for _, ls := range states {
+			name := "lease " + ns + "/" + ls.lease.Name
+			if ls.err != nil {
+				page.StoreErrors = append(page.StoreErrors, name+": "+ls.err.Error())
 				continue
 			}
-			st, err := decodeState(l.Annotations)
-			if err != nil {
-				page.StoreErrors = append(page.StoreErrors, "lease "+ns+"/"+l.Name+": "+err.Error())
-				continue
-			}
-			holder := ""
-			if l.Spec.HolderIdentity != nil {
-				holder = *l.Spec.HolderIdentity
-			}
-			add("lease "+ns+"/"+l.Name, ns, holder, t, st)
+			add(name, ns, ptr.Deref(ls.lease.Spec.HolderIdentity, ""), ls.target, ls.state)
 		}
 	}
 	names := make([]string, 0, len(snap.redis))

@@ -2,16 +2,22 @@ package remediator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/warden-sre/warden/internal/browser"
 	"github.com/warden-sre/warden/internal/testenv"
@@ -230,5 +236,82 @@ rules:
 	}
 	if t.Failed() {
 		t.Logf("page:\n%s", body)
+	}
+}
+
+// TestStatusPageKeepsItsRedisClientsOpenThroughAReload: a reload that
+// replaces the Redis client while the status page is being collected
+// waits until the page is done with the old client, so the page reads the
+// target's record instead of "client is closed"; the old client is closed
+// afterwards.
+func TestStatusPageKeepsItsRedisClientsOpenThroughAReload(t *testing.T) {
+	rs := redisServer.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	policy := fmt.Sprintf(`
+redis:
+  - {name: cache, address: '%s', db: 2, coordination_db: 5, enabled: true}
+rules:
+  - name: flush
+    matchers: ['alertname="CacheCorrupt"']
+    action: flush-cache
+    target: {redis: cache}
+    allow: {redis_targets: [cache]}
+  - name: restart
+    matchers: ['alertname="HighMemoryUsage"']
+    action: restart
+    target: {namespace: shop, deployment: auth-service}
+    allow: {namespaces: [shop], deployments: [auth-service]}
+`, rs.Addr)
+	// The page lists the Leases of shop before it reads Redis: the list
+	// holds the page there until the test lets it go.
+	kube := fake.NewClientset()
+	listing, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	kube.PrependReactor("list", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		once.Do(func() { close(listing); <-release })
+		return false, nil, nil
+	})
+	// Not run: no worker, breaker refresh or approval round holds the
+	// snapshot besides the page.
+	r, err := New(Options{Kube: kube, Executor: &recordingExecutor{}, Registerer: prometheus.NewRegistry(), Logger: newTestLogger(t)}, mustPolicy(t, policy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cacheTarget := target{Kind: "redis", Name: "cache"}
+	old := r.current.Load()
+	if err := old.redis["cache"].update(ctx, cacheTarget, func(st *targetState) bool {
+		st.LastActionAt, st.LastOutcome = time.Now(), outcomeActed
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	pages := make(chan statusPage, 1)
+	go func() { pages <- r.status(ctx) }()
+	select {
+	case <-listing:
+	case <-ctx.Done():
+		t.Fatal("the status page never listed the Leases")
+	}
+	r.SetPolicy(mustPolicy(t, policy))
+	// Either the old snapshot is held (the reload waits for the page) or
+	// its clients get closed under the page.
+	oldClosed := func() bool { return errors.Is(old.redis["cache"].client.Ping(ctx).Err(), redis.ErrClosed) }
+	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		return old.users.held() > 0 || oldClosed(), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	page := <-pages
+	if len(page.StoreErrors) > 0 {
+		t.Errorf("store errors on the page: %v", page.StoreErrors)
+	}
+	if len(page.Targets) != 1 || page.Targets[0].Target != cacheTarget.String() || page.Targets[0].LastOutcome != outcomeActed {
+		t.Errorf("targets on the page: %+v, want redis/cache acted", page.Targets)
+	}
+	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) { return oldClosed(), nil }); err != nil {
+		t.Fatal("the replaced Redis client was never closed:", err)
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -187,6 +189,37 @@ func (s *leaseStore) list(ctx context.Context, namespace string) ([]*coordinatio
 	out := make([]*coordinationv1.Lease, len(list.Items))
 	for i := range list.Items {
 		out[i] = &list.Items[i]
+	}
+	return out, nil
+}
+
+// leaseState is the record of one target as a Lease holds it.
+type leaseState struct {
+	lease  *coordinationv1.Lease
+	target target
+	state  targetState
+	// err: the record could not be decoded; state holds what could.
+	err error
+}
+
+// states returns the records of the targets held in the remediator's
+// Leases in the namespace (from the cache once synced), ordered by Lease
+// name. Leases that name no target, such as the approval records, are
+// left out.
+func (s *leaseStore) states(ctx context.Context, namespace string) ([]leaseState, error) {
+	leases, err := s.list(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(leases, func(a, b *coordinationv1.Lease) int { return strings.Compare(a.Name, b.Name) })
+	out := make([]leaseState, 0, len(leases))
+	for _, l := range leases {
+		t, ok := parseTarget(namespace, l.Annotations[annoTarget])
+		if !ok {
+			continue
+		}
+		st, err := decodeState(l.Annotations)
+		out = append(out, leaseState{lease: l, target: t, state: st, err: err})
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package remediator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
@@ -252,5 +255,51 @@ rules:
 	})
 	if n := sessions.DBSize(ctx).Val(); n != 7 {
 		t.Fatalf("disabled target flushed: %d keys left", n)
+	}
+}
+
+// TestLeaseStates: states decodes the target records among the
+// remediator's Leases in a namespace, ordered by Lease name; a record it
+// cannot read comes with its error, and Leases that name no target (the
+// approval records) are left out.
+func TestLeaseStates(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Second)
+	managed := map[string]string{"app.kubernetes.io/managed-by": "warden-remediator"}
+	lease := func(name string, anno map[string]string) *coordinationv1.Lease {
+		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: managed, Annotations: anno}}
+	}
+	good := target{Kind: "deployment", Namespace: "shop", Name: "auth-service"}
+	st := targetState{LastActionAt: now, LastOutcome: outcomeActed, BreakerOpenUntil: now.Add(time.Hour)}
+	corrupt := target{Kind: "deployment", Namespace: "shop", Name: "billing"}
+	approval := lease("warden-approval-source-x", map[string]string{})
+	encodeApproval(approval, Approval{ID: "a1", State: StatePending})
+	kube := fake.NewClientset(
+		lease(leaseName(good), st.encode(good)),
+		lease(leaseName(corrupt), map[string]string{annoTarget: corrupt.String(), annoFailures: "many"}),
+		approval,
+	)
+	got, err := (&leaseStore{kube: kube}).states(context.Background(), "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		lease   string
+		target  target
+		corrupt bool
+	}{ // by Lease name: warden-deployment-auth-service before warden-deployment-billing
+		{leaseName(good), good, false},
+		{leaseName(corrupt), corrupt, true},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d states, want %d: %+v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.lease.Name != w.lease || g.target != w.target || (g.err != nil) != w.corrupt || (w.corrupt && !errors.Is(g.err, errCorruptState)) {
+			t.Errorf("state %d: lease %s target %v err %v; want lease %s target %v corrupt %v", i, g.lease.Name, g.target, g.err, w.lease, w.target, w.corrupt)
+		}
+		if !w.corrupt && (!g.state.LastActionAt.Equal(st.LastActionAt) || !g.state.BreakerOpenUntil.Equal(st.BreakerOpenUntil) || g.state.LastOutcome != outcomeActed) {
+			t.Errorf("state of %s: %+v, want %+v", w.lease, g.state, st)
+		}
 	}
 }

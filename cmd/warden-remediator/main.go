@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -26,6 +25,9 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
 	"github.com/warden-sre/warden/internal/kubeclient"
 	"github.com/warden-sre/warden/internal/redislog"
 	"github.com/warden-sre/warden/internal/reload"
@@ -73,7 +75,7 @@ func run() int {
 		logger.Warn("dry-run: decisions are recorded, nothing is changed")
 	}
 
-	kube, err := kubeclient.New(kubeclient.Options{
+	kubeConfig, err := kubeclient.RESTConfig(kubeclient.Options{
 		Kubeconfig: f.kubeconfig,
 		UserAgent:  "warden-remediator",
 		// Refusals (gates, duplicate, cooldown, breaker) are decided from
@@ -92,15 +94,18 @@ func run() int {
 		logger.Error("kubernetes client", "err", err)
 		return 1
 	}
+	kube, err := kubernetes.NewForConfig(kubeConfig)
+	if err != nil {
+		logger.Error("kubernetes client", "err", err)
+		return 1
+	}
 	// Events (one per action, one per target and refusal reason per
-	// window) have a request budget of their own, so that they never delay
-	// a claim; client-go's broadcaster writes them in the background.
-	eventKube, err := kubeclient.New(kubeclient.Options{
-		Kubeconfig: f.kubeconfig,
-		UserAgent:  "warden-remediator",
-		QPS:        50,
-		Burst:      300,
-	})
+	// window) have a request budget of their own (on the configuration
+	// read above), so that they never delay a claim; client-go's
+	// broadcaster writes them in the background.
+	eventConfig := rest.CopyConfig(kubeConfig)
+	eventConfig.QPS, eventConfig.Burst = 50, 300
+	eventKube, err := kubernetes.NewForConfig(eventConfig)
 	if err != nil {
 		logger.Error("kubernetes client for events", "err", err)
 		return 1
@@ -358,6 +363,7 @@ func (f *flags) newReloader(rem *remediator.Remediator, logger *slog.Logger) *re
 		Subject:        "policy",
 		SuccessfulHelp: "1 if the last policy (re)load succeeded, 0 if it failed and the previous policy stays in force.",
 		TimestampHelp:  "Unix time of the last successful policy (re)load.",
+		ReasonInLog:    true,
 	}, func() error {
 		p, err := remediator.LoadPolicy(f.configFile)
 		if err == nil {
@@ -394,27 +400,9 @@ func newMux(rem *remediator.Remediator, reg *prometheus.Registry, reloader *relo
 	mux.Handle("/-/ready", rem.ReadyHandler())
 	// The reload endpoint takes the webhook's credentials, and a failure's
 	// details (policy path, YAML error) stay in the log.
-	mux.Handle("/-/reload", rem.Protect(reloadHandler(reloader)))
+	mux.Handle("/-/reload", rem.Protect(reloader.Handler()))
 	mux.Handle("/", rem.StatusHandler())
 	return mux
-}
-
-// reloadHandler serves POST /-/reload: 200 when the policy and credentials
-// were re-read, 500 when the previous ones stay in force (the reason is
-// logged by the reload function, not returned).
-func reloadHandler(reloader *reload.Reloader) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.Method != http.MethodPost && req.Method != http.MethodPut {
-			w.Header().Set("Allow", "POST, PUT")
-			http.Error(w, "use POST to reload the policy", http.StatusMethodNotAllowed)
-			return
-		}
-		if err := reloader.Reload(); err != nil {
-			http.Error(w, "reload failed, previous policy kept; the reason is in the log", http.StatusInternalServerError)
-			return
-		}
-		_, _ = io.WriteString(w, "Reloaded.\n")
-	})
 }
 
 // serve runs the workers and the web server until a signal or a server

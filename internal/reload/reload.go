@@ -26,16 +26,21 @@ type Options struct {
 	// SuccessfulHelp and TimestampHelp are the gauges' help texts.
 	SuccessfulHelp string
 	TimestampHelp  string
+	// ReasonInLog leaves the reason of a failed reload out of the HTTP
+	// answer: the reload function logs it. For binaries whose errors name
+	// files and their contents that a caller of /-/reload need not see.
+	ReasonInLog bool
 }
 
 // Reloader runs a reload function at most once at a time and records its
 // outcome. It is a prometheus.Collector of its two gauges.
 type Reloader struct {
-	subject    string
-	apply      func() error
-	mu         sync.Mutex
-	successful prometheus.Gauge
-	timestamp  prometheus.Gauge
+	subject     string
+	reasonInLog bool
+	apply       func() error
+	mu          sync.Mutex
+	successful  prometheus.Gauge
+	timestamp   prometheus.Gauge
 }
 
 // New returns a Reloader that calls apply to re-read and put in force the
@@ -43,8 +48,9 @@ type Reloader struct {
 // returns an error. The gauges read 0 until Loaded or a successful Reload.
 func New(opts Options, apply func() error) *Reloader {
 	return &Reloader{
-		subject: opts.Subject,
-		apply:   apply,
+		subject:     opts.Subject,
+		reasonInLog: opts.ReasonInLog,
+		apply:       apply,
 		successful: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: opts.Namespace + "_config_last_reload_successful",
 			Help: opts.SuccessfulHelp,
@@ -105,7 +111,11 @@ func (r *Reloader) Handler() http.Handler {
 			return
 		}
 		if err := r.Reload(); err != nil {
-			http.Error(w, fmt.Sprintf("reload failed, previous %s kept: %v", r.subject, err), http.StatusInternalServerError)
+			msg := fmt.Sprintf("reload failed, previous %s kept: %v", r.subject, err)
+			if r.reasonInLog {
+				msg = fmt.Sprintf("reload failed, previous %s kept; the reason is in the log", r.subject)
+			}
+			http.Error(w, msg, http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprintln(w, "Reloaded.")

@@ -131,11 +131,15 @@ func TestHandler(t *testing.T) {
 		wantBody  string
 		wantAllow string
 		wantCalls int64
+		// reasonInLog sets Options.ReasonInLog.
+		reasonInLog bool
 	}{
 		{name: "POST reloads", method: http.MethodPost, wantCode: http.StatusOK, wantBody: "Reloaded.\n", wantCalls: 1},
 		{name: "PUT reloads", method: http.MethodPut, wantCode: http.StatusOK, wantBody: "Reloaded.\n", wantCalls: 1},
 		{name: "failed reload names the reason", method: http.MethodPost, fail: true, wantCode: http.StatusInternalServerError,
 			wantBody: "reload failed, previous configuration kept: config.yml: field adress not found\n", wantCalls: 1},
+		{name: "failed reload keeps the reason in the log", method: http.MethodPost, fail: true, reasonInLog: true, wantCode: http.StatusInternalServerError,
+			wantBody: "reload failed, previous configuration kept; the reason is in the log\n", wantCalls: 1},
 		{name: "GET is refused", method: http.MethodGet, wantCode: http.StatusMethodNotAllowed,
 			wantBody: "use POST to reload the configuration\n", wantAllow: "POST, PUT"},
 	}
@@ -144,7 +148,9 @@ func TestHandler(t *testing.T) {
 			var fail atomic.Bool
 			var calls atomic.Int64
 			fail.Store(tt.fail)
-			r := New(testOptions, switchable(&fail, &calls))
+			opts := testOptions
+			opts.ReasonInLog = tt.reasonInLog
+			r := New(opts, switchable(&fail, &calls))
 			rec := httptest.NewRecorder()
 			r.Handler().ServeHTTP(rec, httptest.NewRequest(tt.method, "/-/reload", nil))
 			body, _ := io.ReadAll(rec.Result().Body)
