@@ -13,15 +13,24 @@ import (
 
 // ApprovalTokens are the credentials of the approvals endpoint: a bearer
 // token per person, so that the record names who approved. They are not
-// the webhook's: Alertmanager's token cannot approve.
+// the webhook's: Alertmanager's token cannot approve. The zero value has
+// no approver: the endpoint is off.
 type ApprovalTokens struct {
 	names  []string
 	hashes [][sha256.Size]byte
 }
 
+// ErrNoApprovalTokens is returned by ParseApprovalTokens for a text with
+// no name:token line (empty, or comments only).
+var ErrNoApprovalTokens = errors.New("no name:token line")
+
+// Len is the number of approvers.
+func (t *ApprovalTokens) Len() int { return len(t.names) }
+
 // ParseApprovalTokens reads "name:token" lines; blank lines and lines
 // starting with # are skipped. Names and tokens must be unique and
-// tokens at least 16 characters long.
+// tokens at least 16 characters long. Errors name the line and the
+// person, never a token.
 func ParseApprovalTokens(text string) (ApprovalTokens, error) {
 	var t ApprovalTokens
 	seen := map[[sha256.Size]byte]bool{}
@@ -52,7 +61,7 @@ func ParseApprovalTokens(text string) (ApprovalTokens, error) {
 		t.hashes = append(t.hashes, h)
 	}
 	if len(t.names) == 0 {
-		return ApprovalTokens{}, errors.New("no name:token line")
+		return ApprovalTokens{}, ErrNoApprovalTokens
 	}
 	return t, nil
 }
@@ -78,17 +87,18 @@ func (t *ApprovalTokens) who(r *http.Request) (string, bool) {
 }
 
 // SetApprovalTokens replaces the approvals endpoint's credentials (after a
-// reload re-read them).
+// reload or a change of the file); the zero value turns the endpoint off.
 func (r *Remediator) SetApprovalTokens(t ApprovalTokens) { r.approvalTokens.Store(&t) }
 
 // ApprovalsHandler serves GET /api/v1/approvals (the open approvals) and
 // POST /api/v1/approvals/ID with {"decision": "approve"} or "deny". Only
-// the tokens set with SetApprovalTokens are accepted; without any, every
-// request is refused. The approver recorded is the token's name.
+// the tokens set with SetApprovalTokens are accepted; without any, the
+// endpoint is off and answers 404. The approver recorded is the token's
+// name.
 func (r *Remediator) ApprovalsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		tokens := r.approvalTokens.Load()
-		if tokens == nil {
+		if tokens == nil || tokens.Len() == 0 {
 			http.Error(w, "approvals endpoint not configured (--web.approvals-tokens-file)", http.StatusNotFound)
 			return
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,42 +13,11 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/warden-sre/warden/internal/testenv"
 	"github.com/warden-sre/warden/remediator"
 )
-
-// approverRBAC creates deploy/remediator/approver-rbac.yaml in ns.
-func approverRBAC(t *testing.T, k *kubeEnv, ns string) {
-	t.Helper()
-	raw, err := os.ReadFile("../../deploy/remediator/approver-rbac.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	for _, doc := range strings.Split(string(raw), "\n---\n") {
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch o := obj.(type) {
-		case *rbacv1.Role:
-			o.Namespace = ns
-			_, err = k.Client.RbacV1().Roles(ns).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.RoleBinding:
-			o.Namespace = ns
-			_, err = k.Client.RbacV1().RoleBindings(ns).Create(ctx, o, metav1.CreateOptions{})
-		default:
-			t.Fatalf("approver-rbac.yaml: unexpected %T", obj)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 // userKubeconfig writes a kubeconfig the API server authenticates as name
 // in groups.
@@ -127,7 +95,7 @@ func TestApproveWithThePersonsKubeconfig(t *testing.T) {
 	if _, err := k.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	approverRBAC(t, k, ns)
+	applyManifests(t, k, "approver-rbac.yaml", ns)
 	const id = "0123456789ab"
 	pendingApproval(t, k, ns, id)
 	alice := userKubeconfig(t, k, ns, "alice", "oncall", "system:authenticated")

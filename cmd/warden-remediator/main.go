@@ -64,6 +64,11 @@ func run() int {
 	if !ok {
 		return 1
 	}
+	approvers, firstApprovers, err := f.approvalTokens(logger)
+	if err != nil {
+		logger.Error("approvals endpoint", "err", err)
+		return 1
+	}
 	if f.configCheck {
 		fmt.Printf("%s: %d rules, %d redis targets, mode %s: OK\n", f.configFile, len(policy.Rules), len(policy.Redis), policy.Mode)
 		return 0
@@ -148,13 +153,13 @@ func run() int {
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
-	if tokens, ok, err := f.loadApprovalTokens(); err != nil {
-		logger.Error("approvals endpoint", "err", err)
-		return 1
-	} else if ok {
-		rem.SetApprovalTokens(tokens)
+	if approvers != nil {
+		approvers.set = rem.SetApprovalTokens
+		approvers.apply(firstApprovers)
+	} else {
+		logger.Info("approvals endpoint off: /api/v1/approvals answers 404", "reason", "no --web.approvals-tokens-file")
 	}
-	reloader := f.newReloader(rem, logger)
+	reloader := f.newReloader(rem, approvers, logger)
 	reg.MustRegister(reloader)
 	reloader.Loaded()
 
@@ -167,7 +172,7 @@ func run() int {
 	}
 	logger.Info("starting warden-remediator", "version", version.Info(), "identity", id,
 		"listen", strings.Join(*f.web.WebListenAddresses, ","), "rules", len(policy.Rules))
-	return serve(f, rem, server, reloader, logger)
+	return serve(f, rem, server, reloader, approvers, logger)
 }
 
 // flags are the command line.
@@ -189,6 +194,9 @@ type flags struct {
 	web           *web.FlagConfig
 	log           *promslog.Config
 
+	// approvalsRefresh: how often the tokens file is re-read.
+	approvalsRefresh time.Duration
+
 	alertmanagerURL, alertmanagerHTTP string
 	prometheusURL, prometheusHTTP     string
 	coordNamespace                    string
@@ -206,7 +214,8 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("web.bearer-token-file", "File with the bearer token Alertmanager sends (http_config.authorization.credentials_file).").StringVar(&f.tokenFile)
 	app.Flag("web.basic-auth.username", "Username for basic auth: what Alertmanager sends, and what a browser sends for the status page at /.").StringVar(&f.basicUser)
 	app.Flag("web.basic-auth.password-file", "File with the basic-auth password.").StringVar(&f.basicPassFile)
-	app.Flag("web.approvals-tokens-file", "File of name:token lines: the people who may approve or deny through /api/v1/approvals (their own credentials, not the webhook's). Without it the endpoint is off.").StringVar(&f.approvalsFile)
+	app.Flag("web.approvals-tokens-file", "File of name:token lines: the people who may approve or deny through /api/v1/approvals (their own credentials, not the webhook's). Re-read on reload and every --web.approvals-tokens-refresh-interval. Without it, or while the file is missing or has no name:token line, the endpoint is off (404); a malformed file stops the start.").StringVar(&f.approvalsFile)
+	app.Flag("web.approvals-tokens-refresh-interval", "How often --web.approvals-tokens-file is re-read (a mounted Secret changes in place); 0 re-reads it on reload only.").Default("30s").DurationVar(&f.approvalsRefresh)
 	app.Flag("no-auth", "Accept webhook requests without any authentication (testing only; logs a warning).").BoolVar(&f.noAuth)
 	app.Flag("web.max-body-bytes", "Largest webhook body accepted (larger: 413).").Default("1048576").Int64Var(&f.maxBody)
 	app.Flag("queue.size", "Alerts accepted but not yet handled; when full, or while queued alerts wait more than half of the policy's defaults.max_delay, the webhook answers 503 so Alertmanager retries.").Default("10000").IntVar(&f.queueSize)
@@ -287,21 +296,22 @@ func (f *flags) loadAuth(requireAuth bool) (remediator.Auth, error) {
 	return a, nil
 }
 
-// loadApprovalTokens reads --web.approvals-tokens-file; ok is false when
-// the flag is not set.
-func (f *flags) loadApprovalTokens() (remediator.ApprovalTokens, bool, error) {
+// approvalTokens reads --web.approvals-tokens-file once before start: it
+// returns nil when the flag is not set, and an error when the file is
+// malformed or unreadable (a missing file turns the endpoint off).
+func (f *flags) approvalTokens(logger *slog.Logger) (*approvalTokensFile, approvalTokensRead, error) {
 	if f.approvalsFile == "" {
-		return remediator.ApprovalTokens{}, false, nil
+		return nil, approvalTokensRead{}, nil
 	}
-	raw, err := os.ReadFile(f.approvalsFile)
+	if f.approvalsRefresh < 0 {
+		return nil, approvalTokensRead{}, errors.New("--web.approvals-tokens-refresh-interval: must not be negative")
+	}
+	a := &approvalTokensFile{path: f.approvalsFile, logger: logger.With("component", "approvals")}
+	r, err := a.read()
 	if err != nil {
-		return remediator.ApprovalTokens{}, false, fmt.Errorf("--web.approvals-tokens-file: %w", err)
+		return nil, approvalTokensRead{}, err
 	}
-	t, err := remediator.ParseApprovalTokens(string(raw))
-	if err != nil {
-		return remediator.ApprovalTokens{}, false, fmt.Errorf("--web.approvals-tokens-file %s: %w", f.approvalsFile, err)
-	}
-	return t, true, nil
+	return a, r, nil
 }
 
 // alertReaders builds the clients of Alertmanager and Prometheus; either is
@@ -357,7 +367,7 @@ func (f *flags) replicaIdentity() string {
 
 // newReloader re-reads the policy and the credential files on SIGHUP and
 // POST /-/reload; a failed reload keeps what is in force.
-func (f *flags) newReloader(rem *remediator.Remediator, logger *slog.Logger) *reload.Reloader {
+func (f *flags) newReloader(rem *remediator.Remediator, approvers *approvalTokensFile, logger *slog.Logger) *reload.Reloader {
 	return reload.New(reload.Options{
 		Namespace:      "warden_remediator",
 		Subject:        "policy",
@@ -368,16 +378,15 @@ func (f *flags) newReloader(rem *remediator.Remediator, logger *slog.Logger) *re
 		p, err := remediator.LoadPolicy(f.configFile)
 		if err == nil {
 			var a remediator.Auth
-			var tokens remediator.ApprovalTokens
-			var withTokens bool
-			if a, err = f.loadAuth(true); err == nil {
-				tokens, withTokens, err = f.loadApprovalTokens()
+			var tokens approvalTokensRead
+			if a, err = f.loadAuth(true); err == nil && approvers != nil {
+				tokens, err = approvers.read()
 			}
 			if err == nil {
 				rem.SetPolicy(p)
 				rem.SetAuth(a)
-				if withTokens {
-					rem.SetApprovalTokens(tokens)
+				if approvers != nil {
+					approvers.apply(tokens)
 				}
 				logger.Info("policy reloaded", "file", f.configFile, "rules", len(p.Rules))
 				return nil
@@ -408,9 +417,12 @@ func newMux(rem *remediator.Remediator, reg *prometheus.Registry, reloader *relo
 // serve runs the workers and the web server until a signal or a server
 // failure, then stops accepting alerts, finishes what was acknowledged
 // within the grace period, and returns the exit code.
-func serve(f *flags, rem *remediator.Remediator, server *http.Server, reloader *reload.Reloader, logger *slog.Logger) int {
+func serve(f *flags, rem *remediator.Remediator, server *http.Server, reloader *reload.Reloader, approvers *approvalTokensFile, logger *slog.Logger) int {
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
+	if approvers != nil && f.approvalsRefresh > 0 {
+		go approvers.watch(workCtx, f.approvalsRefresh)
+	}
 	workersDone := make(chan struct{})
 	go func() {
 		rem.Run(workCtx)
