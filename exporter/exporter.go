@@ -22,13 +22,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/warden-sre/warden/exporter/authevents"
 	"github.com/warden-sre/warden/exporter/certs"
 	"github.com/warden-sre/warden/exporter/postgres"
 	"github.com/warden-sre/warden/exporter/redis"
-	"github.com/warden-sre/warden/internal/kubeclient"
+	"github.com/warden-sre/warden/internal/kubecore"
 )
 
 var (
@@ -230,12 +229,12 @@ func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger, pre
 	}
 	// The Kubernetes client is made only when a collector that needs it is
 	// built, not carried over.
-	var client kubernetes.Interface
-	kubeClient := func() (kubernetes.Interface, error) {
+	var client *kubecore.Client
+	kubeClient := func() (*kubecore.Client, error) {
 		if client != nil {
 			return client, nil
 		}
-		c, err := kubeclient.New(kubeclient.Options{
+		c, err := kubecore.New(kubecore.Options{
 			Kubeconfig: cfg.Kubernetes.Kubeconfig,
 			UserAgent:  "warden-exporter",
 			// Listing Secrets page by page and following pod logs make
@@ -297,7 +296,7 @@ func (set *Set) build(ctx context.Context, cfg *Config, logger *slog.Logger, pre
 			key = configKey("auth", a, cfg.Kubernetes)
 		}
 		err := set.add(prev, key, func() (Collector, error) {
-			var client kubernetes.Interface
+			var client *kubecore.Client
 			if a.Kubernetes != nil {
 				var err error
 				if client, err = kubeClient(); err != nil {

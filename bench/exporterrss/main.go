@@ -11,21 +11,26 @@
 //
 // Needs the PostgreSQL and Redis server binaries (scripts/install-deps.sh).
 //
-// Figures on a shared 2-core machine (load average about 30 from other
-// work), with the default flags:
+// Figures on a shared 2-core machine (load average 20-30 from other work),
+// with the default flags (go run ./bench/exporterrss [--mode …]):
 //
 //	mode      idle VmRSS (anon + file)   peak VmHWM   p50 / p99 scrape   PostgreSQL sessions
-//	full      36.6 MiB (5.4 + 31.2)      53.0 MiB     47 / 63 ms         2 (cap 2)
-//	postgres  35.4 MiB (4.9 + 30.5)      45.3 MiB     18 / 33 ms         1
-//	probe     34.7 MiB (4.9 + 29.9)      50.7 MiB     72 / 179 ms        10 (probe.max_connections 10)
+//	full      25.1 MiB (5.2 + 20.0)      42.1 MiB     207 / 294 ms       2 (cap 2)
+//	postgres  22.2 MiB (2.7 + 19.4)      32.7 MiB     92 / 325 ms        1
+//	probe     22.2 MiB (2.7 + 19.5)      37.0 MiB     473 / 1703 ms      10 (probe.max_connections 10)
 //
-// Before scrapes shared a collection and its encoded answer, full peaked at
-// 89.5 MiB (p50 260 ms). Most of the remaining RSS is file-backed pages of
-// the binary (RssFile), not heap: the typed Kubernetes clientset linked in
-// for the certificate Secrets and auth-service pod-log sources accounts for
-// about 20-25 MiB of it: a binary with the PostgreSQL and Redis collectors
-// and the same metrics stack but no client-go idles at 14 MiB, and one that
-// adds only client-go/rest and the core/v1 types at 18 MiB.
+// Most of the RSS is file-backed pages of the binary (RssFile), not heap.
+// The exporter used to link client-go's typed clientset (every API group's
+// types registered into its scheme) for the certificate Secrets and the
+// auth-service pod logs; it now reads them through internal/kubecore (the
+// REST transport and small JSON structs). Measured the same day, same
+// machine, full mode, the previous binary (62.1 MB with -s -w, 284 k8s.io
+// packages) against this one (31.2 MB, 84 k8s.io packages, no k8s.io/api):
+// idle 46.3 MiB (6.2 + 40.1) against 25.1 MiB, peak 62.8 MiB against
+// 42.1 MiB. (On a quieter day the previous binary measured 36.6 MiB idle and
+// 53.0 MiB at the peak; latencies depend on the machine's load.) Before
+// scrapes shared a collection and its encoded answer, full peaked at
+// 89.5 MiB.
 package main
 
 import (

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/client-go/kubernetes"
 
+	"github.com/warden-sre/warden/internal/kubecore"
 	"github.com/warden-sre/warden/internal/logfollow"
 	"github.com/warden-sre/warden/internal/topk"
 )
@@ -162,7 +162,7 @@ type Collector struct {
 // New builds the collector from a validated configuration and starts
 // following its logs; client is used only when cfg.Kubernetes is set. The
 // followers stop when ctx ends or the collector is closed.
-func New(ctx context.Context, cfg *Config, client kubernetes.Interface, logger *slog.Logger) (*Collector, error) {
+func New(ctx context.Context, cfg *Config, client *kubecore.Client, logger *slog.Logger) (*Collector, error) {
 	c, err := newCollector(ctx, cfg, logger)
 	if err != nil {
 		return nil, err

@@ -8,10 +8,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/warden-sre/warden/internal/kubecore"
 )
 
 // certsKubernetesPageSize is how many Secrets one list request returns;
@@ -21,6 +19,9 @@ import (
 // about 3 s for its rate limit (20 per second) at every scrape.
 const certsKubernetesPageSize = 500
 
+// certsAllNamespaces lists the Secrets of every namespace.
+const certsAllNamespaces = ""
+
 // KubernetesCollector reads the tls.crt of kubernetes.io/tls Secrets.
 // Secret data is dropped as soon as the certificate is parsed and is never
 // logged. Secrets are read page by page and each page's metrics are sent
@@ -28,7 +29,7 @@ const certsKubernetesPageSize = 500
 // a time, however many the cluster has.
 type KubernetesCollector struct {
 	logger     *slog.Logger
-	client     kubernetes.Interface
+	client     *kubecore.Client
 	namespaces []string
 	selector   string
 	pageSize   int64
@@ -44,10 +45,10 @@ type KubernetesCollector struct {
 
 // NewKubernetes builds the Secrets collector for a validated
 // configuration, reading through client.
-func NewKubernetes(cfg *KubernetesConfig, client kubernetes.Interface, logger *slog.Logger) *KubernetesCollector {
+func NewKubernetes(cfg *KubernetesConfig, client *kubecore.Client, logger *slog.Logger) *KubernetesCollector {
 	namespaces := cfg.Namespaces
 	if len(namespaces) == 0 {
-		namespaces = []string{metav1.NamespaceAll}
+		namespaces = []string{certsAllNamespaces}
 	}
 	return &KubernetesCollector{
 		logger:     logger.With("source_kind", certsKindKubernetes),
@@ -91,7 +92,7 @@ func (c *KubernetesCollector) Collect(ctx context.Context, ch chan<- prometheus.
 				reason = certsReasonTimeout
 			}
 			c.errors.inc(reason)
-			if ns == metav1.NamespaceAll {
+			if ns == certsAllNamespaces {
 				errs = append(errs, fmt.Errorf("list TLS Secrets in all namespaces: %w", err))
 			} else {
 				errs = append(errs, fmt.Errorf("list TLS Secrets in namespace %s: %w", ns, err))
@@ -113,30 +114,30 @@ func (c *KubernetesCollector) Collect(ctx context.Context, ch chan<- prometheus.
 // subject is in subjects go into idx.
 func (c *KubernetesCollector) list(ctx context.Context, namespace string, ch chan<- prometheus.Metric,
 	subjects map[string]bool, idx certsSecretIndex) error {
-	opts := metav1.ListOptions{
+	opts := kubecore.ListOptions{
 		LabelSelector: c.selector,
-		FieldSelector: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String(),
+		FieldSelector: "type=" + kubecore.SecretTypeTLS,
 		Limit:         c.pageSize,
 	}
 	for {
-		page, err := c.client.CoreV1().Secrets(namespace).List(ctx, opts)
+		page, err := c.client.ListSecrets(ctx, namespace, opts)
 		if err != nil {
 			return err
 		}
 		for i := range page.Items {
 			s := &page.Items[i]
-			source := s.Namespace + "/" + s.Name
-			crt := s.Data[corev1.TLSCertKey]
+			source := s.Metadata.Namespace + "/" + s.Metadata.Name
+			crt := s.Data[kubecore.TLSCertKey]
 			var err error
 			if len(crt) == 0 {
-				err = certsErr(certsReasonNotFound, "the Secret has no %s", corev1.TLSCertKey)
+				err = certsErr(certsReasonNotFound, "the Secret has no %s", kubecore.TLSCertKey)
 			} else {
 				certs, perr := certsParsePEM(crt)
 				err = perr
 				certsCollectChain(ch, certsKindKubernetes, source, certs, true)
 				if len(certs) > 0 && subjects != nil {
 					if subject := certsSubjectKey(certs[0]); subjects[subject] {
-						idx.add(newCertsSecretLeaf(s.Namespace, s.Name, certs[0]), subject)
+						idx.add(newCertsSecretLeaf(s.Metadata.Namespace, s.Metadata.Name, certs[0]), subject)
 					}
 				}
 			}
@@ -147,9 +148,9 @@ func (c *KubernetesCollector) list(ctx context.Context, namespace string, ch cha
 				c.logger.Debug("reading Secret certificate failed", "source", source, "reason", reason, "err", err)
 			}
 		}
-		if page.Continue == "" {
+		if page.Continue() == "" {
 			return nil
 		}
-		opts.Continue = page.Continue
+		opts.Continue = page.Continue()
 	}
 }

@@ -26,13 +26,13 @@ import (
 
 	"github.com/warden-sre/warden/exporter/exportertest"
 	"github.com/warden-sre/warden/internal/certgen"
-	"github.com/warden-sre/warden/internal/kubeclient"
+	"github.com/warden-sre/warden/internal/kubecore"
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
 // certsListAnswers records what the API server answers to Secret lists:
 // the requests' selectors and limits, and the Secrets each page holds by
-// type. The client asks for JSON so that the answers can be read here.
+// type.
 type certsListAnswers struct {
 	mu       sync.Mutex
 	requests []string // "fieldSelector=… limit=… continue=…"
@@ -45,11 +45,9 @@ func (a *certsListAnswers) count() int {
 	return len(a.requests)
 }
 
-func (a *certsListAnswers) client(t testing.TB, cfg *rest.Config) kubernetes.Interface {
+func (a *certsListAnswers) client(t testing.TB, cfg *rest.Config) *kubecore.Client {
 	t.Helper()
 	cfg = rest.CopyConfig(cfg)
-	cfg.ContentType = "application/json"
-	cfg.AcceptContentTypes = "application/json"
 	cfg.QPS, cfg.Burst = -1, 0
 	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
 		return certsRoundTripFunc(func(r *http.Request) (*http.Response, error) {
@@ -79,6 +77,15 @@ func (a *certsListAnswers) client(t testing.TB, cfg *rest.Config) kubernetes.Int
 			return resp, nil
 		})
 	}
+	return certsCoreClient(t, cfg)
+}
+
+// certsAdminClient is a clientset without client-side rate limit, to
+// create fixtures quickly.
+func certsAdminClient(t testing.TB, cfg *rest.Config) kubernetes.Interface {
+	t.Helper()
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = -1, 0
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -147,11 +154,12 @@ func TestCertsKubernetesReadsOnlyTLSSecretsPageByPage(t *testing.T) {
 	ctx := t.Context()
 	var answers certsListAnswers
 	client := answers.client(t, k.Config)
+	admin := certsAdminClient(t, k.Config)
 	chain := certsNewChain(t)
-	certsFleetNamespace(t, ctx, client, "fleet")
-	certsCreateSecrets(t, ctx, client, "fleet", "tls", corev1.SecretTypeTLS, tlsSecrets, map[string][]byte{
+	certsFleetNamespace(t, ctx, admin, "fleet")
+	certsCreateSecrets(t, ctx, admin, "fleet", "tls", corev1.SecretTypeTLS, tlsSecrets, map[string][]byte{
 		corev1.TLSCertKey: certgen.ChainPEM(chain.Leaf, chain.Intermediate), corev1.TLSPrivateKeyKey: chain.Leaf.KeyPEM()})
-	certsCreateSecrets(t, ctx, client, "fleet", "opaque", corev1.SecretTypeOpaque, opaqueSecrets, map[string][]byte{
+	certsCreateSecrets(t, ctx, admin, "fleet", "opaque", corev1.SecretTypeOpaque, opaqueSecrets, map[string][]byte{
 		corev1.TLSCertKey: certgen.ChainPEM(chain.Leaf, chain.Intermediate), "password": []byte("not read")})
 
 	c := NewKubernetes(&KubernetesConfig{Namespaces: []string{"fleet"}}, client, slog.New(slog.DiscardHandler))
@@ -232,20 +240,15 @@ func BenchmarkCertsKubernetes10000Secrets(b *testing.B) {
 	const tlsSecrets, opaqueSecrets = 10000, 1000
 	k := testenv.StartKube(b)
 	ctx := b.Context()
-	setup := rest.CopyConfig(k.Config)
-	setup.QPS, setup.Burst = -1, 0
-	admin, err := kubernetes.NewForConfig(setup)
-	if err != nil {
-		b.Fatal(err)
-	}
+	admin := certsAdminClient(b, k.Config)
 	chain := certsNewChain(b)
 	certsFleetNamespace(b, ctx, admin, "fleet")
 	certsCreateSecrets(b, ctx, admin, "fleet", "tls", corev1.SecretTypeTLS, tlsSecrets, map[string][]byte{
 		corev1.TLSCertKey: certgen.ChainPEM(chain.Leaf, chain.Intermediate), corev1.TLSPrivateKeyKey: chain.Leaf.KeyPEM()})
 	certsCreateSecrets(b, ctx, admin, "fleet", "opaque", corev1.SecretTypeOpaque, opaqueSecrets, map[string][]byte{"password": []byte("not read")})
-	// The client the exporter builds: its content types and its
-	// client-side rate limit (exporter.Set's kubeClient).
-	client, err := kubeclient.New(kubeclient.Options{Kubeconfig: certsKubeconfig(b, k.Config), UserAgent: "warden-exporter", QPS: 20, Burst: 40})
+	// The client the exporter builds, with its client-side rate limit
+	// (exporter.Set's kubeClient).
+	client, err := kubecore.New(kubecore.Options{Kubeconfig: certsKubeconfig(b, k.Config), UserAgent: "warden-exporter", QPS: 20, Burst: 40})
 	if err != nil {
 		b.Fatal(err)
 	}

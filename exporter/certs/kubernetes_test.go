@@ -14,11 +14,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/warden-sre/warden/internal/certgen"
-	"github.com/warden-sre/warden/internal/kubeclient"
+	"github.com/warden-sre/warden/internal/kubecore"
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
@@ -33,6 +32,16 @@ func certsKubeconfig(t testing.TB, cfg *rest.Config) string {
 	return path
 }
 
+// certsCoreClient is the exporter's client for cfg.
+func certsCoreClient(t testing.TB, cfg *rest.Config) *kubecore.Client {
+	t.Helper()
+	c, err := kubecore.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 type certsRoundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f certsRoundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
@@ -43,7 +52,7 @@ type certsSecretLists struct {
 	requests []string // namespace path and whether a continue token was sent
 }
 
-func (l *certsSecretLists) client(t *testing.T, cfg *rest.Config) kubernetes.Interface {
+func (l *certsSecretLists) client(t *testing.T, cfg *rest.Config) *kubecore.Client {
 	t.Helper()
 	cfg = rest.CopyConfig(cfg)
 	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
@@ -57,11 +66,7 @@ func (l *certsSecretLists) client(t *testing.T, cfg *rest.Config) kubernetes.Int
 			return rt.RoundTrip(r)
 		})
 	}
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return certsCoreClient(t, cfg)
 }
 
 func TestCertsKubernetesSecrets(t *testing.T) {
@@ -108,7 +113,7 @@ func TestCertsKubernetesSecrets(t *testing.T) {
 	t.Run("through a kubeconfig file", func(t *testing.T) {
 		var logs bytes.Buffer
 		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		client, err := kubeclient.New(kubeclient.Options{Kubeconfig: certsKubeconfig(t, k.Config)})
+		client, err := kubecore.New(kubecore.Options{Kubeconfig: certsKubeconfig(t, k.Config)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,11 +220,7 @@ func TestCertsKubernetesSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		client, err := kubernetes.NewForConfig(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := NewKubernetes(&KubernetesConfig{Namespaces: []string{"certs-a"}}, client, slog.New(slog.DiscardHandler))
+		c := NewKubernetes(&KubernetesConfig{Namespaces: []string{"certs-a"}}, certsCoreClient(t, cfg), slog.New(slog.DiscardHandler))
 		got, err := certsCollect(t, certsCtx(t, 30*time.Second), c)
 		if err == nil || !strings.Contains(err.Error(), "list TLS Secrets in namespace certs-a") || !strings.Contains(err.Error(), "forbidden") {
 			t.Fatalf("Collect error = %v, want a forbidden list error", err)
@@ -230,7 +231,7 @@ func TestCertsKubernetesSecrets(t *testing.T) {
 	})
 
 	t.Run("scrape deadline during the list", func(t *testing.T) {
-		c := NewKubernetes(&KubernetesConfig{}, k.Client, slog.New(slog.DiscardHandler))
+		c := NewKubernetes(&KubernetesConfig{}, certsCoreClient(t, k.Config), slog.New(slog.DiscardHandler))
 		ctx, cancel := context.WithTimeout(t.Context(), time.Nanosecond)
 		defer cancel()
 		<-ctx.Done()

@@ -187,7 +187,7 @@ func TestCertsServedStaleWithSecretsInTheAPIServer(t *testing.T) {
 		{Address: renewedAddr, ServerName: "auth.warden.test", Name: "auth-canary"},
 		{Address: cacheAddr, ServerName: "cache.warden.test", Name: "cache"},
 	}})
-	secrets := NewKubernetes(&KubernetesConfig{}, k.Client, slog.New(slog.DiscardHandler))
+	secrets := NewKubernetes(&KubernetesConfig{}, certsCoreClient(t, k.Config), slog.New(slog.DiscardHandler))
 	e.CompareWithSecrets(secrets)
 
 	scrape := func() certsSamples {

@@ -10,11 +10,14 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	"github.com/warden-sre/warden/internal/kubecore"
 )
+
+// PodClient lists pods and opens their log streams (a *kubecore.Client).
+type PodClient interface {
+	ListPods(ctx context.Context, namespace string, o kubecore.ListOptions) (*kubecore.PodList, error)
+	PodLogs(ctx context.Context, namespace, name string, o kubecore.LogOptions) (io.ReadCloser, error)
+}
 
 // PodOptions configure a Pods follower.
 type PodOptions struct {
@@ -34,16 +37,13 @@ type PodOptions struct {
 // the time of the last line read (log lines carry the kubelet's timestamps
 // for that), so a reconnect neither loses nor repeats lines.
 type Pods struct {
-	client kubernetes.Interface
+	client PodClient
 	opts   PodOptions
 	sink   Sink
 	logger *slog.Logger
-	// openLogs opens a pod's log stream; replaced in tests, because no
-	// kubelet serves logs behind a test API server.
-	openLogs func(ctx context.Context, pod *corev1.Pod, opts *corev1.PodLogOptions) (io.ReadCloser, error)
 
 	mu       sync.Mutex
-	streams  map[types.UID]context.CancelFunc
+	streams  map[string]context.CancelFunc // by pod UID
 	listErr  error
 	wg       sync.WaitGroup
 	retryMin time.Duration
@@ -51,20 +51,16 @@ type Pods struct {
 }
 
 // NewPods returns a follower of the pods opts selects; Run starts it.
-func NewPods(client kubernetes.Interface, opts PodOptions, sink Sink, logger *slog.Logger) *Pods {
-	p := &Pods{
+func NewPods(client PodClient, opts PodOptions, sink Sink, logger *slog.Logger) *Pods {
+	return &Pods{
 		client:   client,
 		opts:     opts,
 		sink:     sink,
 		logger:   logger,
-		streams:  map[types.UID]context.CancelFunc{},
+		streams:  map[string]context.CancelFunc{},
 		retryMin: time.Second,
 		retryMax: 30 * time.Second,
 	}
-	p.openLogs = func(ctx context.Context, pod *corev1.Pod, o *corev1.PodLogOptions) (io.ReadCloser, error) {
-		return client.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, o).Stream(ctx)
-	}
-	return p
 }
 
 // Err is the error of the last pod listing, nil when it succeeded.
@@ -98,7 +94,7 @@ func (p *Pods) Run(ctx context.Context) {
 }
 
 func (p *Pods) reconcile(ctx context.Context, initial bool) {
-	list, err := p.client.CoreV1().Pods(p.opts.Namespace).List(ctx, metav1.ListOptions{LabelSelector: p.opts.LabelSelector})
+	list, err := p.client.ListPods(ctx, p.opts.Namespace, kubecore.ListOptions{LabelSelector: p.opts.LabelSelector})
 	if err != nil {
 		if ctx.Err() == nil {
 			p.logger.Warn("cannot list pods", "namespace", p.opts.Namespace, "label_selector", p.opts.LabelSelector, "err", err)
@@ -108,11 +104,11 @@ func (p *Pods) reconcile(ctx context.Context, initial bool) {
 		p.mu.Unlock()
 		return
 	}
-	running := map[types.UID]*corev1.Pod{}
+	running := map[string]*kubecore.Pod{}
 	for i := range list.Items {
 		pod := &list.Items[i]
-		if pod.Status.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil && len(pod.Spec.Containers) > 0 {
-			running[pod.UID] = pod
+		if pod.Status.Phase == kubecore.PodRunning && pod.Metadata.DeletionTimestamp == nil && len(pod.Spec.Containers) > 0 {
+			running[pod.Metadata.UID] = pod
 		}
 	}
 	p.mu.Lock()
@@ -137,30 +133,29 @@ func (p *Pods) reconcile(ctx context.Context, initial bool) {
 
 // follow reads one pod's log until ctx ends, reopening the stream when it
 // breaks (container restart, API server restart, network).
-func (p *Pods) follow(ctx context.Context, pod *corev1.Pod, fromNow bool) {
+func (p *Pods) follow(ctx context.Context, pod *kubecore.Pod, fromNow bool) {
 	container := p.opts.Container
 	if container == "" {
 		container = pod.Spec.Containers[0].Name
 	}
-	logger := p.logger.With("pod", pod.Namespace+"/"+pod.Name, "container", container)
+	logger := p.logger.With("pod", pod.Metadata.Namespace+"/"+pod.Metadata.Name, "container", container)
 	logger.Debug("following pod log")
 	ts := &timestampedSink{sink: p.sink}
 	split := Splitter{max: p.opts.MaxLineBytes + len(time.RFC3339Nano) + 1}
 	buf := make([]byte, 32<<10)
 	retry := p.retryMin
 	for ctx.Err() == nil {
-		o := &corev1.PodLogOptions{Container: container, Follow: true, Timestamps: true}
+		o := kubecore.LogOptions{Container: container, Follow: true, Timestamps: true}
 		switch {
 		case !ts.last.IsZero():
-			// The API sends SinceTime with second precision; say so here.
-			since := metav1.NewTime(ts.last.Truncate(time.Second))
-			o.SinceTime = &since
+			// The API takes SinceTime with second precision; say so here.
+			o.SinceTime = ts.last.Truncate(time.Second)
 			ts.resumed = true
 		case fromNow:
 			zero := int64(0)
 			o.TailLines = &zero
 		}
-		rc, err := p.openLogs(ctx, pod, o)
+		rc, err := p.client.PodLogs(ctx, pod.Metadata.Namespace, pod.Metadata.Name, o)
 		if err == nil {
 			for {
 				n, rerr := rc.Read(buf)

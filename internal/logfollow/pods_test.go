@@ -4,64 +4,95 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/fake"
-	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
 
+	"github.com/warden-sre/warden/internal/kubecore"
 	"github.com/warden-sre/warden/internal/testenv"
 )
 
-// These tests use client-go's fake clientset: no test API server serves pod
-// logs (there is no kubelet behind it), so the log streams are replaced by
+// TestPodLogFollowerFollowsSelectedPods uses fakePods: no test API server
+// serves pod logs (there is no kubelet behind it), so the log streams are
 // pipes the test writes to, and only the pod selection, stream options and
-// line handling are exercised here.
+// line handling are exercised there. TestPodLogFollowerReadsLogRequests
+// goes through kubecore's real requests.
 
-func testPod(name, uid string, labels map[string]string, phase corev1.PodPhase) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "rust-security", UID: types.UID(uid), Labels: labels},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "auth-service"}, {Name: "sidecar"}}},
-		Status:     corev1.PodStatus{Phase: phase},
-	}
+// fakePod is a pod and its labels.
+type fakePod struct {
+	kubecore.Pod
+	labels map[string]string
 }
 
-// fakePodLogs hands out one pipe per opened stream and records the options.
-type fakePodLogs struct {
+func testPod(name, uid string, labels map[string]string, phase string) fakePod {
+	return fakePod{kubecore.Pod{
+		Metadata: kubecore.ObjectMeta{Name: name, Namespace: "rust-security", UID: uid},
+		Spec:     kubecore.PodSpec{Containers: []kubecore.Container{{Name: "auth-service"}, {Name: "sidecar"}}},
+		Status:   kubecore.PodStatus{Phase: phase},
+	}, labels}
+}
+
+// fakePods serves a pod list the test changes, and hands out one pipe per
+// opened log stream, recording the options.
+type fakePods struct {
 	mu      sync.Mutex
-	opened  map[string][]corev1.PodLogOptions
+	pods    []fakePod
+	opened  map[string][]kubecore.LogOptions
 	writers map[string]*io.PipeWriter
 	closed  map[string]bool
 }
 
-func newFakePodLogs() *fakePodLogs {
-	return &fakePodLogs{opened: map[string][]corev1.PodLogOptions{}, writers: map[string]*io.PipeWriter{}, closed: map[string]bool{}}
+func newFakePods(pods ...fakePod) *fakePods {
+	return &fakePods{pods: pods, opened: map[string][]kubecore.LogOptions{}, writers: map[string]*io.PipeWriter{}, closed: map[string]bool{}}
 }
 
-func (f *fakePodLogs) open(ctx context.Context, pod *corev1.Pod, o *corev1.PodLogOptions) (io.ReadCloser, error) {
+func (f *fakePods) ListPods(_ context.Context, namespace string, o kubecore.ListOptions) (*kubecore.PodList, error) {
+	sel, err := labels.Parse(o.LabelSelector)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	list := &kubecore.PodList{}
+	for _, p := range f.pods {
+		if p.Metadata.Namespace == namespace && sel.Matches(labels.Set(p.labels)) {
+			list.Items = append(list.Items, p.Pod)
+		}
+	}
+	return list, nil
+}
+
+func (f *fakePods) set(pods ...fakePod) {
+	f.mu.Lock()
+	f.pods = pods
+	f.mu.Unlock()
+}
+
+func (f *fakePods) PodLogs(ctx context.Context, _, name string, o kubecore.LogOptions) (io.ReadCloser, error) {
 	r, w := io.Pipe()
 	f.mu.Lock()
-	f.opened[pod.Name] = append(f.opened[pod.Name], *o)
-	f.writers[pod.Name] = w
-	f.closed[pod.Name] = false
+	f.opened[name] = append(f.opened[name], o)
+	f.writers[name] = w
+	f.closed[name] = false
 	f.mu.Unlock()
 	go func() {
 		<-ctx.Done()
 		f.mu.Lock()
-		f.closed[pod.Name] = true
+		f.closed[name] = true
 		f.mu.Unlock()
 		_ = w.CloseWithError(ctx.Err())
 	}()
 	return r, nil
 }
 
-func (f *fakePodLogs) writer(t *testing.T, pod string, opens int) *io.PipeWriter {
+func (f *fakePods) writer(t *testing.T, pod string, opens int) *io.PipeWriter {
 	t.Helper()
 	testenv.WaitFor(t, 10*time.Second, "stream of "+pod+" opened", func() bool {
 		f.mu.Lock()
@@ -73,7 +104,7 @@ func (f *fakePodLogs) writer(t *testing.T, pod string, opens int) *io.PipeWriter
 	return f.writers[pod]
 }
 
-func (f *fakePodLogs) options(pod string) []corev1.PodLogOptions {
+func (f *fakePods) options(pod string) []kubecore.LogOptions {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.opened[pod])
@@ -81,19 +112,16 @@ func (f *fakePodLogs) options(pod string) []corev1.PodLogOptions {
 
 func TestPodLogFollowerFollowsSelectedPods(t *testing.T) {
 	sel := map[string]string{"app": "auth-service"}
-	client := fake.NewClientset(
-		testPod("auth-1", "u1", sel, corev1.PodRunning),
-		testPod("auth-pending", "u2", sel, corev1.PodPending),
-		testPod("policy-1", "u3", map[string]string{"app": "policy-service"}, corev1.PodRunning),
-	)
+	auth1 := testPod("auth-1", "u1", sel, kubecore.PodRunning)
+	pending := testPod("auth-pending", "u2", sel, "Pending")
+	other := testPod("policy-1", "u3", map[string]string{"app": "policy-service"}, kubecore.PodRunning)
+	logs := newFakePods(auth1, pending, other)
 	sink := &recordingSink{}
-	p := NewPods(client, PodOptions{
+	p := NewPods(logs, PodOptions{
 		Namespace: "rust-security", LabelSelector: "app=auth-service", Container: "auth-service",
 		PollInterval: 20 * time.Millisecond, MaxLineBytes: 1000,
 	}, sink, slog.New(slog.DiscardHandler))
 	p.retryMin, p.retryMax = 10*time.Millisecond, 10*time.Millisecond
-	logs := newFakePodLogs()
-	p.openLogs = logs.open
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
@@ -101,7 +129,7 @@ func TestPodLogFollowerFollowsSelectedPods(t *testing.T) {
 	// A pod present at start is read from now on, with timestamps.
 	w1 := logs.writer(t, "auth-1", 1)
 	first := logs.options("auth-1")[0]
-	if first.TailLines == nil || *first.TailLines != 0 || !first.Follow || !first.Timestamps || first.Container != "auth-service" || first.SinceTime != nil {
+	if first.TailLines == nil || *first.TailLines != 0 || !first.Follow || !first.Timestamps || first.Container != "auth-service" || !first.SinceTime.IsZero() {
 		t.Fatalf("first stream options = %+v", first)
 	}
 	if _, err := io.WriteString(w1, "2026-11-27T12:00:00.100000000Z {\"event\":\"a\"}\n2026-11-27T12:00:01.200000000Z {\"event\":\"b\"}\n"); err != nil {
@@ -121,7 +149,7 @@ func TestPodLogFollowerFollowsSelectedPods(t *testing.T) {
 	_ = w1.Close()
 	w1 = logs.writer(t, "auth-1", 2)
 	resumed := logs.options("auth-1")[1]
-	if resumed.SinceTime == nil || resumed.TailLines != nil || !resumed.SinceTime.Time.Equal(time.Date(2026, 11, 27, 12, 0, 1, 0, time.UTC)) {
+	if resumed.TailLines != nil || !resumed.SinceTime.Equal(time.Date(2026, 11, 27, 12, 0, 1, 0, time.UTC)) {
 		t.Fatalf("resumed stream options = %+v", resumed)
 	}
 	if _, err := io.WriteString(w1, "2026-11-27T12:00:01.200000000Z {\"event\":\"b\"}\n2026-11-27T12:00:01.500000000Z {\"event\":\"cut\"}\n2026-11-27T12:00:02Z {\"event\":\"c\"}\n"); err != nil {
@@ -134,16 +162,13 @@ func TestPodLogFollowerFollowsSelectedPods(t *testing.T) {
 
 	// A pod appearing later is read from its start (no TailLines); a pod
 	// that goes away has its stream closed.
-	if _, err := client.CoreV1().Pods("rust-security").Create(ctx, testPod("auth-2", "u4", sel, corev1.PodRunning), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	auth2 := testPod("auth-2", "u4", sel, kubecore.PodRunning)
+	logs.set(auth1, pending, other, auth2)
 	logs.writer(t, "auth-2", 1)
-	if o := logs.options("auth-2")[0]; o.TailLines != nil || o.SinceTime != nil {
+	if o := logs.options("auth-2")[0]; o.TailLines != nil || !o.SinceTime.IsZero() {
 		t.Fatalf("new pod stream options = %+v", o)
 	}
-	if err := client.CoreV1().Pods("rust-security").Delete(ctx, "auth-1", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	logs.set(pending, other, auth2)
 	testenv.WaitFor(t, 10*time.Second, "stream of deleted pod closed", func() bool { logs.mu.Lock(); defer logs.mu.Unlock(); return logs.closed["auth-1"] })
 	testenv.WaitFor(t, 10*time.Second, "one pod followed", func() bool { return p.followed() == 1 })
 	if len(logs.options("auth-pending")) != 0 || len(logs.options("policy-1")) != 0 {
@@ -157,23 +182,39 @@ func TestPodLogFollowerFollowsSelectedPods(t *testing.T) {
 	}
 }
 
-// TestPodLogFollowerUsesGetLogs goes through the real GetLogs request of
-// the fake clientset, whose reactor serves a log body: the lines reach the
-// sink, and the body served again on every reconnect is not passed on
-// twice.
-func TestPodLogFollowerUsesGetLogs(t *testing.T) {
-	client := fake.NewClientset(testPod("auth-1", "u1", map[string]string{"app": "auth-service"}, corev1.PodRunning))
+// TestPodLogFollowerReadsLogRequests goes through kubecore's real pod list
+// and log requests, answered by an HTTP server standing in for the API
+// server's pod log endpoint (which a test API server cannot serve: there
+// is no kubelet behind it): the lines reach the sink, the body served again
+// on every reconnect is not passed on twice, and the requests carry the
+// stream options.
+func TestPodLogFollowerReadsLogRequests(t *testing.T) {
 	var mu sync.Mutex
-	var requests []corev1.PodLogOptions
-	client.PrependReactor("get", "pods", func(action clienttesting.Action) (bool, runtime.Object, error) {
-		if action.GetSubresource() != "log" || action.GetNamespace() != "rust-security" {
-			return false, nil, nil
+	var requests []url.Values
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/api/v1/namespaces/rust-security/pods":
+			if r.URL.Query().Get("labelSelector") != "app=auth-service" {
+				http.Error(w, "unexpected selector", http.StatusBadRequest)
+				return
+			}
+			_, _ = io.WriteString(w, `{"kind":"PodList","metadata":{},"items":[{"metadata":{"name":"auth-1","namespace":"rust-security","uid":"u1"},`+
+				`"spec":{"containers":[{"name":"auth-service"}]},"status":{"phase":"Running"}}]}`)
+		case "/api/v1/namespaces/rust-security/pods/auth-1/log":
+			mu.Lock()
+			requests = append(requests, r.URL.Query())
+			mu.Unlock()
+			_, _ = io.WriteString(w, "2026-11-27T12:00:00Z {\"event\":\"authentication_failed\",\"ip_address\":\"203.0.113.9\"}\n2026-11-27T12:00:01Z not json\n")
+		default:
+			http.NotFound(w, r)
 		}
-		mu.Lock()
-		requests = append(requests, *action.(clienttesting.GenericAction).GetValue().(*corev1.PodLogOptions))
-		mu.Unlock()
-		return true, &runtime.Unknown{Raw: []byte("2026-11-27T12:00:00Z {\"event\":\"authentication_failed\",\"ip_address\":\"203.0.113.9\"}\n2026-11-27T12:00:01Z not json\n")}, nil
-	})
+	}))
+	t.Cleanup(srv.Close)
+	client, err := kubecore.NewForConfig(&rest.Config{Host: srv.URL, QPS: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	sink := &recordingSink{}
 	p := NewPods(client, PodOptions{Namespace: "rust-security", LabelSelector: "app=auth-service", PollInterval: time.Second, MaxLineBytes: 1000}, sink, slog.New(slog.DiscardHandler))
 	p.retryMin, p.retryMax = 10*time.Millisecond, 10*time.Millisecond
@@ -186,13 +227,13 @@ func TestPodLogFollowerUsesGetLogs(t *testing.T) {
 		t.Errorf("lines = %q, dropped %q; want each line once", lines, reasons)
 	}
 	mu.Lock()
-	first, second := requests[0], requests[1]
+	first, second := requests[0].Encode(), requests[1].Encode()
 	mu.Unlock()
-	if !first.Follow || !first.Timestamps || first.TailLines == nil || *first.TailLines != 0 || first.Container != "auth-service" {
-		t.Errorf("first request = %+v", first)
+	if want := "container=auth-service&follow=true&tailLines=0&timestamps=true"; first != want {
+		t.Errorf("first request = %s, want %s", first, want)
 	}
-	if second.SinceTime == nil || !second.SinceTime.Time.Equal(time.Date(2026, 11, 27, 12, 0, 1, 0, time.UTC)) {
-		t.Errorf("second request = %+v", second)
+	if want := "container=auth-service&follow=true&sinceTime=2026-11-27T12%3A00%3A01Z&timestamps=true"; second != want {
+		t.Errorf("second request = %s, want %s", second, want)
 	}
 	if err := p.Err(); err != nil {
 		t.Fatalf("list error: %v", err)
