@@ -28,7 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/warden-sre/warden/internal/kubeclient"
+	"github.com/warden-sre/warden/internal/kubecore"
 	"github.com/warden-sre/warden/internal/redislog"
 	"github.com/warden-sre/warden/internal/reload"
 	"github.com/warden-sre/warden/internal/secret"
@@ -80,7 +80,7 @@ func run() int {
 		logger.Warn("dry-run: decisions are recorded, nothing is changed")
 	}
 
-	kubeConfig, err := kubeclient.RESTConfig(kubeclient.Options{
+	kubeConfig, err := kubecore.RESTConfig(kubecore.Options{
 		Kubeconfig: f.kubeconfig,
 		UserAgent:  "warden-remediator",
 		// Refusals (gates, duplicate, cooldown, breaker) are decided from
