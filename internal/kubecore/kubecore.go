@@ -290,8 +290,10 @@ func (c *Client) getJSON(ctx context.Context, rel string, q url.Values, v any) e
 	return nil
 }
 
-// get sends a GET after waiting for the rate limiter. An answer other than
-// 200 is returned as a *StatusError and its body closed.
+// get sends a GET after waiting for the rate limiter. An answer outside
+// 200-206 is returned as a *StatusError and its body closed; within it is
+// success, as for client-go's REST client (the API server answers 204 with
+// no body for the log of a pod not yet on a node).
 func (c *Client) get(ctx context.Context, rel string, q url.Values) (*http.Response, error) {
 	u := c.base
 	u.Path = path.Join(u.Path, rel)
@@ -310,14 +312,14 @@ func (c *Client) get(ctx context.Context, rel string, q url.Values) (*http.Respo
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode < http.StatusOK || resp.StatusCode > http.StatusPartialContent {
 		defer resp.Body.Close()
 		return nil, statusError(resp)
 	}
 	return resp, nil
 }
 
-// StatusError is an answer of the API server other than 200, with the
+// StatusError is an answer of the API server outside 200-206, with the
 // message of its Status object when it sent one.
 type StatusError struct {
 	Path    string
