@@ -201,7 +201,7 @@ func selectedName(vs *parser.VectorSelector, names []string) (string, error) {
 		return vs.Name, nil
 	}
 	for _, m := range vs.LabelMatchers {
-		if m.Name != labels.MetricName {
+		if m.Name != model.MetricNameLabel {
 			continue
 		}
 		for _, name := range names {
