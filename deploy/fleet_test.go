@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -103,7 +105,10 @@ func startFleetPrometheus(t *testing.T, config string) *testenv.Prometheus {
 // reports pg_up 1.
 func TestFleetShardsScrapeEveryTargetOnce(t *testing.T) {
 	const targets = 40
-	pg := testenv.StartPostgres(t)
+	// Behind one Service each replica ends up probing every target and
+	// keeps its connection warm: 2 × 40 connections, more than the test
+	// server's default of 50 (docs/configuration.md, probe).
+	pg := testenv.StartPostgres(t, testenv.WithPostgresSetting("max_connections", "120"))
 	kube := testenv.StartKube(t)
 	ctx := t.Context()
 
@@ -117,7 +122,9 @@ modules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// The replicas' logs, shown for the targets that never reported.
+	var exporterLog lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&exporterLog, nil))
 	var replicas []*url.URL
 	var served [2]atomic.Int64
 	for i := range 2 {
@@ -206,6 +213,7 @@ modules:
 		return total >= targets, nil
 	})
 	if err != nil {
+		logMissingTargets(t, shards, want, perShard, exporterLog.String())
 		t.Fatalf("the shards never reported every target: %v (shard 0: %d, shard 1: %d)", err, len(perShard[0]), len(perShard[1]))
 	}
 
@@ -251,4 +259,63 @@ modules:
 	}
 	t.Logf("shard sizes %d and %d; probes served by the replicas: %d and %d",
 		len(perShard[0]), len(perShard[1]), served[0].Load(), served[1].Load())
+}
+
+// logMissingTargets logs, for each target no shard reported up, what the
+// shards' target pages say of it (health and last scrape error), so a
+// failure shows why a probe kept failing.
+func logMissingTargets(t *testing.T, shards []*testenv.Prometheus, want map[string]bool, perShard [][]string, exporterLog string) {
+	t.Helper()
+	reported := map[string]bool{}
+	for _, instances := range perShard {
+		for _, inst := range instances {
+			reported[inst] = true
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for target := range want {
+		if reported[target] {
+			continue
+		}
+		db := target[strings.LastIndexByte(target, '/')+1:]
+		logged := 0
+		for line := range strings.Lines(exporterLog) {
+			if strings.Contains(line, db) && logged < 3 {
+				t.Logf("missing %s: exporter: %s", target, strings.TrimSpace(line))
+				logged++
+			}
+		}
+		escaped := url.QueryEscape(target)
+		for i, p := range shards {
+			targets, err := p.Targets(ctx)
+			if err != nil {
+				t.Logf("shard %d: targets: %v", i, err)
+				continue
+			}
+			for _, tg := range targets {
+				if strings.Contains(tg.ScrapeURL, escaped) || strings.Contains(tg.ScrapeURL, target) {
+					t.Logf("missing %s: shard %d scrapes %s: health %s, last error %q", target, i, tg.ScrapeURL, tg.Health, tg.LastError)
+				}
+			}
+		}
+	}
+}
+
+// lockedBuffer is an io.Writer safe for the replicas' concurrent logging.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
